@@ -275,7 +275,9 @@ TEST(InventoryErrors, SyntaxErrorHasAPosition) {
   const auto lines = error_lines(diags);
   EXPECT_THAT(lines, Contains(HasSubstr("error: YAML syntax")));
   for (const auto& d : diags.items()) {
-    if (d.message.starts_with("YAML syntax")) EXPECT_GE(d.loc.line, 5);
+    if (d.message.starts_with("YAML syntax")) {
+      EXPECT_GE(d.loc.line, 5);
+    }
   }
 }
 
@@ -291,6 +293,22 @@ TEST(InventoryErrors, NodeAddressReusedEvenWhenTheNodeComesLater) {
   EXPECT_FALSE(parse_inventory(text, "inv.yaml", diags).has_value())
       << "an endpoint owns the node's address 192.0.2.10";
   EXPECT_EQ(diags.error_count(), 1U) << ::testing::PrintToString(error_lines(diags));
+}
+
+// A diagnostic that points at another place must point at the right one:
+// here the node's second address, not its first (invalid) entry.
+TEST(InventoryErrors, NodeAddressReferencePointsAtTheRightItem) {
+  const std::string text =
+      "apiVersion: tierwall.io/v1\nkind: Inventory\n"
+      "node: {name: n, addresses: [bogus, 192.0.2.1]}\n"
+      "endpoints:\n  - {name: a, addresses: [192.0.2.1]}\n";
+  Diagnostics diags;
+  EXPECT_FALSE(parse_inventory(text, "inv.yaml", diags).has_value());
+  EXPECT_THAT(error_lines(diags),
+              ElementsAre("inv.yaml:" + pos(text, "bogus") + ": error: invalid IP address 'bogus'",
+                          "inv.yaml:" + pos(text, "192.0.2.1", 2) +
+                              ": error: address 192.0.2.1 is the node's own address (inv.yaml:" +
+                              pos(text, "192.0.2.1") + ")"));
 }
 
 TEST(InventoryErrors, TwoNodesAreAnError) {

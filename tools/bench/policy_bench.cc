@@ -339,7 +339,9 @@ GeneratedInventory generate_inventory(Gen& g, std::size_t count) {
     y += "    labels:\n      app: " + std::string(app) + "\n      role: " + std::string(role) +
          "\n      env: " + std::string(env) + "\n";
     y += "    addresses:\n      - " + ipv4(i) + "\n";
-    if (i % 5 == 0) y += "      - \"fd00:10::" + to_hex(i + 1) + "\"\n";
+    if (i % 5 == 0) {
+      y += "      - \"fd00:10::" + to_hex((i + 1) >> 16) + ":" + to_hex((i + 1) & 0xffffU) + "\"\n";
+    }
     out.names.push_back(std::move(name));
   }
   return out;
@@ -383,8 +385,12 @@ bool write_file(const fs::path& path, const std::string& text) {
 
 void fail_on_errors(const policy::Diagnostics& diags, const char* what) {
   if (!diags.has_errors()) return;
-  std::cerr << "tierwall-bench-policy: the generated " << what << " is invalid:\n";
-  diags.print(std::cerr);
+  std::cerr << "tierwall-bench-policy: the generated " << what << " is invalid ("
+            << diags.error_count() << " errors):\n";
+  const auto items = diags.sorted();
+  for (std::size_t i = 0; i < items.size() && i < 10; ++i) {
+    std::cerr << items[i].to_string() << "\n";
+  }
   std::exit(1);
 }
 

@@ -12,6 +12,30 @@ using dataplane::RuleKind;
 using dataplane::SelectorId;
 using dataplane::TierId;
 
+namespace {
+
+// An unambiguous encoding of a selector's identity part: every string is
+// length-prefixed, so no label value or glob can imitate another selector.
+// (identity_key() is for people and may collide.)
+std::string dedup_key(const policy::EndpointSelector& sel) {
+  std::string out;
+  auto put = [&](std::string_view tag, std::string_view v) {
+    out += tag;
+    out += std::to_string(v.size());
+    out += ':';
+    out += v;
+  };
+  for (const auto& req : sel.labels) {
+    put("k", req.key);
+    for (const auto& v : req.values) put("v", v);
+  }
+  if (sel.image) put("i", sel.image->pattern());
+  if (sel.name) put("n", sel.name->pattern());
+  return out;
+}
+
+}  // namespace
+
 void Compilation::LabelIndex::add(const policy::EndpointSelector& sel, std::uint32_t entry) {
   if (sel.labels.empty()) {
     unlabelled.push_back(entry);
@@ -58,13 +82,13 @@ Compilation::Compilation(const policy::Policy& source, std::uint64_t generation)
 
   std::map<std::string, SelectorId> selector_ids;
   auto selector_for = [&](const policy::EndpointSelector& sel) -> SelectorId {
-    const std::string key = sel.identity_key();
-    auto [it, fresh] = selector_ids.emplace(key, static_cast<SelectorId>(selectors_.size()));
+    auto [it, fresh] =
+        selector_ids.emplace(dedup_key(sel), static_cast<SelectorId>(selectors_.size()));
     if (fresh) {
       policy::EndpointSelector identity_part = sel;
       identity_part.tiers.clear();
       selectors_.push_back(identity_part);
-      cp->selectors.push_back(dataplane::SelectorInfo{key});
+      cp->selectors.push_back(dataplane::SelectorInfo{sel.identity_key()});
     }
     return it->second;
   };

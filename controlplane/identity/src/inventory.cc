@@ -67,6 +67,13 @@ class InventoryBuilder {
 
   std::optional<Inventory> finish(const SourceLoc& first) {
     if (!have_node_) diags_.error(first, "the inventory has no 'node' (name and addresses)");
+    // Checked once every document is read: the node may come after endpoints.
+    for (const auto& [address, owner] : addresses_) {
+      if (auto it = node_addrs_.find(address); it != node_addrs_.end()) {
+        diags_.error(owner.loc, "address " + address.to_string() + " is the node's own address (" +
+                                    it->second.to_string() + ")");
+      }
+    }
     if (diags_.has_errors()) return std::nullopt;
     return std::move(inv_);
   }
@@ -86,9 +93,17 @@ class InventoryBuilder {
       r.missing(n, "name", "node");
     }
     if (const Node* addrs = n.find("addresses")) {
-      read_addresses(r, *addrs, "node.addresses", inv_.node.addresses);
-      for (std::size_t i = 0; i < inv_.node.addresses.size(); ++i) {
-        node_addrs_.emplace(inv_.node.addresses[i], r.loc(addrs->children[i]));
+      if (!r.check_list(*addrs, "node.addresses")) return;
+      for (const Node& item : addrs->children) {
+        auto s = r.string(item, "an address");
+        if (!s) continue;
+        auto a = IpAddress::parse(*s);
+        if (!a) {
+          r.error(item, "invalid IP address '" + *s + "'");
+          continue;
+        }
+        inv_.node.addresses.push_back(*a);
+        node_addrs_.emplace(*a, r.loc(item));
       }
     }
   }
@@ -166,18 +181,14 @@ class InventoryBuilder {
         }
         for (std::size_t i = 0; i < list.size(); ++i) {
           const SourceLoc at = r.loc(addrs->children[i]);
-          if (auto it = node_addrs_.find(list[i]); it != node_addrs_.end()) {
-            r.error(addrs->children[i], "address " + list[i].to_string() +
-                                            " is the node's own address (" +
-                                            it->second.to_string() + ")");
-            ok = false;
-            continue;
-          }
-          auto [it, fresh] = addresses_.emplace(list[i], at);
+          auto [it, fresh] = addresses_.emplace(list[i], Owner{at, ep.name});
           if (!fresh) {
-            r.error(addrs->children[i], "address " + list[i].to_string() +
-                                            " already belongs to another endpoint (" +
-                                            it->second.to_string() + ")");
+            const bool same = it->second.endpoint == ep.name;
+            r.error(addrs->children[i],
+                    "address " + list[i].to_string() +
+                        (same ? " is listed twice for this endpoint ("
+                              : " already belongs to another endpoint (") +
+                        it->second.loc.to_string() + ")");
             ok = false;
           }
         }
@@ -197,7 +208,11 @@ class InventoryBuilder {
   bool have_node_ = false;
   SourceLoc node_loc_;
   std::unordered_map<std::string, SourceLoc> names_;
-  std::unordered_map<IpAddress, SourceLoc, IpAddressHash> addresses_;
+  struct Owner {
+    SourceLoc loc;
+    std::string endpoint;
+  };
+  std::unordered_map<IpAddress, Owner, IpAddressHash> addresses_;
   std::unordered_map<IpAddress, SourceLoc, IpAddressHash> node_addrs_;
 };
 

@@ -646,9 +646,11 @@ std::optional<Policy> build_policy(const std::vector<const yaml::Document*>& doc
   PolicyBuilder builder(diags);
   for (const auto* d : docs) builder.add_document(*d);
   if (docs.empty()) {
-    SourceLoc loc;
-    if (!sources.empty()) loc.file = std::make_shared<std::string>(sources.front().path);
-    diags.error(loc, "no SegmentationPolicy document found");
+    if (!diags.has_errors()) {
+      SourceLoc loc;
+      if (!sources.empty()) loc.file = std::make_shared<std::string>(sources.front().path);
+      diags.error(loc, "no SegmentationPolicy document found");
+    }
     return std::nullopt;
   }
   return builder.finish(sources);
