@@ -64,6 +64,19 @@ int run(int argc, char** argv) {
   m->add_option("-o,--output", matrix.output, "table, json, csv or html")
       ->check(CLI::IsMember({"table", "json", "csv", "html"}));
 
+  tierwall::cli::CompileOptions compile;
+  auto* c = app.add_subcommand("compile",
+                               "Print the ruleset a dataplane would install (nft syntax), for "
+                               "review; nothing is applied");
+  c->add_option("--policy", compile.policy, "policy file or directory")->required();
+  c->add_option("--inventory", compile.inventory, "inventory file");
+  c->add_option("--backend", compile.backend, "dataplane backend (nft)")
+      ->check(CLI::IsMember({"nft"}));
+  c->add_option("--container-cidr", compile.container_cidrs,
+                "container network; unknown addresses in it are quarantined (repeatable)");
+  c->add_option("--log-group", compile.log_group, "NFLOG group for deny/audit/logged flows");
+  c->add_flag("!--no-elements", compile.elements, "omit endpoint set elements");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -85,6 +98,7 @@ int run(int argc, char** argv) {
   if (*l) return tierwall::cli::validate(lint, std::cout, std::cerr);
   if (*e) return tierwall::cli::explain(explain, std::cout, std::cerr);
   if (*m) return tierwall::cli::matrix(matrix, std::cout, std::cerr);
+  if (*c) return tierwall::cli::compile(compile, std::cout, std::cerr);
   return kExitUsage;
 }
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "tierwall/compiler/compiler.h"
+#include "tierwall/dataplane/nft/plan.h"
 #include "tierwall/explain/explain.h"
 #include "tierwall/explain/matrix.h"
 #include "tierwall/identity/inventory.h"
@@ -218,6 +219,37 @@ int matrix(const MatrixOptions& options, std::ostream& out, std::ostream& err) {
   } else {
     explain::render_table(m, out);
   }
+  return kExitOk;
+}
+
+int compile(const CompileOptions& options, std::ostream& out, std::ostream& err) {
+  if (options.backend != "nft") {
+    err << "tierctl compile: unknown backend '" << options.backend << "' (nft)\n";
+    return kExitUsage;
+  }
+  std::vector<Cidr> cidrs;
+  for (const auto& text : options.container_cidrs) {
+    std::string why;
+    auto c = Cidr::parse(text, &why);
+    if (!c) {
+      err << "tierctl compile: invalid --container-cidr '" << text << "': " << why << "\n";
+      return kExitUsage;
+    }
+    cidrs.push_back(*c);
+  }
+  Loaded loaded;
+  if (!load(options.policy, options.inventory, loaded, err)) return kExitInvalid;
+  if (!loaded.inventory) loaded.inventory = identity::Inventory{};
+  const auto rules = compiler::compile(*loaded.policy, *loaded.inventory, 1, std::move(cidrs));
+  dataplane::nft::Options nft_options;
+  nft_options.log_group = options.log_group;
+  auto plan = dataplane::nft::build_plan(rules, nft_options);
+  if (!options.elements) {
+    for (auto& s : plan.sets) {
+      if (!s.interval) s.addresses.clear();
+    }
+  }
+  out << dataplane::nft::render(plan);
   return kExitOk;
 }
 

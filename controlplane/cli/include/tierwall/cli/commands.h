@@ -2,6 +2,7 @@
 // The binary only parses flags and calls these (see spec/cli.md).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -40,5 +41,16 @@ struct MatrixOptions {
   std::string output = "table";  // table | json | csv | html
 };
 int matrix(const MatrixOptions& options, std::ostream& out, std::ostream& err);
+
+struct CompileOptions {
+  std::vector<std::string> policy;
+  std::optional<std::string> inventory;
+  std::vector<std::string> container_cidrs;
+  std::string backend = "nft";
+  std::uint16_t log_group = 100;
+  bool elements = true;  // print set elements (endpoint addresses)
+};
+// Prints the ruleset a backend would install, for review.
+int compile(const CompileOptions& options, std::ostream& out, std::ostream& err);
 
 }  // namespace tierwall::cli
