@@ -19,14 +19,16 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$REPO_ROOT"
 
-BUILD_DIR=${1:-${TIERWALL_FUZZ_BUILD_DIR:-build/fuzz}}
+# A BUILD_DIR given by the caller is relative to the caller's directory; the
+# default is relative to the repository.
+BUILD_ARG=${1:-${TIERWALL_FUZZ_BUILD_DIR:-$REPO_ROOT/build/fuzz}}
 SECONDS_TOTAL=${2:-${TIERWALL_FUZZ_SECONDS:-60}}
-BUILD_DIR=$(cd "$BUILD_DIR" 2>/dev/null && pwd) || {
-  echo "run-fuzz.sh: no build directory '${1:-${TIERWALL_FUZZ_BUILD_DIR:-build/fuzz}}'" >&2
+BUILD_DIR=$(cd "$BUILD_ARG" 2>/dev/null && pwd) || {
+  echo "run-fuzz.sh: no build directory '$BUILD_ARG'" >&2
   exit 2
 }
+cd "$REPO_ROOT"
 if ! [[ "$SECONDS_TOTAL" =~ ^[0-9]+$ ]] || [[ "$SECONDS_TOTAL" -eq 0 ]]; then
   echo "run-fuzz.sh: SECONDS must be a positive integer, not '$SECONDS_TOTAL'" >&2
   exit 2

@@ -128,6 +128,8 @@ Compilation::Compilation(const policy::Policy& source, std::uint64_t generation)
   for (const auto& f : source.flows) cp->flows.push_back(rule(f, RuleKind::Flow));
 
   for (std::uint32_t i = 0; i < selectors_.size(); ++i) selector_index_.add(selectors_[i], i);
+  for (const auto& sel : selectors_) uses_names_ = uses_names_ || sel.name.has_value();
+  for (const auto& a : source.assignments) uses_names_ = uses_names_ || a.match.name.has_value();
   for (std::uint32_t i = 0; i < source.assignments.size(); ++i) {
     assignment_tiers_.push_back(tier_ids.at(source.assignments[i].tier));
     assignment_index_.add(source.assignments[i].match, i);
@@ -158,10 +160,30 @@ std::shared_ptr<dataplane::EndpointTable> Compilation::bind_all(
   auto table = std::make_shared<dataplane::EndpointTable>();
   table->set_node_addresses(inventory.node.addresses);
   table->set_container_cidrs(std::move(container_cidrs));
+  // Endpoints with the same labels and image bind the same way unless a
+  // selector looks at names; real inventories repeat label sets a lot.
+  std::unordered_map<std::string, EndpointBinding> cache;
+  std::string key;
   for (std::size_t i = 0; i < inventory.endpoints.size(); ++i) {
     const auto& ep = inventory.endpoints[i];
-    EndpointBinding b = bind(ep);
-    table->upsert(static_cast<dataplane::EndpointId>(i), ep.addresses, b.tier, b.selectors);
+    const EndpointBinding* b = nullptr;
+    EndpointBinding fresh;
+    if (uses_names_) {
+      fresh = bind(ep);
+      b = &fresh;
+    } else {
+      key.assign(ep.image);
+      for (const auto& [k, v] : ep.labels.items()) {
+        key += '\0';
+        key += k;
+        key += '\0';
+        key += v;
+      }
+      auto it = cache.find(key);
+      if (it == cache.end()) it = cache.emplace(key, bind(ep)).first;
+      b = &it->second;
+    }
+    table->upsert(static_cast<dataplane::EndpointId>(i), ep.addresses, b->tier, b->selectors);
   }
   return table;
 }

@@ -49,6 +49,12 @@ class InventoryBuilder {
  public:
   explicit InventoryBuilder(Diagnostics& diags) : diags_(diags) {}
 
+  void reserve(std::size_t endpoints) {
+    inv_.endpoints.reserve(endpoints);
+    names_.reserve(endpoints);
+    addresses_.reserve(endpoints + endpoints / 4);
+  }
+
   void add(const policy::yaml::Document& doc) {
     YamlReader r(doc.file, diags_);
     const Node& root = doc.root;
@@ -61,6 +67,8 @@ class InventoryBuilder {
       if (eps->is_null()) return;
       if (!r.check_list(*eps, "endpoints")) return;
       inv_.endpoints.reserve(inv_.endpoints.size() + eps->children.size());
+      names_.reserve(names_.size() + eps->children.size());
+      addresses_.reserve(addresses_.size() + eps->children.size());
       for (const Node& e : eps->children) read_endpoint(r, e);
     }
   }
@@ -70,7 +78,7 @@ class InventoryBuilder {
     // Checked once every document is read: the node may come after endpoints.
     for (const auto& [address, owner] : addresses_) {
       if (auto it = node_addrs_.find(address); it != node_addrs_.end()) {
-        diags_.error(owner.loc, "address " + address.to_string() + " is the node's own address (" +
+        diags_.error(owner.loc(), "address " + address.to_string() + " is the node's own address (" +
                                     it->second.to_string() + ")");
       }
     }
@@ -78,7 +86,6 @@ class InventoryBuilder {
     return std::move(inv_);
   }
 
- private:
   void read_node(YamlReader& r, const Node& n) {
     if (!r.check_map(n, "node", {"name", "addresses"})) return;
     if (have_node_) {
@@ -108,10 +115,12 @@ class InventoryBuilder {
     }
   }
 
+  // One item of `endpoints`; public so that items can be streamed in.
   void read_endpoint(YamlReader& r, const Node& n) {
     if (!r.check_map(n, "an endpoint", {"name", "id", "image", "labels", "addresses"})) return;
     Endpoint ep;
     ep.loc = r.loc(n);
+    const std::size_t index = read_count_++;
     bool ok = true;
     if (const Node* name = n.find("name")) {
       if (auto s = r.string(*name, "endpoint name")) {
@@ -120,10 +129,10 @@ class InventoryBuilder {
                              "' is not valid (letters, digits, '-', '_' and '.')");
           ok = false;
         }
-        auto [it, fresh] = names_.emplace(*s, ep.loc);
+        auto [it, fresh] = names_.emplace(*s, Pos{ep.loc.line, ep.loc.column});
         if (!fresh) {
           r.error(*name, "duplicate endpoint name '" + *s + "' (first at " +
-                             it->second.to_string() + ")");
+                             at(r, it->second).to_string() + ")");
           ok = false;
         }
         ep.name = *s;
@@ -181,14 +190,15 @@ class InventoryBuilder {
         }
         for (std::size_t i = 0; i < list.size(); ++i) {
           const SourceLoc at = r.loc(addrs->children[i]);
-          auto [it, fresh] = addresses_.emplace(list[i], Owner{at, ep.name});
+          auto [it, fresh] =
+              addresses_.emplace(list[i], Owner{Pos{at.line, at.column}, index, at.file});
           if (!fresh) {
-            const bool same = it->second.endpoint == ep.name;
+            const bool same = it->second.endpoint == index;
             r.error(addrs->children[i],
                     "address " + list[i].to_string() +
                         (same ? " is listed twice for this endpoint ("
                               : " already belongs to another endpoint (") +
-                        it->second.loc.to_string() + ")");
+                        it->second.loc().to_string() + ")");
             ok = false;
           }
         }
@@ -203,16 +213,28 @@ class InventoryBuilder {
     if (ok) inv_.endpoints.push_back(std::move(ep));
   }
 
+ private:
+
   Diagnostics& diags_;
   Inventory inv_;
   bool have_node_ = false;
   SourceLoc node_loc_;
-  std::unordered_map<std::string, SourceLoc> names_;
+  // Positions are kept as two ints (not a SourceLoc with its shared file
+  // name) because there is one per endpoint of a 100k-endpoint inventory.
+  struct Pos {
+    int line;
+    int column;
+  };
+  static SourceLoc at(YamlReader& r, Pos p) { return SourceLoc{r.file(), p.line, p.column}; }
+  std::unordered_map<std::string, Pos> names_;
   struct Owner {
-    SourceLoc loc;
-    std::string endpoint;
+    Pos pos;
+    std::size_t endpoint;  // index of the endpoint being read
+    const std::shared_ptr<const std::string>& file;
+    [[nodiscard]] SourceLoc loc() const { return SourceLoc{file, pos.line, pos.column}; }
   };
   std::unordered_map<IpAddress, Owner, IpAddressHash> addresses_;
+  std::size_t read_count_ = 0;
   std::unordered_map<IpAddress, SourceLoc, IpAddressHash> node_addrs_;
 };
 
@@ -236,7 +258,14 @@ std::optional<Inventory> build_inventory(const std::vector<const policy::yaml::D
 std::optional<Inventory> parse_inventory(std::string_view text, const std::string& name,
                                          Diagnostics& diags) {
   auto file = std::make_shared<std::string>(name);
-  auto docs = policy::yaml::parse(text, file, policy::yaml::Parser::LibYaml, diags);
+  // Endpoints are validated as the parser completes each one, so a large
+  // inventory is never held as a YAML tree.
+  InventoryBuilder builder(diags);
+  builder.reserve(text.size() / 160);  // about 160 bytes of YAML per endpoint
+  YamlReader reader(file, diags);
+  const policy::yaml::StreamHook hook{"endpoints",
+                                      [&](Node&& item) { builder.read_endpoint(reader, item); }};
+  auto docs = policy::yaml::parse(text, file, policy::yaml::Parser::LibYaml, diags, &hook);
   std::vector<const policy::yaml::Document*> inv_docs;
   for (const auto& d : docs) {
     const std::string kind = policy::document_kind(d, diags);
@@ -251,7 +280,8 @@ std::optional<Inventory> parse_inventory(std::string_view text, const std::strin
     if (!diags.has_errors()) diags.error(SourceLoc{file, 0, 0}, "no Inventory document found");
     return std::nullopt;
   }
-  auto inv = build_inventory(inv_docs, diags);
+  for (const auto* d : inv_docs) builder.add(*d);
+  auto inv = builder.finish(SourceLoc{file, inv_docs.front()->root.line, inv_docs.front()->root.column});
   if (diags.has_errors()) return std::nullopt;
   return inv;
 }

@@ -5,6 +5,7 @@
 #include <yaml-cpp/parser.h>
 #include <yaml.h>
 
+#include <iterator>
 #include <map>
 #include <sstream>
 #include <utility>
@@ -38,7 +39,8 @@ namespace {
 // Assembles a tree from parser events; shared by both front ends.
 class TreeBuilder {
  public:
-  explicit TreeBuilder(std::shared_ptr<const std::string> file) : file_(std::move(file)) {}
+  TreeBuilder(std::shared_ptr<const std::string> file, const StreamHook* hook)
+      : file_(std::move(file)), hook_(hook) {}
 
   void document_start() {
     stack_.clear();
@@ -57,14 +59,19 @@ class TreeBuilder {
     if (!anchor.empty()) anchors_[anchor] = n;
     add(std::move(n));
   }
-  bool alias(const std::string& anchor, int line, int column) {
+  enum class AliasResult { Ok, Unknown, TooLarge };
+  AliasResult alias(const std::string& anchor, int line, int column) {
     auto it = anchors_.find(anchor);
-    if (it == anchors_.end()) return false;
+    if (it == anchors_.end()) return AliasResult::Unknown;
+    // Aliases copy their anchor; cap the total so that nested aliases
+    // ("billion laughs") cannot expand a small file into gigabytes.
+    expanded_ += count(it->second);
+    if (expanded_ > kMaxAliasNodes) return AliasResult::TooLarge;
     Node copy = it->second;
     copy.line = line;
     copy.column = column;
     add(std::move(copy));
-    return true;
+    return AliasResult::Ok;
   }
   void start(Kind kind, int line, int column, std::string anchor) {
     Node n;
@@ -72,10 +79,18 @@ class TreeBuilder {
     n.line = line;
     n.column = column;
     stack_.push_back(Frame{std::move(n), std::move(anchor)});
+    // Children collect in a scratch vector reused per depth, so that each
+    // container allocates its children exactly once (large inventories).
+    if (scratch_.size() < stack_.size()) scratch_.resize(stack_.size());
+    scratch_[stack_.size() - 1].clear();
   }
   void end() {
+    auto& children = scratch_[stack_.size() - 1];
     Frame f = std::move(stack_.back());
     stack_.pop_back();
+    f.node.children.reserve(children.size());
+    std::move(children.begin(), children.end(), std::back_inserter(f.node.children));
+    children.clear();
     if (!f.anchor.empty()) anchors_[f.anchor] = f.node;
     add(std::move(f.node));
   }
@@ -90,12 +105,35 @@ class TreeBuilder {
       root_ = std::move(n);
       has_root_ = true;
     } else {
-      stack_.back().node.children.push_back(std::move(n));
+      if (hook_ != nullptr && streamed(n)) return;
+      scratch_[stack_.size() - 1].push_back(std::move(n));
     }
   }
 
+  // Hands an item of the hooked top-level list to the hook.
+  bool streamed(Node& n) {
+    if (stack_.size() != 2 || stack_[0].node.kind != Kind::Map ||
+        stack_[1].node.kind != Kind::Sequence || scratch_[0].empty()) {
+      return false;
+    }
+    const Node& key = scratch_[0].back();
+    if (key.kind != Kind::Scalar || key.scalar != hook_->key) return false;
+    hook_->on_item(std::move(n));
+    return true;
+  }
+
+  static std::size_t count(const Node& n) {
+    std::size_t c = 1;
+    for (const auto& child : n.children) c += count(child);
+    return c;
+  }
+  static constexpr std::size_t kMaxAliasNodes = 100000;
+
   std::shared_ptr<const std::string> file_;
+  const StreamHook* hook_;
+  std::size_t expanded_ = 0;
   std::vector<Frame> stack_;
+  std::vector<std::vector<Node>> scratch_;
   Node root_;
   bool has_root_ = false;
   std::map<std::string, Node> anchors_;
@@ -114,14 +152,28 @@ class YamlCppHandler : public YAML::EventHandler {
   void OnDocumentStart(const YAML::Mark&) override { b_.document_start(); }
   void OnDocumentEnd() override { b_.document_end(out_); }
   void OnNull(const YAML::Mark& m, YAML::anchor_t anchor) override {
+    // yaml-cpp 0.7 can emit null events forever at one position on a stray
+    // ',' (upstream issue 1040); no document has that many nulls in a row.
+    if (m.pos == last_null_pos_) {
+      if (++nulls_here_ > 64) throw YAML::ParserException(m, "unexpected ','");
+    } else {
+      last_null_pos_ = m.pos;
+      nulls_here_ = 0;
+    }
     Node n;
     n.line = m.line + 1;
     n.column = m.column + 1;
     b_.scalar(std::move(n), name(anchor));
   }
   void OnAlias(const YAML::Mark& m, YAML::anchor_t anchor) override {
-    if (!b_.alias(name(anchor), m.line + 1, m.column + 1)) {
-      diags_.error(SourceLoc{file_, m.line + 1, m.column + 1}, "unknown alias");
+    switch (b_.alias(name(anchor), m.line + 1, m.column + 1)) {
+      case TreeBuilder::AliasResult::Ok:
+        break;
+      case TreeBuilder::AliasResult::Unknown:
+        diags_.error(SourceLoc{file_, m.line + 1, m.column + 1}, "unknown alias");
+        break;
+      case TreeBuilder::AliasResult::TooLarge:
+        throw YAML::ParserException(m, "aliases expand to too many nodes");
     }
   }
   void OnScalar(const YAML::Mark& m, const std::string& tag, YAML::anchor_t anchor,
@@ -151,12 +203,14 @@ class YamlCppHandler : public YAML::EventHandler {
   std::vector<Document>& out_;
   Diagnostics& diags_;
   std::shared_ptr<const std::string> file_;
+  int last_null_pos_ = -1;
+  int nulls_here_ = 0;
 };
 
 void parse_yaml_cpp(std::string_view text, const std::shared_ptr<const std::string>& file,
-                    std::vector<Document>& out, Diagnostics& diags) {
+                    std::vector<Document>& out, Diagnostics& diags, const StreamHook* hook) {
   std::istringstream in{std::string(text)};
-  TreeBuilder builder(file);
+  TreeBuilder builder(file, hook);
   YamlCppHandler handler(builder, out, diags, file);
   try {
     YAML::Parser parser(in);
@@ -184,11 +238,11 @@ std::string anchor_of(const yaml_char_t* a) {
 }
 
 void parse_libyaml(std::string_view text, const std::shared_ptr<const std::string>& file,
-                   std::vector<Document>& out, Diagnostics& diags) {
+                   std::vector<Document>& out, Diagnostics& diags, const StreamHook* hook) {
   LibYamlParser p;
   yaml_parser_set_input_string(p.get(), reinterpret_cast<const unsigned char*>(text.data()),
                                text.size());
-  TreeBuilder builder(file);
+  TreeBuilder builder(file, hook);
   for (;;) {
     yaml_event_t ev;
     if (yaml_parser_parse(p.get(), &ev) == 0) {
@@ -229,11 +283,17 @@ void parse_libyaml(std::string_view text, const std::shared_ptr<const std::strin
         builder.scalar(std::move(n), anchor_of(ev.data.scalar.anchor));
         break;
       }
-      case YAML_ALIAS_EVENT:
-        if (!builder.alias(anchor_of(ev.data.alias.anchor), line, column)) {
+      case YAML_ALIAS_EVENT: {
+        const auto r = builder.alias(anchor_of(ev.data.alias.anchor), line, column);
+        if (r == TreeBuilder::AliasResult::Unknown) {
           diags.error(SourceLoc{file, line, column}, "unknown alias");
+        } else if (r == TreeBuilder::AliasResult::TooLarge) {
+          diags.error(SourceLoc{file, line, column}, "YAML: aliases expand to too many nodes");
+          yaml_event_delete(&ev);
+          return;
         }
         break;
+      }
       case YAML_SEQUENCE_START_EVENT:
         builder.start(Kind::Sequence, line, column, anchor_of(ev.data.sequence_start.anchor));
         break;
@@ -258,12 +318,12 @@ void parse_libyaml(std::string_view text, const std::shared_ptr<const std::strin
 }  // namespace
 
 std::vector<Document> parse(std::string_view text, std::shared_ptr<const std::string> file,
-                            Parser parser, Diagnostics& diags) {
+                            Parser parser, Diagnostics& diags, const StreamHook* hook) {
   std::vector<Document> out;
   if (parser == Parser::YamlCpp) {
-    parse_yaml_cpp(text, file, out, diags);
+    parse_yaml_cpp(text, file, out, diags, hook);
   } else {
-    parse_libyaml(text, file, out, diags);
+    parse_libyaml(text, file, out, diags, hook);
   }
   return out;
 }

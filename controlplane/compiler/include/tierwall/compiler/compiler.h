@@ -65,6 +65,7 @@ class Compilation {
   std::vector<dataplane::TierId> assignment_tiers_;
   LabelIndex selector_index_;
   LabelIndex assignment_index_;
+  bool uses_names_ = false;  // some selector or assignment matches on names
 };
 
 // Convenience: compile a policy and bind an inventory in one go.

@@ -6,6 +6,7 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <variant>
 #include <vector>
 
@@ -68,6 +69,7 @@ class Explainer {
   const identity::Inventory& inventory_;
   std::shared_ptr<dataplane::EndpointTable> table_;
   std::vector<int> assignment_of_;  // endpoint index -> assignment index
+  std::unordered_map<std::string, std::size_t> by_name_;
 };
 
 // The JSON document of spec/cli.md.

@@ -5,6 +5,7 @@
 // tree, so every check is written once against it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,10 +43,19 @@ struct Document {
 
 enum class Parser { YamlCpp, LibYaml };
 
+// Streams the items of one top-level list instead of keeping them in the
+// tree: each item of `root[key]` is handed to `on_item` as soon as it is
+// complete (and the list in the returned tree stays empty). Bulk data
+// (inventory endpoints) is validated item by item without holding it all.
+struct StreamHook {
+  std::string key;
+  std::function<void(Node&& item)> on_item;
+};
+
 // Parses every document of `text`. Syntax errors are reported with their
 // position; documents before the error are still returned.
 std::vector<Document> parse(std::string_view text, std::shared_ptr<const std::string> file,
-                            Parser parser, Diagnostics& diags);
+                            Parser parser, Diagnostics& diags, const StreamHook* hook = nullptr);
 
 // Short description of a node's type for messages ("a map", "a list", ...).
 std::string_view describe(const Node& node);

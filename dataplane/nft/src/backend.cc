@@ -1,0 +1,147 @@
+#include "tierwall/dataplane/nft/backend.h"
+
+#include <algorithm>
+#include <set>
+
+#include "tierwall/dataplane/evaluator.h"
+
+namespace tierwall::dataplane::nft {
+
+std::variant<std::unique_ptr<NftBackend>, std::string> NftBackend::open(Config config) {
+  std::string error;
+  auto socket = NftSocket::open(&error);
+  if (!socket) return "cannot open the nftables netlink socket: " + error;
+  return std::unique_ptr<NftBackend>(new NftBackend(std::move(*socket), std::move(config)));
+}
+
+NftBackend::NftBackend(NftSocket socket, Config config)
+    : socket_(std::move(socket)), config_(std::move(config)) {}
+
+DataplaneError NftBackend::error_of(const ApplyError& e) {
+  DataplaneError out;
+  out.message = e.message;
+  out.rule = e.rule;
+  out.concurrent_change = e.err == ERESTART;
+  return out;
+}
+
+std::optional<DataplaneError> NftBackend::apply(const RuleSet& rules) {
+  const Plan plan = build_plan(rules, config_.plan);
+  ApplyError gen_error;
+  const auto genid = socket_.get_generation(&gen_error);
+  if (!genid) return error_of(gen_error);
+  if (auto e = socket_.apply_plan(plan, *genid)) return error_of(*e);
+
+  policy_ = rules.policy;
+  live_ = *rules.endpoints;
+  installed_.clear();
+  std::set<EndpointId> ids;
+  live_.for_each_address([&](const IpAddress&, EndpointId id, const EndpointEntry&) { ids.insert(id); });
+  for (EndpointId id : ids) installed_[id] = endpoint_elements(*policy_, live_, id);
+  last_cut_ = 0;
+  if (config_.cut_connections) cut({});
+  return std::nullopt;
+}
+
+std::optional<DataplaneError> NftBackend::update_endpoints(std::span<const EndpointChange> changes) {
+  if (!policy_) return DataplaneError{"no policy applied yet", 0, false};
+  // The next endpoint state, computed on a copy so that a rejected batch
+  // leaves our view equal to the kernel's.
+  EndpointTable next = live_;
+  std::vector<IpAddress> touched;
+  for (const auto& c : changes) {
+    for (const auto& a : next.addresses(c.id)) touched.push_back(a);
+    if (c.removed) {
+      next.remove(c.id);
+    } else if (!next.upsert(c.id, c.addresses, c.tier, c.selectors)) {
+      return DataplaneError{"endpoint " + std::to_string(c.id) +
+                                ": an address already belongs to another endpoint",
+                            0, false};
+    }
+    touched.insert(touched.end(), c.addresses.begin(), c.addresses.end());
+  }
+  std::vector<Element> add;
+  std::vector<Element> remove;
+  std::unordered_map<EndpointId, std::vector<Element>> updated;
+  for (const auto& c : changes) {
+    std::vector<Element> now = c.removed ? std::vector<Element>{} : endpoint_elements(*policy_, next, c.id);
+    std::sort(now.begin(), now.end());
+    std::vector<Element> before;
+    if (auto it = installed_.find(c.id); it != installed_.end()) before = it->second;
+    std::sort(before.begin(), before.end());
+    std::set_difference(before.begin(), before.end(), now.begin(), now.end(), std::back_inserter(remove));
+    std::set_difference(now.begin(), now.end(), before.begin(), before.end(), std::back_inserter(add));
+    updated[c.id] = std::move(now);
+  }
+  if (!add.empty() || !remove.empty()) {
+    ApplyError gen_error;
+    const auto genid = socket_.get_generation(&gen_error);
+    if (!genid) return error_of(gen_error);
+    if (auto e = socket_.apply_elements(config_.plan.table, add, remove, *genid)) return error_of(*e);
+  }
+  live_ = std::move(next);
+  for (auto& [id, elems] : updated) {
+    if (elems.empty()) {
+      installed_.erase(id);
+    } else {
+      installed_[id] = std::move(elems);
+    }
+  }
+  last_cut_ = 0;
+  if (config_.cut_connections && !touched.empty() && !remove.empty()) cut(touched);
+  return std::nullopt;
+}
+
+std::optional<DataplaneError> NftBackend::flush() {
+  if (auto e = socket_.flush(config_.plan.table)) return error_of(*e);
+  policy_.reset();
+  installed_.clear();
+  live_ = EndpointTable{};
+  return std::nullopt;
+}
+
+void NftBackend::cut(const std::vector<IpAddress>& addresses) {
+  const auto& locals = config_.local_addresses;
+  auto local = [&](const IpAddress& a) {
+    return std::find(locals.begin(), locals.end(), a) != locals.end() || live_.is_node_address(a);
+  };
+  auto concerns = [&](const CtEntry& e) {
+    if (addresses.empty()) return true;
+    return std::find(addresses.begin(), addresses.end(), e.src) != addresses.end() ||
+           std::find(addresses.begin(), addresses.end(), e.dst) != addresses.end();
+  };
+  using E = PeerMatch::Entity;
+  last_cut_ = ct_delete_if([&](const CtEntry& e) {
+    if (!concerns(e)) return false;
+    ResolvedPeer src = resolve(live_, e.src);
+    ResolvedPeer dst = resolve(live_, e.dst);
+    const bool src_local = local(e.src);
+    const bool dst_local = local(e.dst);
+    if (src_local && dst_local) return false;  // the host talking to itself
+    if (dst_local) dst = ResolvedPeer{E::Host, e.dst, kUnknownEndpoint, kQuarantineTier, {}};
+    if (src_local) src = ResolvedPeer{E::Host, e.src, kUnknownEndpoint, kQuarantineTier, {}};
+    // Only container traffic is policed (see docs/nftables.md).
+    if (src.entity != E::Endpoint && dst.entity != E::Endpoint) return false;
+    if (src.entity == E::Endpoint && dst.entity == E::Endpoint && src.endpoint == dst.endpoint &&
+        src.endpoint != kUnknownEndpoint) {
+      return false;
+    }
+    const Decision d = decide(*policy_, src, dst, e.proto, e.dport);
+    return d.verdict == Verdict::Deny;
+  });
+}
+
+std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> NftBackend::rule_counters() {
+  std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> out;
+  for (const auto& [name, value] : socket_.read_counters(config_.plan.table)) {
+    if (name.size() < 2 || name[0] != 'c') continue;
+    out[static_cast<RuleId>(std::stoul(name.substr(1)))] = value;
+  }
+  return out;
+}
+
+std::optional<KernelCounts> NftBackend::kernel_counts() {
+  return socket_.kernel_counts(config_.plan.table);
+}
+
+}  // namespace tierwall::dataplane::nft
