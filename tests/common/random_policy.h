@@ -25,8 +25,8 @@ struct GeneratedCase {
   std::vector<std::string> world_v6{"2001:db8:100::7", "2001:db8:200::5"};
   std::vector<std::string> node_v4{"10.88.0.1"};
   std::vector<std::string> node_v6{"fd00:88::1"};
-  std::vector<std::string> ports{"tcp/80", "tcp/443", "tcp/5432", "tcp/8080", "udp/53",
-                                 "udp/5000", "icmp/echo-request", "icmpv6/echo-request"};
+  std::vector<std::string> ports{"tcp/80", "tcp/443",  "tcp/5432",          "tcp/8080",
+                                 "udp/53", "udp/5000", "icmp/echo-request", "icmpv6/echo-request"};
 };
 
 // `endpoints` container endpoints with labels app/role/env from a small
@@ -70,8 +70,9 @@ inline GeneratedCase generate_case(std::uint32_t seed, int endpoints = 8) {
       }
     }
     if (chance(35)) {
-      add(std::string("labels: {") + (chance(50) ? "role: " + std::string(roles[pick(2)])
-                                                 : "env: [" + std::string(envs[pick(2)]) + "]") +
+      add(std::string("labels: {") +
+          (chance(50) ? "role: " + std::string(roles[pick(2)])
+                      : "env: [" + std::string(envs[pick(2)]) + "]") +
           "}");
     }
     return s + "}";
@@ -88,8 +89,9 @@ inline GeneratedCase generate_case(std::uint32_t seed, int endpoints = 8) {
   auto ports = [&]() {
     const int k = pick(6);
     if (k == 0) return std::string();
-    const char* opts[] = {"tcp/80", "tcp/443-5432", "udp/53", "icmp/echo-request",
-                          "icmpv6/echo-request", "tcp/8080", "icmp"};
+    const char* opts[] = {
+        "tcp/80",   "tcp/443-5432", "udp/53", "icmp/echo-request", "icmpv6/echo-request",
+        "tcp/8080", "icmp"};
     std::string s = ", ports: [";
     const int n = 1 + pick(2);
     for (int i = 0; i < n; ++i) s += (i ? ", " : "") + std::string(opts[pick(7)]);

@@ -2,9 +2,6 @@
 // binding by first matching assignment, interned membership profiles.
 #include "tierwall/compiler/compiler.h"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -14,6 +11,9 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "tierwall/dataplane/evaluator.h"
 #include "tierwall/identity/inventory.h"
@@ -45,7 +45,8 @@ policy::Policy load(std::string_view text) {
 
 IpAddress ip(std::string_view s) { return IpAddress::parse(s).value(); }
 
-identity::Endpoint endpoint(std::string name, std::vector<std::pair<std::string, std::string>> labels,
+identity::Endpoint endpoint(std::string name,
+                            std::vector<std::pair<std::string, std::string>> labels,
                             std::string image = {}, std::vector<IpAddress> addresses = {}) {
   identity::Endpoint ep;
   ep.name = std::move(name);
@@ -197,8 +198,8 @@ TEST(CompilerRules, IdsStartAtFirstPolicyRuleDeniesThenFlows) {
   ASSERT_EQ(cp.denies.size(), 2U);
   ASSERT_EQ(cp.flows.size(), 4U);
   EXPECT_EQ(cp.rule_count(), 6U);
-  const char* names[] = {"d-telnet", "d-staged", "f-web-api", "f-same-selector", "f-host",
-                         "f-world"};
+  const char* names[] = {"d-telnet",        "d-staged", "f-web-api",
+                         "f-same-selector", "f-host",   "f-world"};
   for (std::size_t i = 0; i < 6; ++i) {
     const auto& r = i < 2 ? cp.denies[i] : cp.flows[i - 2];
     SCOPED_TRACE(names[i]);
@@ -225,7 +226,7 @@ TEST(CompilerRules, PeersPortsAndFlags) {
 
   const auto& telnet = cp.denies[0];
   EXPECT_EQ(telnet.from.entity, PeerMatch::Entity::Endpoint);
-  EXPECT_TRUE(telnet.from.tiers.empty());      // {}: every tier, quarantine included
+  EXPECT_TRUE(telnet.from.tiers.empty());  // {}: every tier, quarantine included
   EXPECT_FALSE(telnet.from.selector.has_value());
   EXPECT_FALSE(telnet.staged);
   ASSERT_EQ(telnet.ports.size(), 1U);

@@ -3,8 +3,6 @@
 // compiler -> dataplane::decide, one table row per connection.
 #include "tierwall/dataplane/evaluator.h"
 
-#include <gtest/gtest.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -14,6 +12,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
 #include "tierwall/identity/inventory.h"
@@ -377,16 +377,16 @@ constexpr const char* kTest1 = "10.88.0.51";
 constexpr const char* kStray1 = "10.88.0.60";
 constexpr const char* kStray2 = "10.88.0.61";
 constexpr const char* kSuspect1 = "10.88.0.70";
-constexpr const char* kUnknown = "10.88.9.9";     // in a container CIDR, in no inventory
+constexpr const char* kUnknown = "10.88.9.9";  // in a container CIDR, in no inventory
 constexpr const char* kUnknown2 = "10.88.9.10";
 constexpr const char* kUnknownV6 = "fd00::99";
 constexpr const char* kNode = "192.0.2.10";
 constexpr const char* kNodeV6 = "2001:db8::10";
-constexpr const char* kMirror = "198.51.100.7";   // in 198.51.100.0/24
+constexpr const char* kMirror = "198.51.100.7";  // in 198.51.100.0/24
 constexpr const char* kNotMirror = "198.51.101.7";
 constexpr const char* kMirrorV6 = "2001:db8:beef::1";  // in 2001:db8:beef::/48
 constexpr const char* kWorldV6 = "2001:db8:dead::1";
-constexpr const char* kPartner = "203.0.113.5";   // in 203.0.113.0/24
+constexpr const char* kPartner = "203.0.113.5";  // in 203.0.113.0/24
 constexpr const char* kInternet = "100.64.0.1";
 
 // Audit-scenario addresses.
@@ -426,10 +426,8 @@ const EvalCase kCases[] = {
      "no-telnet"},
     {"first deny wins (no-ssh before dev-never-prod)", M, kDev1, kDb1, kTcp, 22, kDeny, kDenyRule,
      "no-ssh-to-restricted"},
-    {"label value list: env dev", M, kDev1, kWeb1, kTcp, 8080, kDeny, kDenyRule,
-     "dev-never-prod"},
-    {"label value list: env test", M, kTest1, kDb1, kTcp, 5432, kDeny, kDenyRule,
-     "dev-never-prod"},
+    {"label value list: env dev", M, kDev1, kWeb1, kTcp, 8080, kDeny, kDenyRule, "dev-never-prod"},
+    {"label value list: env test", M, kTest1, kDb1, kTcp, 5432, kDeny, kDenyRule, "dev-never-prod"},
     {"{} selects quarantined endpoints", M, kStray1, kWeb1, kTcp, 23, kDeny, kDenyRule,
      "no-telnet"},
     {"{} selects unknown container addresses", M, kUnknown, kWeb1, kTcp, 23, kDeny, kDenyRule,
@@ -477,26 +475,21 @@ const EvalCase kCases[] = {
      ""},
     {"ports omitted is any (udp)", M, kWeb1, kPartner, kUdp, 9999, kAllow, kFlow,
      "shop-to-partner"},
-    {"ports omitted is any (icmp)", M, kDev1, kPartner, kIcmp, 8, kAllow, kFlow,
-     "shop-to-partner"},
+    {"ports omitted is any (icmp)", M, kDev1, kPartner, kIcmp, 8, kAllow, kFlow, "shop-to-partner"},
     {"label list second value (role api)", M, kDev1, kPartner, kSctp, 1, kAllow, kFlow,
      "shop-to-partner"},
-    {"label key missing (test-1 has no role)", M, kTest1, kPartner, kTcp, 443, kDeny, kDefault,
-     ""},
-    {"label value not in list (app payments)", M, kApi1, kPartner, kTcp, 443, kDeny, kDefault,
-     ""},
-    {"quarantine flow from stray", M, kStray1, kNode, kUdp, 67, kAllow, kFlow,
+    {"label key missing (test-1 has no role)", M, kTest1, kPartner, kTcp, 443, kDeny, kDefault, ""},
+    {"label value not in list (app payments)", M, kApi1, kPartner, kTcp, 443, kDeny, kDefault, ""},
+    {"quarantine flow from stray", M, kStray1, kNode, kUdp, 67, kAllow, kFlow, "quarantine-dhcp"},
+    {"quarantine flow from unknown container address", M, kUnknown, kNode, kUdp, 67, kAllow, kFlow,
      "quarantine-dhcp"},
-    {"quarantine flow from unknown container address", M, kUnknown, kNode, kUdp, 67, kAllow,
-     kFlow, "quarantine-dhcp"},
     {"quarantine flow does not select declared tiers", M, kWeb1, kNode, kUdp, 67, kDeny, kDefault,
      ""},
     // --- ICMP --------------------------------------------------------------
     {"icmp echo-request", M, kApi1, kDb1, kIcmp, 8, kAllow, kFlow, "ping-db"},
     {"icmp echo-reply is not echo-request", M, kApi1, kDb1, kIcmp, 0, kDeny, kDefault, ""},
     {"icmp rule does not match icmpv6", M, kApi1v6, kDb1v6, kIcmp6, 128, kDeny, kDefault, ""},
-    {"icmp rule does not match icmpv6 type 8", M, kApi1v6, kDb1v6, kIcmp6, 8, kDeny, kDefault,
-     ""},
+    {"icmp rule does not match icmpv6 type 8", M, kApi1v6, kDb1v6, kIcmp6, 8, kDeny, kDefault, ""},
     {"bare icmp matches any type (3)", M, kWeb1, kApi1, kIcmp, 3, kAllow, kFlow, "web-icmp"},
     {"bare icmp matches type 0", M, kWeb1, kApi1, kIcmp, 0, kAllow, kFlow, "web-icmp"},
     {"bare icmp matches type 255", M, kWeb1, kApi1, kIcmp, 255, kAllow, kFlow, "web-icmp"},
@@ -519,8 +512,7 @@ const EvalCase kCases[] = {
      ""},
     {"unknown container address is not world", M, kDev1, kUnknown, kTcp, 80, kDeny, kDefault, ""},
     {"node address is not world", M, kDev1, kNode, kTcp, 80, kDeny, kDefault, ""},
-    {"0.0.0.0/0 responder does not match IPv6", M, kDev1, kWorldV6, kTcp, 80, kDeny, kDefault,
-     ""},
+    {"0.0.0.0/0 responder does not match IPv6", M, kDev1, kWorldV6, kTcp, 80, kDeny, kDefault, ""},
     // --- 5. intraTier --------------------------------------------------------
     {"intraTier allow, same declared tier", M, kWeb1, kWeb2, kTcp, 80, kAllow, kIntra, ""},
     {"intraTier allow over v6", M, kApi1v6, kApi2, kTcp, 80, kAllow, kIntra, ""},
@@ -530,8 +522,8 @@ const EvalCase kCases[] = {
     {"intraTier not for tier: quarantine assignment", M, kSuspect1, kStray1, kTcp, 80, kDeny,
      kDefault, ""},
     {"intraTier not for unknown addresses", M, kUnknown, kUnknown2, kTcp, 80, kDeny, kDefault, ""},
-    {"different tiers (first-match: db-1 is restricted)", M, kApi1, kDb1, kTcp, 80, kDeny,
-     kDefault, ""},
+    {"different tiers (first-match: db-1 is restricted)", M, kApi1, kDb1, kTcp, 80, kDeny, kDefault,
+     ""},
     {"flow decides before intraTier", M, kApi1, kApi2, kTcp, 7000, kAllow, kFlow, "api-peers"},
     {"intraTier when no flow matches the port", M, kApi1, kApi2, kTcp, 7001, kAllow, kIntra, ""},
     // --- first-match assignment ---------------------------------------------
@@ -542,8 +534,8 @@ const EvalCase kCases[] = {
     {"allow + staged -> audit", M, kWeb1, kApi1, kTcp, 6379, kAudit, kDenyRule, "staged-no-redis"},
     {"allow + staged -> audit, second staged when first misses", M, kWeb1, kApi1, kTcp, 6380,
      kAudit, kDenyRule, "staged-no-redis-again"},
-    {"staged never turns an enforced deny into audit", M, kWeb1, kDb1, kTcp, 6379, kDeny,
-     kDenyRule, "no-redis-to-db"},
+    {"staged never turns an enforced deny into audit", M, kWeb1, kDb1, kTcp, 6379, kDeny, kDenyRule,
+     "no-redis-to-db"},
     {"staged never affects default-deny", M, kStray1, kStray2, kTcp, 6379, kDeny, kDefault, ""},
     {"staged (second) never affects default-deny", M, kWeb1, kStray1, kTcp, 6380, kDeny, kDefault,
      ""},
@@ -590,8 +582,8 @@ const EvalCase kCases[] = {
     {"spec audit: enforce tier to world", AS, kCore1, kInternet, kTcp, 80, kDeny, kDefault, ""},
     {"spec audit: enforce tier intra", AS, kCore1, kCore2, kTcp, 80, kDeny, kDefault, ""},
     {"spec audit: quarantine follows spec.mode", AS, kQ1, kOnb1, kTcp, 80, kAudit, kDefault, ""},
-    {"spec audit: unknown container address follows spec.mode", AS, kAuditUnknown, kLeg1, kTcp,
-     80, kAudit, kDefault, ""},
+    {"spec audit: unknown container address follows spec.mode", AS, kAuditUnknown, kLeg1, kTcp, 80,
+     kAudit, kDefault, ""},
     {"spec audit: world to host audited", AS, kInternet, kAuditNode, kTcp, 80, kAudit, kDefault,
      ""},
     {"spec audit: host to world audited", AS, kAuditNode, kInternet, kUdp, 53, kAudit, kDefault,
@@ -646,8 +638,7 @@ TEST(DecisionRuleId, ReservedIdsForDecisionsWithoutARule) {
   EXPECT_EQ((Decision{Verdict::Allow, RuleKind::Self, nullptr}).rule_id(), kRuleSelf);
   EXPECT_EQ((Decision{Verdict::Allow, RuleKind::IntraTier, nullptr}).rule_id(), kRuleIntraTier);
   EXPECT_EQ((Decision{Verdict::Deny, RuleKind::DefaultDeny, nullptr}).rule_id(), kRuleDefaultDeny);
-  EXPECT_EQ((Decision{Verdict::Audit, RuleKind::DefaultDeny, nullptr}).rule_id(),
-            kRuleDefaultDeny);
+  EXPECT_EQ((Decision{Verdict::Audit, RuleKind::DefaultDeny, nullptr}).rule_id(), kRuleDefaultDeny);
   EXPECT_EQ(kRuleSelf, 1U);
   EXPECT_EQ(kRuleIntraTier, 2U);
   EXPECT_EQ(kRuleDefaultDeny, 3U);
@@ -671,14 +662,14 @@ TEST(DecisionRuleId, EndToEnd) {
   EXPECT_EQ(decide_ids(kWeb1, kWeb2, kTcp, 80), kRuleIntraTier);
   EXPECT_EQ(decide_ids(kStray1, kStray2, kTcp, 80), kRuleDefaultDeny);
   // Denies are numbered first, in policy order, from kFirstPolicyRule.
-  EXPECT_EQ(decide_ids(kWeb1, kDb1, kTcp, 23), kFirstPolicyRule);          // no-telnet
-  EXPECT_EQ(decide_ids(kApi1, kDb1, kTcp, 22), kFirstPolicyRule + 1);      // no-ssh-to-restricted
-  EXPECT_EQ(decide_ids(kWeb1, kApi1, kTcp, 6379), kFirstPolicyRule + 3);   // staged-no-redis
-  EXPECT_EQ(decide_ids(kWeb1, kDb1, kTcp, 6379), kFirstPolicyRule + 4);    // no-redis-to-db
+  EXPECT_EQ(decide_ids(kWeb1, kDb1, kTcp, 23), kFirstPolicyRule);         // no-telnet
+  EXPECT_EQ(decide_ids(kApi1, kDb1, kTcp, 22), kFirstPolicyRule + 1);     // no-ssh-to-restricted
+  EXPECT_EQ(decide_ids(kWeb1, kApi1, kTcp, 6379), kFirstPolicyRule + 3);  // staged-no-redis
+  EXPECT_EQ(decide_ids(kWeb1, kDb1, kTcp, 6379), kFirstPolicyRule + 4);   // no-redis-to-db
   // 8 denies, then flows.
-  EXPECT_EQ(decide_ids(kWeb1, kApi1, kTcp, 8080), kFirstPolicyRule + 8);   // web-to-api
-  EXPECT_EQ(decide_ids(kApi1, kDb1, kTcp, 5432), kFirstPolicyRule + 9);    // api-to-db
-  EXPECT_EQ(decide_ids(kApi1, kDb1, kTcp, 5433), kFirstPolicyRule + 10);   // internal-to-db
+  EXPECT_EQ(decide_ids(kWeb1, kApi1, kTcp, 8080), kFirstPolicyRule + 8);  // web-to-api
+  EXPECT_EQ(decide_ids(kApi1, kDb1, kTcp, 5432), kFirstPolicyRule + 9);   // api-to-db
+  EXPECT_EQ(decide_ids(kApi1, kDb1, kTcp, 5433), kFirstPolicyRule + 10);  // internal-to-db
 }
 
 // ---------------------------------------------------------------------------
@@ -752,14 +743,22 @@ TEST(Resolve, Table) {
   ASSERT_NE(rs, nullptr);
   using E = PeerMatch::Entity;
   const ResolveCase cases[] = {
-      {kWeb1, E::Endpoint, "public", true},        {kWeb1v6, E::Endpoint, "public", true},
-      {kApi1, E::Endpoint, "internal", true},      {kDb1, E::Endpoint, "restricted", true},
-      {kBatch01, E::Endpoint, "internal", true},   {kBatch100, E::Endpoint, "quarantine", true},
-      {kDev1, E::Endpoint, "dev", true},           {kTest1, E::Endpoint, "dev", true},
-      {kSuspect1, E::Endpoint, "quarantine", true}, {kStray1, E::Endpoint, "quarantine", true},
-      {kUnknown, E::Endpoint, "quarantine", false}, {kUnknownV6, E::Endpoint, "quarantine", false},
-      {kNode, E::Host, "", false},                 {kNodeV6, E::Host, "", false},
-      {kMirror, E::World, "", false},              {kWorldV6, E::World, "", false},
+      {kWeb1, E::Endpoint, "public", true},
+      {kWeb1v6, E::Endpoint, "public", true},
+      {kApi1, E::Endpoint, "internal", true},
+      {kDb1, E::Endpoint, "restricted", true},
+      {kBatch01, E::Endpoint, "internal", true},
+      {kBatch100, E::Endpoint, "quarantine", true},
+      {kDev1, E::Endpoint, "dev", true},
+      {kTest1, E::Endpoint, "dev", true},
+      {kSuspect1, E::Endpoint, "quarantine", true},
+      {kStray1, E::Endpoint, "quarantine", true},
+      {kUnknown, E::Endpoint, "quarantine", false},
+      {kUnknownV6, E::Endpoint, "quarantine", false},
+      {kNode, E::Host, "", false},
+      {kNodeV6, E::Host, "", false},
+      {kMirror, E::World, "", false},
+      {kWorldV6, E::World, "", false},
       {"fd00:0:0:1::1", E::World, "", false},  // outside fd00::/64
   };
   for (const auto& c : cases) {

@@ -1,13 +1,12 @@
 // The example policies in policies/ are documentation and tests at once:
 // each must validate without diagnostics, and every row of the "expected
 // explain answers" table in its README must be what `tierctl explain` says.
-#include <gtest/gtest.h>
-
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "tierwall/cli/commands.h"

@@ -1,13 +1,13 @@
 // tierctl explain: the JSON contract of spec/cli.md, side resolution, the
 // port rules and the near-miss hints of the human form.
-#include <gtest/gtest.h>
+#include "tierwall/explain/explain.h"
 
 #include <sstream>
 
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "tierwall/compiler/compiler.h"
-#include "tierwall/explain/explain.h"
 #include "tierwall/identity/inventory.h"
 #include "tierwall/policy/loader.h"
 

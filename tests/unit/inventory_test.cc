@@ -1,13 +1,13 @@
 // The built-in identity source: `kind: Inventory` documents.
 #include "tierwall/identity/inventory.h"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <cstddef>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 #include "tierwall/policy/loader.h"
 
@@ -77,9 +77,8 @@ TEST(Inventory, ValidParse) {
   EXPECT_EQ(web.id, "3f2a9c");
   EXPECT_EQ(web.image, "reg.example/shop/web:1.4");
   // Labels are sorted by key.
-  EXPECT_EQ(web.labels.items(),
-            (std::vector<std::pair<std::string, std::string>>{
-                {"app", "shop"}, {"env", "prod"}, {"role", "web"}}));
+  EXPECT_EQ(web.labels.items(), (std::vector<std::pair<std::string, std::string>>{
+                                    {"app", "shop"}, {"env", "prod"}, {"role", "web"}}));
   ASSERT_NE(web.labels.get("role"), nullptr);
   EXPECT_EQ(*web.labels.get("role"), "web");
   EXPECT_EQ(web.labels.get("tier"), nullptr);
@@ -171,19 +170,19 @@ std::vector<InvErrorCase> inventory_error_cases() {
     const std::string t = inventory(
         "  - {name: a, addresses: [10.0.0.1, \"fd00::1\"]}\n"
         "  - {name: b, addresses: [10.0.0.2, \"fd00:0::1\"]}\n");
-    add("duplicate address across endpoints (same address, other spelling)", t, "\"fd00:0::1\"",
-        1, "address fd00::1 already belongs to another endpoint (inv.yaml:" + pos(t, "\"fd00::1\"") +
-               ")");
+    add("duplicate address across endpoints (same address, other spelling)", t, "\"fd00:0::1\"", 1,
+        "address fd00::1 already belongs to another endpoint (inv.yaml:" + pos(t, "\"fd00::1\"") +
+            ")");
   }
   add("invalid address", inventory("  - {name: a, addresses: [10.0.0.256]}\n"), "10.0.0.256", 1,
       "invalid IP address '10.0.0.256'");
-  add("address with prefix", inventory("  - {name: a, addresses: [10.0.0.1/32]}\n"),
-      "10.0.0.1/32", 1, "invalid IP address '10.0.0.1/32'");
+  add("address with prefix", inventory("  - {name: a, addresses: [10.0.0.1/32]}\n"), "10.0.0.1/32",
+      1, "invalid IP address '10.0.0.1/32'");
   add("invalid node address",
       "apiVersion: tierwall.io/v1\nkind: Inventory\nnode: {name: n, addresses: [node-a]}\n",
       "node-a", 1, "invalid IP address 'node-a'");
-  add("endpoint without addresses key", inventory("  - {name: a, labels: {x: y}}\n"), "{name: a",
-      1, "endpoint 'a' is missing required key 'addresses'");
+  add("endpoint without addresses key", inventory("  - {name: a, labels: {x: y}}\n"), "{name: a", 1,
+      "endpoint 'a' is missing required key 'addresses'");
   add("endpoint with empty address list", inventory("  - {name: a, addresses: []}\n"), "[]", 1,
       "an endpoint needs at least one address");
   add("endpoint without name", inventory("  - {addresses: [10.0.0.1]}\n"), "{addresses", 1,
@@ -223,10 +222,10 @@ std::vector<InvErrorCase> inventory_error_cases() {
   add("wrong apiVersion", "apiVersion: tierwall.io/v0\nkind: Inventory\nnode: {name: n}\n",
       "tierwall.io/v0", 1, "unsupported apiVersion 'tierwall.io/v0' (expected 'tierwall.io/v1')");
   add("policy document is not an inventory",
-      std::string(kHeader) + "---\napiVersion: tierwall.io/v1\nkind: SegmentationPolicy\n"
-                             "metadata: {name: p}\nspec: {}\n",
-      "apiVersion", 2,
-      "a SegmentationPolicy document is not an inventory (pass it with --policy)");
+      std::string(kHeader) +
+          "---\napiVersion: tierwall.io/v1\nkind: SegmentationPolicy\n"
+          "metadata: {name: p}\nspec: {}\n",
+      "apiVersion", 2, "a SegmentationPolicy document is not an inventory (pass it with --policy)");
   return v;
 }
 
@@ -317,9 +316,9 @@ TEST(InventoryErrors, TwoNodesAreAnError) {
                            "node: {name: node-b, addresses: [192.0.2.11]}\n";
   Diagnostics diags;
   EXPECT_FALSE(parse_inventory(text, "inv.yaml", diags).has_value());
-  EXPECT_THAT(error_lines(diags),
-              ElementsAre("inv.yaml:" + pos(text, "{name: node-b") +
-                          ": error: node is already given at inv.yaml:" + pos(text, "{name: node-a")));
+  EXPECT_THAT(error_lines(diags), ElementsAre("inv.yaml:" + pos(text, "{name: node-b") +
+                                              ": error: node is already given at inv.yaml:" +
+                                              pos(text, "{name: node-a")));
 }
 
 }  // namespace

@@ -3,9 +3,6 @@
 // documented order.
 #include "tierwall/policy/loader.h"
 
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -16,6 +13,9 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
 
 namespace tierwall::policy {
 namespace {
@@ -97,9 +97,8 @@ std::vector<ErrorCase> error_cases() {
       "unknown key 'flws' in spec (did you mean 'flows'?)");
   add("unknown key in spec, no hint", with_tiers("  zebra: 1\n"), "zebra", 1,
       "unknown key 'zebra' in spec");
-  add("unknown key in a tier",
-      head("  tiers:\n    - {name: public, level: 10, descripton: x}\n"), "descripton", 1,
-      "unknown key 'descripton' in a tier (did you mean 'description'?)");
+  add("unknown key in a tier", head("  tiers:\n    - {name: public, level: 10, descripton: x}\n"),
+      "descripton", 1, "unknown key 'descripton' in a tier (did you mean 'description'?)");
   add("unknown key in a flow",
       with_tiers("  flows:\n    - name: f\n      from: {}\n      to: {}\n      lgo: true\n"), "lgo",
       1, "unknown key 'lgo' in a flow (did you mean 'log'?)");
@@ -120,11 +119,13 @@ std::vector<ErrorCase> error_cases() {
       "tire", 1, "unknown key 'tire' in an assignment (did you mean 'tier'?)");
   add("unknown key in metadata",
       "apiVersion: tierwall.io/v1\nkind: SegmentationPolicy\nmetadata:\n  name: p\n  nmae: q\n"
-      "spec:\n" + std::string(kTiers),
+      "spec:\n" +
+          std::string(kTiers),
       "nmae", 1, "unknown key 'nmae' in metadata (did you mean 'name'?)");
   add("unknown top-level key",
       "apiVersion: tierwall.io/v1\nkind: SegmentationPolicy\nmetadata: {name: p}\nspce: {}\n"
-      "spec:\n" + std::string(kTiers),
+      "spec:\n" +
+          std::string(kTiers),
       "spce", 1, "unknown key 'spce' in a policy document (did you mean 'spec'?)");
   add("duplicate key", head("  tiers:\n    - {name: public, level: 10, level: 11}\n"), "level", 2,
       "duplicate key 'level' in a tier");
@@ -132,25 +133,25 @@ std::vector<ErrorCase> error_cases() {
   // --- wrong types ------------------------------------------------------------
   add("level not an integer", head("  tiers:\n    - {name: public, level: ten}\n"), "ten", 1,
       "tier level must be an integer, not 'ten'");
-  add("quoted level is a string", head("  tiers:\n    - {name: public, level: \"10\"}\n"),
-      "\"10\"", 1, "tier level must be an integer, not '10'");
+  add("quoted level is a string", head("  tiers:\n    - {name: public, level: \"10\"}\n"), "\"10\"",
+      1, "tier level must be an integer, not '10'");
   add("flows not a list", with_tiers("  flows: {a: b}\n"), "{a: b}", 1,
       "spec.flows must be a list, not a map");
   add("spec not a map (second document)",
-      with_tiers("") + "---\napiVersion: tierwall.io/v1\nkind: SegmentationPolicy\n"
-                       "metadata: {name: p}\nspec: [1]\n",
+      with_tiers("") +
+          "---\napiVersion: tierwall.io/v1\nkind: SegmentationPolicy\n"
+          "metadata: {name: p}\nspec: [1]\n",
       "[1]", 1, "spec must be a map, not a list");
   add("log not a boolean",
       with_tiers("  flows:\n    - {name: f, from: {}, to: {}, log: \"yes\"}\n"), "\"yes\"", 1,
       "log must be true or false, not 'yes'");
-  add("audit not a boolean",
-      with_tiers("  denies:\n    - {name: d, from: {}, to: {}, audit: 1}\n"), "1}", 1,
-      "audit must be true or false, not '1'");
-  add("ports not a list", with_tiers("  flows:\n    - {name: f, from: {}, to: {}, ports: tcp/80}\n"),
-      "tcp/80", 1, "ports must be a list, not a scalar");
-  add("labels not a map",
-      with_tiers("  flows:\n    - {name: f, from: {labels: [a]}, to: {}}\n"), "[a]", 1,
-      "from.labels must be a map, not a list");
+  add("audit not a boolean", with_tiers("  denies:\n    - {name: d, from: {}, to: {}, audit: 1}\n"),
+      "1}", 1, "audit must be true or false, not '1'");
+  add("ports not a list",
+      with_tiers("  flows:\n    - {name: f, from: {}, to: {}, ports: tcp/80}\n"), "tcp/80", 1,
+      "ports must be a list, not a scalar");
+  add("labels not a map", with_tiers("  flows:\n    - {name: f, from: {labels: [a]}, to: {}}\n"),
+      "[a]", 1, "from.labels must be a map, not a list");
   add("label value a map",
       with_tiers("  flows:\n    - {name: f, from: {labels: {a: {b: c}}}, to: {}}\n"), "{b: c}", 1,
       "label 'a' must be a string or a list of strings, not a map");
@@ -188,7 +189,8 @@ std::vector<ErrorCase> error_cases() {
   }
   {
     std::string t = with_tiers(
-        "  denies:\n    - {name: r, from: {}, to: {}}\n  flows:\n    - {name: r, from: {}, to: {}}\n");
+        "  denies:\n    - {name: r, from: {}, to: {}}\n  flows:\n    - {name: r, from: {}, to: "
+        "{}}\n");
     add("duplicate rule name across denies and flows", t, "r, from", 2,
         "duplicate rule name 'r' (first used at t.yaml:" + pos(t, "{name: r") +
             "; names are unique across denies and flows)");
@@ -245,11 +247,11 @@ std::vector<ErrorCase> error_cases() {
       with_tiers("  flows:\n    - {name: f, from: {world: [10.0.0.0/33]}, to: {}}\n"),
       "10.0.0.0/33", 1, "invalid CIDR '10.0.0.0/33': prefix length 33 out of range for IPv4");
   add("CIDR v6 prefix out of range",
-      with_tiers("  flows:\n    - {name: f, from: {world: [\"::/129\"]}, to: {}}\n"), "\"::/129",
-      1, "invalid CIDR '::/129': prefix length 129 out of range for IPv6");
+      with_tiers("  flows:\n    - {name: f, from: {world: [\"::/129\"]}, to: {}}\n"), "\"::/129", 1,
+      "invalid CIDR '::/129': prefix length 129 out of range for IPv6");
   add("CIDR bad prefix",
-      with_tiers("  flows:\n    - {name: f, from: {world: [10.0.0.0/x]}, to: {}}\n"),
-      "10.0.0.0/x", 1, "invalid CIDR '10.0.0.0/x': invalid prefix length 'x' in CIDR '10.0.0.0/x'");
+      with_tiers("  flows:\n    - {name: f, from: {world: [10.0.0.0/x]}, to: {}}\n"), "10.0.0.0/x",
+      1, "invalid CIDR '10.0.0.0/x': invalid prefix length 'x' in CIDR '10.0.0.0/x'");
   add("CIDR bad address",
       with_tiers("  flows:\n    - {name: f, from: {world: [10.0.0.256/32]}, to: {}}\n"),
       "10.0.0.256", 1,
@@ -257,17 +259,16 @@ std::vector<ErrorCase> error_cases() {
 
   // --- ports --------------------------------------------------------------------------
   add("port above range",
-      with_tiers("  flows:\n    - {name: f, from: {}, to: {}, ports: [tcp/65536]}\n"),
-      "tcp/65536", 1, "invalid port 'tcp/65536': port 65536 out of range 1-65535");
+      with_tiers("  flows:\n    - {name: f, from: {}, to: {}, ports: [tcp/65536]}\n"), "tcp/65536",
+      1, "invalid port 'tcp/65536': port 65536 out of range 1-65535");
   add("port zero", with_tiers("  flows:\n    - {name: f, from: {}, to: {}, ports: [udp/0]}\n"),
       "udp/0", 1, "invalid port 'udp/0': port 0 out of range 1-65535");
   add("bad protocol",
       with_tiers("  flows:\n    - {name: f, from: {}, to: {}, ports: [tcp/80, tpc/80]}\n"),
       "tpc/80", 1, "invalid port 'tpc/80': unknown protocol 'tpc' (did you mean 'tcp'?)");
   add("reversed range",
-      with_tiers("  denies:\n    - {name: d, from: {}, to: {}, ports: [tcp/90-80]}\n"),
-      "tcp/90-80", 1,
-      "invalid port 'tcp/90-80': port range 90-80 is reversed (did you mean 80-90?)");
+      with_tiers("  denies:\n    - {name: d, from: {}, to: {}, ports: [tcp/90-80]}\n"), "tcp/90-80",
+      1, "invalid port 'tcp/90-80': port range 90-80 is reversed (did you mean 80-90?)");
   add("bad icmp type",
       with_tiers("  flows:\n    - {name: f, from: {}, to: {}, ports: [icmp/echo-requets]}\n"),
       "icmp/", 1,
@@ -286,12 +287,12 @@ std::vector<ErrorCase> error_cases() {
   add("empty match", with_tiers("  assignments:\n    - match: {}\n      tier: public\n"), "{}", 1,
       "match must not be empty (an assignment needs labels, image or name to match)");
   add("tier inside match",
-      with_tiers("  assignments:\n    - match: {tier: public, labels: {a: b}}\n      tier: public\n"),
+      with_tiers(
+          "  assignments:\n    - match: {tier: public, labels: {a: b}}\n      tier: public\n"),
       "tier: public,", 1,
       "'tier' is not allowed in an assignment's match (the assignment decides the tier)");
-  add("empty labels",
-      with_tiers("  assignments:\n    - match: {labels: {}}\n      tier: public\n"), "{}}", 1,
-      "match.labels must not be empty (omit it to match any)");
+  add("empty labels", with_tiers("  assignments:\n    - match: {labels: {}}\n      tier: public\n"),
+      "{}}", 1, "match.labels must not be empty (omit it to match any)");
   add("empty label value list",
       with_tiers("  flows:\n    - {name: f, from: {labels: {a: []}}, to: {}}\n"), "[]", 1,
       "label 'a' must not be an empty list");
@@ -320,8 +321,8 @@ std::vector<ErrorCase> error_cases() {
       head("  tiers:\n    - {name: public, level: 1}\n    - {name: host, level: 2}\n"), "host", 1,
       "tier name 'host' is reserved and cannot be declared");
   add("reserved tier world",
-      head("  tiers:\n    - {name: public, level: 1}\n    - {name: world, level: 2}\n"), "world",
-      1, "tier name 'world' is reserved and cannot be declared");
+      head("  tiers:\n    - {name: public, level: 1}\n    - {name: world, level: 2}\n"), "world", 1,
+      "tier name 'world' is reserved and cannot be declared");
   add("invalid tier name",
       head("  tiers:\n    - {name: public, level: 1}\n    - {name: Secret, level: 2}\n"), "Secret",
       1,
@@ -352,8 +353,9 @@ std::vector<ErrorCase> error_cases() {
       "entity)");
   add("empty world list", with_tiers("  flows:\n    - {name: f, from: {world: []}, to: {}}\n"),
       "[]", 1, "from.world must list at least one CIDR (0.0.0.0/0 and ::/0 for everything)");
-  add("world not a list", with_tiers("  flows:\n    - {name: f, from: {world: 10.0.0.0/8}, to: {}}\n"),
-      "10.0.0.0/8", 1, "from.world must be a list, not a scalar");
+  add("world not a list",
+      with_tiers("  flows:\n    - {name: f, from: {world: 10.0.0.0/8}, to: {}}\n"), "10.0.0.0/8", 1,
+      "from.world must be a list, not a scalar");
 
   // --- required keys ------------------------------------------------------------------------
   add("flow without from", with_tiers("  flows:\n    - name: f\n      to: {}\n"), "name: f", 1,
@@ -374,13 +376,14 @@ std::vector<ErrorCase> error_cases() {
       "starting and ending with a letter or digit)");
   add("missing spec",
       "apiVersion: tierwall.io/v1\nkind: SegmentationPolicy\nmetadata: {name: p}\n"
-      "---\n" + head(std::string(kTiers)),
+      "---\n" +
+          head(std::string(kTiers)),
       "apiVersion", 1, "the document is missing required key 'spec'");
 
   // --- documents ------------------------------------------------------------------------------
-  add("missing apiVersion", "kind: SegmentationPolicy\nmetadata: {name: p}\nspec:\n" +
-                                std::string(kTiers),
-      "kind", 1, "the document is missing required key 'apiVersion'");
+  add("missing apiVersion",
+      "kind: SegmentationPolicy\nmetadata: {name: p}\nspec:\n" + std::string(kTiers), "kind", 1,
+      "the document is missing required key 'apiVersion'");
   add("wrong apiVersion",
       "apiVersion: tierwall.io/v2\nkind: SegmentationPolicy\nmetadata: {name: p}\nspec:\n" +
           std::string(kTiers),
@@ -526,10 +529,10 @@ TEST(LoaderAllAtOnce, ErrorsInEveryDocumentAreReported) {
                            "metadata: {name: p}\nspec:\n  tiers:\n    - {name: b, level: y}\n";
   Diagnostics diags;
   EXPECT_FALSE(parse_policy(text, "t.yaml", diags).has_value());
-  EXPECT_THAT(error_lines(diags),
-              ElementsAre("t.yaml:" + pos(text, "x}") + ": error: tier level must be an integer, not 'x'",
-                          "t.yaml:" + pos(text, "y}") +
-                              ": error: tier level must be an integer, not 'y'"));
+  EXPECT_THAT(
+      error_lines(diags),
+      ElementsAre("t.yaml:" + pos(text, "x}") + ": error: tier level must be an integer, not 'x'",
+                  "t.yaml:" + pos(text, "y}") + ": error: tier level must be an integer, not 'y'"));
 }
 
 // ---------------------------------------------------------------------------
@@ -770,10 +773,10 @@ TEST(LoaderFiles, ScalarTwiceAcrossFilesPointsAtTheLaterFile) {
   dir.write("20.yaml", doc("  mode: audit\n"));
   Diagnostics diags;
   EXPECT_FALSE(load_policy({dir.path().string()}, diags).has_value());
-  EXPECT_THAT(error_lines(diags),
-              ElementsAre(dir.file("20.yaml") + ":5:3: error: spec.mode is already set at " +
-                          dir.file("10.yaml") +
-                          ":5:3 (a setting may appear in one document only)"));
+  EXPECT_THAT(
+      error_lines(diags),
+      ElementsAre(dir.file("20.yaml") + ":5:3: error: spec.mode is already set at " +
+                  dir.file("10.yaml") + ":5:3 (a setting may appear in one document only)"));
 }
 
 TEST(LoaderFiles, ErrorsFromEveryFileAreReported) {
@@ -790,10 +793,10 @@ TEST(LoaderFiles, ErrorsFromEveryFileAreReported) {
   const auto lines = error_lines(diags);
   EXPECT_THAT(lines, Contains(dir.file("1.yaml") + ":" + pos(one, "flws") +
                               ": error: unknown key 'flws' in spec (did you mean 'flows'?)"));
-  EXPECT_THAT(lines, Contains(dir.file("2.yaml") + ":" + pos(two, "q}") +
-                              ": error: metadata.name 'q' differs from 'p' set at " +
-                              dir.file("1.yaml") + ":" + pos(one, "p}") +
-                              " (one policy per cluster)"));
+  EXPECT_THAT(lines,
+              Contains(dir.file("2.yaml") + ":" + pos(two, "q}") +
+                       ": error: metadata.name 'q' differs from 'p' set at " + dir.file("1.yaml") +
+                       ":" + pos(one, "p}") + " (one policy per cluster)"));
   EXPECT_THAT(lines, Contains(dir.file("2.yaml") + ":" + pos(two, "b}") +
                               ": error: unknown tier 'b' (did you mean 'a'?)"));
   EXPECT_THAT(lines, Contains(HasSubstr(dir.file("3.yaml") + ":2:1: error: YAML syntax: ")));
@@ -831,7 +834,8 @@ TEST(LoaderFiles, MissingPathAndEmptyDirectory) {
   EXPECT_FALSE(load_policy({dir.file("nope.yaml"), dir.file("empty")}, diags).has_value());
   const auto lines = error_lines(diags);
   EXPECT_THAT(lines, Contains(dir.file("nope.yaml") + ": error: no such file or directory"));
-  EXPECT_THAT(lines, Contains(dir.file("empty") + ": error: directory holds no *.yaml or *.yml file"));
+  EXPECT_THAT(lines,
+              Contains(dir.file("empty") + ": error: directory holds no *.yaml or *.yml file"));
 }
 
 // Checked-in fixtures under tests/data/bad: each file names the errors it must

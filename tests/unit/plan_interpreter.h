@@ -38,7 +38,9 @@ class PlanInterpreter {
 
   PlanVerdict run(const PlanPacket& p) const {
     using dataplane::nft::Hook;
-    const char* base = p.hook == Hook::Forward ? "forward" : p.hook == Hook::Input ? "input" : "output";
+    const char* base = p.hook == Hook::Forward ? "forward"
+                       : p.hook == Hook::Input ? "input"
+                                               : "output";
     PlanVerdict v;
     auto r = chain(base, p, v, 0);
     v.accept = r.value_or(true);  // base chains have policy accept

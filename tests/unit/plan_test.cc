@@ -1,7 +1,7 @@
 // The nft plan compiler: differential against the reference evaluator
 // (through PlanInterpreter), scaling with tiers not endpoints, endpoint
 // elements, log prefixes, and golden renderings of the example policies.
-#include <gtest/gtest.h>
+#include "tierwall/dataplane/nft/plan.h"
 
 #include <cstdlib>
 #include <fstream>
@@ -9,9 +9,10 @@
 
 #include "plan_interpreter.h"
 #include "tests/common/random_policy.h"
+#include <gtest/gtest.h>
+
 #include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/evaluator.h"
-#include "tierwall/dataplane/nft/plan.h"
 #include "tierwall/identity/inventory.h"
 #include "tierwall/policy/loader.h"
 
@@ -81,8 +82,9 @@ TEST(PlanDifferential, InterpretedPlanEqualsReferenceEvaluator) {
   for (std::uint32_t seed = 1; seed <= 150; ++seed) {
     const auto gen = testkit::generate_case(seed);
     const Loaded l = load(gen.policy_yaml, gen.inventory_yaml);
-    const auto rules = compiler::compile(l.policy, l.inventory, seed,
-                                         {*Cidr::parse(gen.container_cidr4), *Cidr::parse(gen.container_cidr6)});
+    const auto rules =
+        compiler::compile(l.policy, l.inventory, seed,
+                          {*Cidr::parse(gen.container_cidr4), *Cidr::parse(gen.container_cidr6)});
     const auto plan = dataplane::nft::build_plan(rules);
     const testkit::PlanInterpreter interp(plan);
     for (bool v6 : {false, true}) {
@@ -112,13 +114,13 @@ TEST(PlanDifferential, InterpretedPlanEqualsReferenceEvaluator) {
             dataplane::RuleId got_rule = 0;
             const auto got = as_decision(got_v, *rules.policy, got_rule);
             ASSERT_EQ(got.verdict, want.verdict)
-                << "seed " << seed << ": " << s << " -> " << d << " proto "
-                << int(pr.protocol) << "/" << pr.port << " want rule " << want.rule_id()
-                << " got " << got_rule << " (" << got_v.log << ")\n"
+                << "seed " << seed << ": " << s << " -> " << d << " proto " << int(pr.protocol)
+                << "/" << pr.port << " want rule " << want.rule_id() << " got " << got_rule << " ("
+                << got_v.log << ")\n"
                 << gen.policy_yaml;
             ASSERT_EQ(got_rule, want.rule_id())
-                << "seed " << seed << ": " << s << " -> " << d << " proto "
-                << int(pr.protocol) << "/" << pr.port << "\n"
+                << "seed " << seed << ": " << s << " -> " << d << " proto " << int(pr.protocol)
+                << "/" << pr.port << "\n"
                 << gen.policy_yaml;
             ++compared;
           }
@@ -206,7 +208,8 @@ TEST_P(Golden, RenderedRulesetMatches) {
   auto i = identity::load_inventory(dir + "/inventory.yaml", d);
   ASSERT_TRUE(p && i) << diag_text(d);
   // Paths in the golden files are relative to the repository root.
-  const auto rules = compiler::compile(*p, *i, 1, {*Cidr::parse("10.88.0.0/16"), *Cidr::parse("fd00::/64")});
+  const auto rules =
+      compiler::compile(*p, *i, 1, {*Cidr::parse("10.88.0.0/16"), *Cidr::parse("fd00::/64")});
   std::string text = dataplane::nft::render(dataplane::nft::build_plan(rules));
   const std::string golden = root + "/tests/golden/" + GetParam() + ".nft";
   if (std::getenv("TIERWALL_UPDATE_GOLDEN") != nullptr) {

@@ -1,7 +1,7 @@
 // tierctl: the command line of tierwall. Parses flags and calls tw_cli.
-#include <CLI/CLI.hpp>
-
 #include <iostream>
+
+#include <CLI/CLI.hpp>
 
 #include "tierwall/cli/commands.h"
 

@@ -1,7 +1,7 @@
 // tierwalld: the node agent. Parses flags and calls tw_agent.
-#include <CLI/CLI.hpp>
-
 #include <iostream>
+
+#include <CLI/CLI.hpp>
 
 #include "tierwall/agent/once.h"
 

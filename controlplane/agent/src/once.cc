@@ -1,11 +1,10 @@
 #include "tierwall/agent/once.h"
 
-#include <ifaddrs.h>
-#include <netinet/in.h>
-
 #include <chrono>
 #include <cstring>
 #include <fstream>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 
 #include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/nft/backend.h"
@@ -47,7 +46,8 @@ bool enable_bridge_netfilter(std::string* error) {
     f << "1\n";
     f.flush();
     if (!f) {
-      if (error != nullptr) *error = std::string("cannot write ") + key + " (is br_netfilter available?)";
+      if (error != nullptr)
+        *error = std::string("cannot write ") + key + " (is br_netfilter available?)";
       return false;
     }
   }
@@ -106,7 +106,8 @@ int apply_once(const OnceOptions& options, std::ostream& out, std::ostream& err)
         << "; the previous ruleset is still in place\n";
     return 3;
   }
-  const auto ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const auto ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   out << "tierwalld: applied policy " << pol->name << " (digest " << pol->digest.substr(0, 12)
       << ", " << rules.policy->rule_count() << " rules, " << rules.endpoints->endpoint_count()
       << " endpoints) to table inet " << options.table << " in " << static_cast<int>(ms) << " ms";

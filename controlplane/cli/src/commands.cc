@@ -101,7 +101,8 @@ int validate(const ValidateOptions& options, std::ostream& out, std::ostream& er
   std::vector<identity::Inventory> inventories;
   for (const auto& [file, list] : inventory_docs) {
     Diagnostics inv_diags;
-    if (auto inv = identity::build_inventory(list, inv_diags)) inventories.push_back(std::move(*inv));
+    if (auto inv = identity::build_inventory(list, inv_diags))
+      inventories.push_back(std::move(*inv));
     diags.append(inv_diags);
   }
   if (docs.empty() && !diags.has_errors()) {
@@ -117,8 +118,7 @@ int validate(const ValidateOptions& options, std::ostream& out, std::ostream& er
     }
   }
   Diagnostics shown = without(diags, options.disabled_lints);
-  const bool failed =
-      shown.has_errors() || (options.strict && shown.warning_count() > 0);
+  const bool failed = shown.has_errors() || (options.strict && shown.warning_count() > 0);
   if (options.output == "json") {
     nlohmann::json j;
     j["valid"] = !shown.has_errors();

@@ -59,8 +59,7 @@ void Compilation::LabelIndex::candidates(const identity::Endpoint& ep,
   std::sort(out.begin(), out.end());
 }
 
-Compilation::Compilation(const policy::Policy& source, std::uint64_t generation)
-    : source_(source) {
+Compilation::Compilation(const policy::Policy& source, std::uint64_t generation) : source_(source) {
   auto cp = std::make_shared<dataplane::CompiledPolicy>();
   cp->name = source.name;
   cp->digest = source.digest;
@@ -72,8 +71,8 @@ Compilation::Compilation(const policy::Policy& source, std::uint64_t generation)
     cp->intra_tier_origin.line = source.intra_tier_loc->line;
   }
 
-  cp->tiers.push_back(dataplane::TierInfo{std::string(dataplane::kQuarantineName), -1, source.mode,
-                                          false});
+  cp->tiers.push_back(
+      dataplane::TierInfo{std::string(dataplane::kQuarantineName), -1, source.mode, false});
   std::map<std::string, TierId, std::less<>> tier_ids{{"quarantine", dataplane::kQuarantineTier}};
   for (const auto& t : source.tiers) {
     tier_ids.emplace(t.name, static_cast<TierId>(cp->tiers.size()));

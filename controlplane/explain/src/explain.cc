@@ -70,7 +70,8 @@ Side Explainer::describe(const ResolvedPeer& peer) const {
   if (peer.endpoint != dataplane::kUnknownEndpoint && peer.endpoint < inventory_.endpoints.size()) {
     s.endpoint = &inventory_.endpoints[peer.endpoint];
     const int a = assignment_of_[peer.endpoint];
-    if (a >= 0) s.assignment = identity::assignment_label(compilation_.source(), static_cast<std::size_t>(a));
+    if (a >= 0)
+      s.assignment = identity::assignment_label(compilation_.source(), static_cast<std::size_t>(a));
   }
   return s;
 }
@@ -103,7 +104,8 @@ std::variant<Explanation, ExplainError> Explainer::explain(
     }
     return ExplainError{1, "'" + std::string(text) +
                                "' is neither an endpoint of the inventory, an IP address nor "
-                               "'host'" + policy::did_you_mean(std::string(text), names)};
+                               "'host'" +
+                               policy::did_you_mean(std::string(text), names)};
   };
   auto cf = candidate(from);
   if (auto* e = std::get_if<ExplainError>(&cf)) return *e;
@@ -201,11 +203,10 @@ std::variant<Explanation, ExplainError> Explainer::explain(
       ex.protocol = p;
       ex.port = v;
     } else if (!(d == *decision)) {
-      return ExplainError{
-          2, std::string("the verdict depends on the ") +
-                 ((query && !query->any) ? "port" : "protocol and port") +
-                 ": give a concrete --port (for example tcp/" +
-                 std::to_string(v == 0 ? 443 : v) + ")"};
+      return ExplainError{2, std::string("the verdict depends on the ") +
+                                 ((query && !query->any) ? "port" : "protocol and port") +
+                                 ": give a concrete --port (for example tcp/" +
+                                 std::to_string(v == 0 ? 443 : v) + ")"};
     }
   }
   ex.decision = *decision;
@@ -221,7 +222,8 @@ std::variant<Explanation, ExplainError> Explainer::explain(
 
 namespace {
 
-std::string tier_list(const dataplane::CompiledPolicy& p, const std::vector<dataplane::TierId>& ids) {
+std::string tier_list(const dataplane::CompiledPolicy& p,
+                      const std::vector<dataplane::TierId>& ids) {
   std::string out;
   for (std::size_t i = 0; i < ids.size(); ++i) {
     if (i > 0) out += ids.size() == 2 ? " or " : ", ";
@@ -239,9 +241,9 @@ std::vector<NearMiss> Explainer::nearest(const Explanation& e) const {
     const ResolvedPeer& p = s.peer;
     const std::string who = std::string(label) + ": ";
     if (m.entity != p.entity) {
-      out.push_back(who + "is " + entity_name(p.entity) + ", rule wants " +
-                    (m.entity == Entity::Endpoint ? std::string("an endpoint")
-                                                  : entity_name(m.entity)));
+      out.push_back(
+          who + "is " + entity_name(p.entity) + ", rule wants " +
+          (m.entity == Entity::Endpoint ? std::string("an endpoint") : entity_name(m.entity)));
       return;
     }
     if (m.entity == Entity::World) {
@@ -324,9 +326,9 @@ std::vector<NearMiss> Explainer::nearest(const Explanation& e) const {
       std::string allowed;
       for (const auto& p : rule.ports) allowed += (allowed.empty() ? "" : ", ") + p.to_string();
       const PortMatch asked{false, e.protocol, e.port, e.port};
-      m.differences.push_back("port: " + (e.port_given ? asked.to_string()
-                                                       : protocol_name(e.protocol)) +
-                              ", rule allows " + allowed);
+      m.differences.push_back(
+          "port: " + (e.port_given ? asked.to_string() : protocol_name(e.protocol)) +
+          ", rule allows " + allowed);
     }
     if (m.differences.empty()) {
       if (e.decision.rule != nullptr && e.decision.rule != &rule) {

@@ -78,8 +78,9 @@ class InventoryBuilder {
     // Checked once every document is read: the node may come after endpoints.
     for (const auto& [address, owner] : addresses_) {
       if (auto it = node_addrs_.find(address); it != node_addrs_.end()) {
-        diags_.error(owner.loc(), "address " + address.to_string() + " is the node's own address (" +
-                                    it->second.to_string() + ")");
+        diags_.error(loc_of(owner), "address " + address.to_string() +
+                                        " is the node's own address (" + it->second.to_string() +
+                                        ")");
       }
     }
     if (diags_.has_errors()) return std::nullopt;
@@ -125,8 +126,8 @@ class InventoryBuilder {
     if (const Node* name = n.find("name")) {
       if (auto s = r.string(*name, "endpoint name")) {
         if (!valid_endpoint_name(*s)) {
-          r.error(*name, "endpoint name '" + *s +
-                             "' is not valid (letters, digits, '-', '_' and '.')");
+          r.error(*name,
+                  "endpoint name '" + *s + "' is not valid (letters, digits, '-', '_' and '.')");
           ok = false;
         }
         auto [it, fresh] = names_.emplace(*s, Pos{ep.loc.line, ep.loc.column});
@@ -151,8 +152,8 @@ class InventoryBuilder {
     }
     if (const Node* labels = n.find("labels")) {
       if (!labels->is_null() && !labels->is_map()) {
-        r.error(*labels, "labels must be a map, not " +
-                             std::string(policy::yaml::describe(*labels)));
+        r.error(*labels,
+                "labels must be a map, not " + std::string(policy::yaml::describe(*labels)));
         ok = false;
       } else {
         std::vector<std::pair<std::string, std::string>> kv;
@@ -190,15 +191,14 @@ class InventoryBuilder {
         }
         for (std::size_t i = 0; i < list.size(); ++i) {
           const SourceLoc at = r.loc(addrs->children[i]);
-          auto [it, fresh] =
-              addresses_.emplace(list[i], Owner{Pos{at.line, at.column}, index, at.file});
+          auto [it, fresh] = addresses_.emplace(
+              list[i], Owner{Pos{at.line, at.column}, index, file_index(at.file)});
           if (!fresh) {
             const bool same = it->second.endpoint == index;
-            r.error(addrs->children[i],
-                    "address " + list[i].to_string() +
-                        (same ? " is listed twice for this endpoint ("
-                              : " already belongs to another endpoint (") +
-                        it->second.loc().to_string() + ")");
+            r.error(addrs->children[i], "address " + list[i].to_string() +
+                                            (same ? " is listed twice for this endpoint ("
+                                                  : " already belongs to another endpoint (") +
+                                            loc_of(it->second).to_string() + ")");
             ok = false;
           }
         }
@@ -214,7 +214,6 @@ class InventoryBuilder {
   }
 
  private:
-
   Diagnostics& diags_;
   Inventory inv_;
   bool have_node_ = false;
@@ -229,10 +228,17 @@ class InventoryBuilder {
   std::unordered_map<std::string, Pos> names_;
   struct Owner {
     Pos pos;
-    std::size_t endpoint;  // index of the endpoint being read
-    const std::shared_ptr<const std::string>& file;
-    [[nodiscard]] SourceLoc loc() const { return SourceLoc{file, pos.line, pos.column}; }
+    std::size_t endpoint;    // index of the endpoint being read
+    std::uint32_t file = 0;  // index into files_
   };
+  std::vector<std::shared_ptr<const std::string>> files_;
+  std::uint32_t file_index(const std::shared_ptr<const std::string>& f) {
+    if (files_.empty() || files_.back() != f) files_.push_back(f);
+    return static_cast<std::uint32_t>(files_.size() - 1);
+  }
+  [[nodiscard]] SourceLoc loc_of(const Owner& o) const {
+    return SourceLoc{files_[o.file], o.pos.line, o.pos.column};
+  }
   std::unordered_map<IpAddress, Owner, IpAddressHash> addresses_;
   std::size_t read_count_ = 0;
   std::unordered_map<IpAddress, SourceLoc, IpAddressHash> node_addrs_;
@@ -281,7 +287,8 @@ std::optional<Inventory> parse_inventory(std::string_view text, const std::strin
     return std::nullopt;
   }
   for (const auto* d : inv_docs) builder.add(*d);
-  auto inv = builder.finish(SourceLoc{file, inv_docs.front()->root.line, inv_docs.front()->root.column});
+  auto inv =
+      builder.finish(SourceLoc{file, inv_docs.front()->root.line, inv_docs.front()->root.column});
   if (diags.has_errors()) return std::nullopt;
   return inv;
 }

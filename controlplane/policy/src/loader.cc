@@ -1,7 +1,5 @@
 #include "tierwall/policy/loader.h"
 
-#include <openssl/evp.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -9,6 +7,8 @@
 #include <regex>
 #include <set>
 #include <sstream>
+
+#include <openssl/evp.h>
 
 #include "tierwall/policy/yaml_reader.h"
 
@@ -46,8 +46,8 @@ bool valid_rule_name(std::string_view s) {
 bool valid_label_key(std::string_view s) {
   if (s.empty() || s.size() > 317) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '/';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '_' || c == '.' || c == '/';
   });
 }
 
@@ -247,8 +247,8 @@ void PolicyBuilder::read_tier(YamlReader& r, const Node& n) {
   }
   for (const auto& other : policy_.tiers) {
     if (other.name == t.name) {
-      r.error(*n.find("name"), "duplicate tier '" + t.name + "' (first declared at " +
-                                   other.loc.to_string() + ")");
+      r.error(*n.find("name"),
+              "duplicate tier '" + t.name + "' (first declared at " + other.loc.to_string() + ")");
       return;
     }
     if (ok && other.level == t.level) {
@@ -383,8 +383,9 @@ bool PolicyBuilder::read_peer(YamlReader& r, const Node& n, std::string_view wha
     out.kind = Peer::Kind::World;
     if (!r.check_list(v, std::string(what) + ".world")) return false;
     if (v.children.empty()) {
-      r.error(v, std::string(what) + ".world must list at least one CIDR (0.0.0.0/0 and ::/0 "
-                                     "for everything)");
+      r.error(v, std::string(what) +
+                     ".world must list at least one CIDR (0.0.0.0/0 and ::/0 "
+                     "for everything)");
       return false;
     }
     bool ok = true;
@@ -489,7 +490,8 @@ void PolicyBuilder::read_rule(YamlReader& r, const Node& n, bool deny) {
         for (const auto& other : rules) {
           if (other.name == *s) {
             r.error(*name, "duplicate rule name '" + *s + "' (first used at " +
-                               other.loc.to_string() + "; names are unique across denies and "
+                               other.loc.to_string() +
+                               "; names are unique across denies and "
                                "flows)");
             return;
           }
@@ -602,7 +604,8 @@ bool read_file(const std::string& path, std::string& out, Diagnostics& diags) {
 yaml::Parser parser_for(std::string_view content) {
   // Inventories are machine-written and large; look for a top-level
   // `kind: Inventory` line without parsing.
-  static const std::regex kInventory(R"((^|\n)kind:[ \t]*["']?Inventory["']?[ \t]*(#[^\n]*)?\r?(\n|$))");
+  static const std::regex kInventory(
+      R"((^|\n)kind:[ \t]*["']?Inventory["']?[ \t]*(#[^\n]*)?\r?(\n|$))");
   const std::string_view head = content.substr(0, std::min<std::size_t>(content.size(), 4096));
   if (std::regex_search(head.begin(), head.end(), kInventory)) return yaml::Parser::LibYaml;
   return yaml::Parser::YamlCpp;
@@ -622,8 +625,8 @@ std::string document_kind(const yaml::Document& doc, Diagnostics& diags) {
     r.missing(root, "apiVersion", "the document");
   } else if (auto s = r.string(*api, "apiVersion")) {
     if (*s != kApiVersion) {
-      r.error(*api, "unsupported apiVersion '" + *s + "' (expected '" + std::string(kApiVersion) +
-                        "')");
+      r.error(*api,
+              "unsupported apiVersion '" + *s + "' (expected '" + std::string(kApiVersion) + "')");
     }
   }
   const Node* kind = root.find("kind");
@@ -664,8 +667,8 @@ std::optional<Policy> load_policy(const std::vector<std::string>& paths, Diagnos
   }
   std::vector<yaml::Document> docs;
   for (const auto& s : sources) {
-    auto parsed = yaml::parse(s.content, std::make_shared<std::string>(s.path),
-                              yaml::Parser::YamlCpp, diags);
+    auto parsed =
+        yaml::parse(s.content, std::make_shared<std::string>(s.path), yaml::Parser::YamlCpp, diags);
     for (auto& d : parsed) docs.push_back(std::move(d));
   }
   std::vector<const yaml::Document*> policy_docs;

@@ -1,14 +1,14 @@
 #include "tierwall/policy/yaml.h"
 
-#include <yaml-cpp/eventhandler.h>
-#include <yaml-cpp/exceptions.h>
-#include <yaml-cpp/parser.h>
-#include <yaml.h>
-
 #include <iterator>
 #include <map>
 #include <sstream>
 #include <utility>
+#include <yaml.h>
+
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/exceptions.h>
+#include <yaml-cpp/parser.h>
 
 namespace tierwall::policy::yaml {
 
@@ -198,7 +198,9 @@ class YamlCppHandler : public YAML::EventHandler {
   void OnMapEnd() override { b_.end(); }
 
  private:
-  static std::string name(YAML::anchor_t a) { return a == YAML::NullAnchor ? std::string() : std::to_string(a); }
+  static std::string name(YAML::anchor_t a) {
+    return a == YAML::NullAnchor ? std::string() : std::to_string(a);
+  }
   TreeBuilder& b_;
   std::vector<Document>& out_;
   Diagnostics& diags_;

@@ -36,14 +36,16 @@ std::optional<DataplaneError> NftBackend::apply(const RuleSet& rules) {
   live_ = *rules.endpoints;
   installed_.clear();
   std::set<EndpointId> ids;
-  live_.for_each_address([&](const IpAddress&, EndpointId id, const EndpointEntry&) { ids.insert(id); });
+  live_.for_each_address(
+      [&](const IpAddress&, EndpointId id, const EndpointEntry&) { ids.insert(id); });
   for (EndpointId id : ids) installed_[id] = endpoint_elements(*policy_, live_, id);
   last_cut_ = 0;
   if (config_.cut_connections) cut({});
   return std::nullopt;
 }
 
-std::optional<DataplaneError> NftBackend::update_endpoints(std::span<const EndpointChange> changes) {
+std::optional<DataplaneError> NftBackend::update_endpoints(
+    std::span<const EndpointChange> changes) {
   if (!policy_) return DataplaneError{"no policy applied yet", 0, false};
   // The next endpoint state, computed on a copy so that a rejected batch
   // leaves our view equal to the kernel's.
@@ -54,9 +56,9 @@ std::optional<DataplaneError> NftBackend::update_endpoints(std::span<const Endpo
     if (c.removed) {
       next.remove(c.id);
     } else if (!next.upsert(c.id, c.addresses, c.tier, c.selectors)) {
-      return DataplaneError{"endpoint " + std::to_string(c.id) +
-                                ": an address already belongs to another endpoint",
-                            0, false};
+      return DataplaneError{
+          "endpoint " + std::to_string(c.id) + ": an address already belongs to another endpoint",
+          0, false};
     }
     touched.insert(touched.end(), c.addresses.begin(), c.addresses.end());
   }
@@ -64,20 +66,24 @@ std::optional<DataplaneError> NftBackend::update_endpoints(std::span<const Endpo
   std::vector<Element> remove;
   std::unordered_map<EndpointId, std::vector<Element>> updated;
   for (const auto& c : changes) {
-    std::vector<Element> now = c.removed ? std::vector<Element>{} : endpoint_elements(*policy_, next, c.id);
+    std::vector<Element> now =
+        c.removed ? std::vector<Element>{} : endpoint_elements(*policy_, next, c.id);
     std::sort(now.begin(), now.end());
     std::vector<Element> before;
     if (auto it = installed_.find(c.id); it != installed_.end()) before = it->second;
     std::sort(before.begin(), before.end());
-    std::set_difference(before.begin(), before.end(), now.begin(), now.end(), std::back_inserter(remove));
-    std::set_difference(now.begin(), now.end(), before.begin(), before.end(), std::back_inserter(add));
+    std::set_difference(before.begin(), before.end(), now.begin(), now.end(),
+                        std::back_inserter(remove));
+    std::set_difference(now.begin(), now.end(), before.begin(), before.end(),
+                        std::back_inserter(add));
     updated[c.id] = std::move(now);
   }
   if (!add.empty() || !remove.empty()) {
     ApplyError gen_error;
     const auto genid = socket_.get_generation(&gen_error);
     if (!genid) return error_of(gen_error);
-    if (auto e = socket_.apply_elements(config_.plan.table, add, remove, *genid)) return error_of(*e);
+    if (auto e = socket_.apply_elements(config_.plan.table, add, remove, *genid))
+      return error_of(*e);
   }
   live_ = std::move(next);
   for (auto& [id, elems] : updated) {

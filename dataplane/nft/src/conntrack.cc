@@ -2,19 +2,19 @@
 // transport (send, ACK collection, dump loop) is NftSocket's.
 #include "tierwall/dataplane/nft/conntrack.h"
 
-#include <arpa/inet.h>
-#include <libmnl/libmnl.h>
-#include <linux/netfilter/nfnetlink.h>
-#include <linux/netfilter/nfnetlink_conntrack.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
 #include <algorithm>
+#include <arpa/inet.h>
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
+#include <netinet/in.h>
 #include <optional>
 #include <span>
+#include <sys/socket.h>
+
+#include <libmnl/libmnl.h>
 
 #include "tierwall/dataplane/nft/netlink.h"
 
@@ -24,7 +24,9 @@ namespace {
 
 using Fam = IpAddress::Family;
 
-constexpr std::uint16_t ct_type(int msg) { return static_cast<std::uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | msg); }
+constexpr std::uint16_t ct_type(int msg) {
+  return static_cast<std::uint16_t>((NFNL_SUBSYS_CTNETLINK << 8) | msg);
+}
 constexpr std::size_t kDeleteMessageMax = 512;  // one tuple, generously
 constexpr std::size_t kDeletesPerSend = 256;
 
@@ -67,7 +69,9 @@ Attrs<Max> nested(const nlattr* nest) {
   return a;
 }
 
-bool fits(const nlattr* a, std::size_t len) { return a != nullptr && mnl_attr_get_payload_len(a) >= len; }
+bool fits(const nlattr* a, std::size_t len) {
+  return a != nullptr && mnl_attr_get_payload_len(a) >= len;
+}
 
 std::uint8_t get_u8(const nlattr* a) { return fits(a, 1) ? mnl_attr_get_u8(a) : 0; }
 std::uint16_t get_be16(const nlattr* a) { return fits(a, 2) ? ntohs(mnl_attr_get_u16(a)) : 0; }
@@ -114,7 +118,8 @@ void parse_proto(const nlattr* nest, CtEntry& e) {
 // One IPCTNL_MSG_CT_NEW dump message, or nullopt if it lacks a tuple.
 std::optional<CtEntry> parse_entry(const nlmsghdr* nlh) {
   Attrs<CTA_MAX> top;
-  if (mnl_attr_parse(nlh, sizeof(nfgenmsg), collect_cb<CTA_MAX>, &top) != MNL_CB_OK) return std::nullopt;
+  if (mnl_attr_parse(nlh, sizeof(nfgenmsg), collect_cb<CTA_MAX>, &top) != MNL_CB_OK)
+    return std::nullopt;
   const auto tuple = nested<CTA_TUPLE_MAX>(top[CTA_TUPLE_ORIG]);
   CtEntry e;
   if (!parse_ip(tuple[CTA_TUPLE_IP], e)) return std::nullopt;
@@ -178,7 +183,8 @@ std::size_t delete_chunk(NftSocket& sock, std::span<const CtEntry> chunk, std::s
   }
   std::vector<Ack> acks;
   const int rc = sock.exchange(std::span<const std::uint8_t>(buf.data(), used), chunk.size(), acks);
-  if (rc != 0 && error != nullptr && error->empty()) *error = "conntrack delete: " + std::string(std::strerror(rc));
+  if (rc != 0 && error != nullptr && error->empty())
+    *error = "conntrack delete: " + std::string(std::strerror(rc));
   std::size_t deleted = 0;
   for (const Ack& a : acks) {
     if (a.err == 0) {

@@ -2,7 +2,24 @@
 // `nft --debug=netlink`), so `nft list` prints our rules as nft syntax.
 #include "tierwall/dataplane/nft/netlink.h"
 
+#include <algorithm>
 #include <arpa/inet.h>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <memory>
+#include <poll.h>
+#include <set>
+#include <sys/socket.h>
+#include <unordered_map>
+
 #include <libmnl/libmnl.h>
 #include <libnftnl/chain.h>
 #include <libnftnl/common.h>
@@ -12,23 +29,6 @@
 #include <libnftnl/set.h>
 #include <libnftnl/table.h>
 #include <libnftnl/udata.h>
-#include <linux/netfilter.h>
-#include <linux/netfilter/nf_tables.h>
-#include <linux/netfilter/nfnetlink.h>
-#include <linux/netlink.h>
-#include <poll.h>
-#include <sys/socket.h>
-
-#include <algorithm>
-#include <array>
-#include <cerrno>
-#include <chrono>
-#include <cstdlib>
-#include <cstring>
-#include <ctime>
-#include <memory>
-#include <set>
-#include <unordered_map>
 
 namespace tierwall::dataplane::nft {
 
@@ -43,10 +43,10 @@ constexpr std::uint32_t kNftTypeIpAddr = 7;
 constexpr std::uint32_t kNftTypeIp6Addr = 8;
 constexpr std::size_t kNameMax = NFT_NAME_MAXLEN - 1;  // bytes, without NUL
 constexpr std::size_t kLogPrefixMax = 127;
-constexpr std::size_t kMaxRuleTerms = 64;          // matches + actions
-constexpr std::size_t kMessageSlack = 8 * 1024;    // headers + names per message
-constexpr std::size_t kReceiveBuffer = 128 * 1024; // > any single skb we get
-constexpr std::size_t kAckTruesize = 2048;         // rcvbuf charge per ACK skb
+constexpr std::size_t kMaxRuleTerms = 64;           // matches + actions
+constexpr std::size_t kMessageSlack = 8 * 1024;     // headers + names per message
+constexpr std::size_t kReceiveBuffer = 128 * 1024;  // > any single skb we get
+constexpr std::size_t kAckTruesize = 2048;          // rcvbuf charge per ACK skb
 constexpr int kReplyTimeoutMs = 30'000;
 constexpr std::uint32_t kCtStateEstRel = 0x2 | 0x4;  // NF_CT_STATE_BIT(ESTABLISHED|RELATED)
 constexpr std::uint32_t kCtMarkKeep = 0xffff0000U;
@@ -226,7 +226,8 @@ std::vector<Key> interval_set_keys(std::span<const Cidr> prefixes, Fam family) {
 
 std::vector<Cidr> interval_members(const SetDef& s) {
   std::vector<Cidr> all = s.prefixes;
-  for (const IpAddress& a : s.addresses) all.push_back(Cidr{a, static_cast<std::uint8_t>(a.size() * 8)});
+  for (const IpAddress& a : s.addresses)
+    all.push_back(Cidr{a, static_cast<std::uint8_t>(a.size() * 8)});
   return all;
 }
 
@@ -280,7 +281,8 @@ void put_element_messages(Builder& b, int type, const std::string& table, const 
   while (i < keys.size()) {
     BatchObject obj{BatchObject::Kind::Elements, set, {}, ++chunk, 0};
     const int flags = type == NFT_MSG_NEWSETELEM ? NLM_F_CREATE : 0;
-    nlmsghdr* nlh = b.message(kMaxElementBytesPerMessage + kMessageSlack, type, flags, std::move(obj));
+    nlmsghdr* nlh =
+        b.message(kMaxElementBytesPerMessage + kMessageSlack, type, flags, std::move(obj));
     mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_TABLE, table.c_str());
     mnl_attr_put_strz(nlh, NFTA_SET_ELEM_LIST_SET, set.c_str());
     if (set_id != 0) mnl_attr_put_u32(nlh, NFTA_SET_ELEM_LIST_SET_ID, htonl(set_id));
@@ -389,14 +391,16 @@ void RuleEncoder::range_u8(std::uint16_t lo, std::uint16_t hi) {
 void RuleEncoder::lookup(const Match& m) {
   require_nfproto(m.family);
   const bool v4 = m.family == Fam::V4;
-  const std::uint32_t offset = v4 ? (m.dir == Dir::Src ? 12U : 16U) : (m.dir == Dir::Src ? 8U : 24U);
+  const std::uint32_t offset =
+      v4 ? (m.dir == Dir::Src ? 12U : 16U) : (m.dir == Dir::Src ? 8U : 24U);
   payload(NFT_PAYLOAD_NETWORK_HEADER, offset, v4 ? 4U : 16U);
   nftnl_expr* e = add("lookup");
   nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
   nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, m.set.c_str());
   if (auto it = set_ids_.find(m.set); it != set_ids_.end())
     nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, it->second);
-  if (m.kind == Match::Kind::NotInSet) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+  if (m.kind == Match::Kind::NotInSet)
+    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
 }
 
 void RuleEncoder::match(const Match& m) {
@@ -424,9 +428,10 @@ void RuleEncoder::match(const Match& m) {
       return;
     case Match::Kind::IcmpTypeRange:
       require_nfproto(m.family);
-      require_l4proto(m.proto != 0 ? m.proto
-                                    : static_cast<std::uint8_t>(m.family == Fam::V4 ? int{IPPROTO_ICMP}
-                                                                                     : int{IPPROTO_ICMPV6}));
+      require_l4proto(m.proto != 0
+                          ? m.proto
+                          : static_cast<std::uint8_t>(m.family == Fam::V4 ? int{IPPROTO_ICMP}
+                                                                          : int{IPPROTO_ICMPV6}));
       payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1);
       range_u8(m.lo, m.hi);
       return;
@@ -494,7 +499,8 @@ void put_table(Builder& b, int type, int flags, const std::string& table) {
   std::unique_ptr<nftnl_table, TableFree> t(checked(nftnl_table_alloc()));
   nftnl_table_set_str(t.get(), NFTNL_TABLE_NAME, table.c_str());
   nftnl_table_set_u32(t.get(), NFTNL_TABLE_FAMILY, NFPROTO_INET);
-  nlmsghdr* nlh = b.message(kMessageSlack, type, flags, BatchObject{BatchObject::Kind::Table, table, {}, 0, 0});
+  nlmsghdr* nlh =
+      b.message(kMessageSlack, type, flags, BatchObject{BatchObject::Kind::Table, table, {}, 0, 0});
   nftnl_table_nlmsg_build_payload(nlh, t.get());
   b.w.commit(nlh);
 }
@@ -519,7 +525,8 @@ void put_set(Builder& b, const std::string& table, const SetDef& s, std::uint32_
   nftnl_set_set_str(set.get(), NFTNL_SET_NAME, s.name.c_str());
   nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
   nftnl_set_set_u32(set.get(), NFTNL_SET_KEY_LEN, key_len(s.family));
-  nftnl_set_set_u32(set.get(), NFTNL_SET_KEY_TYPE, s.family == Fam::V4 ? kNftTypeIpAddr : kNftTypeIp6Addr);
+  nftnl_set_set_u32(set.get(), NFTNL_SET_KEY_TYPE,
+                    s.family == Fam::V4 ? kNftTypeIpAddr : kNftTypeIp6Addr);
   nftnl_set_set_u32(set.get(), NFTNL_SET_FLAGS, s.interval ? std::uint32_t{NFT_SET_INTERVAL} : 0U);
   nftnl_set_set_u32(set.get(), NFTNL_SET_ID, id);
   nlmsghdr* nlh = b.message(kMessageSlack, NFT_MSG_NEWSET, NLM_F_CREATE,
@@ -573,8 +580,9 @@ void put_rule(Builder& b, const std::string& table, const RuleDef& r, std::size_
   RuleEncoder enc(rule.get(), set_ids);
   for (const Match& m : r.matches) enc.match(m);
   for (const Action& a : r.actions) enc.action(a);
-  nlmsghdr* nlh = b.message(rule_bytes_bound(r), NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND,
-                            BatchObject{BatchObject::Kind::Rule, r.chain, r.chain, index, r.origin});
+  nlmsghdr* nlh =
+      b.message(rule_bytes_bound(r), NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND,
+                BatchObject{BatchObject::Kind::Rule, r.chain, r.chain, index, r.origin});
   nftnl_rule_nlmsg_build_payload(nlh, rule.get());
   b.w.commit(nlh);
 }
@@ -608,9 +616,11 @@ ApplyResult validate_names(const Plan& plan) {
 ApplyResult validate_set(const SetDef& s) {
   const std::string object = "set " + s.name;
   for (const IpAddress& a : s.addresses)
-    if (a.family != s.family) return invalid(object, "address " + a.to_string() + " of the other family");
+    if (a.family != s.family)
+      return invalid(object, "address " + a.to_string() + " of the other family");
   for (const Cidr& c : s.prefixes) {
-    if (c.base.family != s.family) return invalid(object, "prefix " + c.to_string() + " of the other family");
+    if (c.base.family != s.family)
+      return invalid(object, "prefix " + c.to_string() + " of the other family");
     if (!s.interval && c.prefix != c.base.size() * 8)
       return invalid(object, "prefix " + c.to_string() + " in a set without the interval flag");
   }
@@ -620,7 +630,8 @@ ApplyResult validate_set(const SetDef& s) {
 ApplyResult validate_rule(const RuleDef& r, std::size_t index) {
   const std::string object = "rule " + r.chain + "#" + std::to_string(index);
   if (bad_name(r.chain)) return invalid(object, "bad chain name", r.origin);
-  if (r.matches.size() + r.actions.size() > kMaxRuleTerms) return invalid(object, "too many terms", r.origin);
+  if (r.matches.size() + r.actions.size() > kMaxRuleTerms)
+    return invalid(object, "too many terms", r.origin);
   for (const Match& m : r.matches) {
     const bool set_match = m.kind == Match::Kind::InSet || m.kind == Match::Kind::NotInSet;
     if (set_match && bad_name(m.set)) return invalid(object, "bad set name", r.origin);
@@ -775,9 +786,9 @@ bool nft_reply(const nlmsghdr* nlh, int type) {
 
 // Counts the messages of a table-filtered dump whose table attribute is
 // `table` (the kernel filters some dumps by table, not all: check again).
-int count_dump(NftSocket& sock, int get, int reply, std::uint16_t table_attr, const std::string& table,
-               std::size_t& count, std::vector<std::string>* names = nullptr,
-               std::uint16_t name_attr = 0) {
+int count_dump(NftSocket& sock, int get, int reply, std::uint16_t table_attr,
+               const std::string& table, std::size_t& count,
+               std::vector<std::string>* names = nullptr, std::uint16_t name_attr = 0) {
   auto build = [&](char* buf) {
     nlmsghdr* nlh = dump_header(buf, get);
     mnl_attr_put_strz(nlh, table_attr, table.c_str());
@@ -798,7 +809,8 @@ int count_dump(NftSocket& sock, int get, int reply, std::uint16_t table_attr, co
 int count_nested(const nlattr* nest) {
   int n = 0;
   mnl_attr_parse_nested(
-      nest, [](const nlattr*, void* data) {
+      nest,
+      [](const nlattr*, void* data) {
         ++*static_cast<int*>(data);
         return MNL_CB_OK;
       },
@@ -836,7 +848,8 @@ std::string BatchObject::describe() const {
 std::vector<IntervalKey> interval_keys(std::span<const Cidr> prefixes, IpAddress::Family family) {
   std::vector<IntervalKey> out;
   for (const Key& k : interval_set_keys(prefixes, family))
-    out.push_back(IntervalKey{std::vector<std::uint8_t>(k.bytes.begin(), k.bytes.begin() + k.len), k.end, k.open});
+    out.push_back(IntervalKey{std::vector<std::uint8_t>(k.bytes.begin(), k.bytes.begin() + k.len),
+                              k.end, k.open});
   return out;
 }
 
@@ -850,7 +863,8 @@ ApplyResult validate_plan(const Plan& plan) {
   return std::nullopt;
 }
 
-EncodedBatch encode_plan(const Plan& plan, std::uint32_t first_seq, std::optional<std::uint32_t> genid) {
+EncodedBatch encode_plan(const Plan& plan, std::uint32_t first_seq,
+                         std::optional<std::uint32_t> genid) {
   Builder b(first_seq, genid);
   put_table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, plan.table);
   put_table(b, NFT_MSG_DELTABLE, 0, plan.table);
@@ -908,7 +922,9 @@ NftSocket::NftSocket(mnl_socket* socket)
     : socket_(socket), seq_(static_cast<std::uint32_t>(std::time(nullptr))) {}
 
 NftSocket::NftSocket(NftSocket&& other) noexcept
-    : socket_(std::exchange(other.socket_, nullptr)), seq_(other.seq_), last_batch_(other.last_batch_) {}
+    : socket_(std::exchange(other.socket_, nullptr)),
+      seq_(other.seq_),
+      last_batch_(other.last_batch_) {}
 
 NftSocket& NftSocket::operator=(NftSocket&& other) noexcept {
   if (this != &other) {
@@ -967,7 +983,8 @@ void NftSocket::drain() {
   }
 }
 
-int NftSocket::exchange(std::span<const std::uint8_t> bytes, std::size_t expected, std::vector<Ack>& acks) {
+int NftSocket::exchange(std::span<const std::uint8_t> bytes, std::size_t expected,
+                        std::vector<Ack>& acks) {
   drain();
   ensure_send_buffer(bytes.size());
   ensure_receive_buffer(expected * kAckTruesize + (1U << 20));
@@ -1036,7 +1053,8 @@ ApplyResult NftSocket::send_batch(const EncodedBatch& batch) {
   last_batch_.bytes = batch.bytes.size();
   last_batch_.send_ms = std::chrono::duration<double, std::milli>(end - start).count();
   if (rc != 0)
-    return ApplyError{rc, "netlink transport failed: " + errno_text(rc) + "; the outcome is unknown", 0, "batch"};
+    return ApplyError{
+        rc, "netlink transport failed: " + errno_text(rc) + "; the outcome is unknown", 0, "batch"};
   return interpret_acks(batch, acks);
 }
 
@@ -1046,7 +1064,8 @@ std::optional<std::uint32_t> NftSocket::get_generation(ApplyError* error) {
   std::optional<std::uint32_t> genid;
   const int rc = request(nlh, [&](const nlmsghdr* reply) {
     if (!nft_reply(reply, NFT_MSG_NEWGEN)) return;
-    if (const nlattr* a = nfnl_attr(reply, NFTA_GEN_ID); a != nullptr && mnl_attr_get_payload_len(a) == 4)
+    if (const nlattr* a = nfnl_attr(reply, NFTA_GEN_ID);
+        a != nullptr && mnl_attr_get_payload_len(a) == 4)
       genid = ntohl(mnl_attr_get_u32(a));
   });
   if (rc == 0 && genid) return genid;
@@ -1086,7 +1105,8 @@ bool NftSocket::table_exists(const std::string& table, ApplyError* error) {
   nlmsghdr* nlh = nftnl_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, 0, 0);
   mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, table.c_str());
   bool seen = false;
-  const int rc = request(nlh, [&](const nlmsghdr* reply) { seen = seen || nft_reply(reply, NFT_MSG_NEWTABLE); });
+  const int rc = request(
+      nlh, [&](const nlmsghdr* reply) { seen = seen || nft_reply(reply, NFT_MSG_NEWTABLE); });
   if (rc == 0) return seen;
   if (rc != ENOENT && error != nullptr) *error = query_error("table " + table, rc);
   return false;
@@ -1104,9 +1124,11 @@ std::optional<KernelCounts> NftSocket::kernel_counts(const std::string& table, A
   c.tables = 1;
   std::vector<std::string> sets;
   int rc = count_dump(*this, NFT_MSG_GETCHAIN, NFT_MSG_NEWCHAIN, NFTA_CHAIN_TABLE, table, c.chains);
-  if (rc == 0) rc = count_dump(*this, NFT_MSG_GETRULE, NFT_MSG_NEWRULE, NFTA_RULE_TABLE, table, c.rules);
   if (rc == 0)
-    rc = count_dump(*this, NFT_MSG_GETSET, NFT_MSG_NEWSET, NFTA_SET_TABLE, table, c.sets, &sets, NFTA_SET_NAME);
+    rc = count_dump(*this, NFT_MSG_GETRULE, NFT_MSG_NEWRULE, NFTA_RULE_TABLE, table, c.rules);
+  if (rc == 0)
+    rc = count_dump(*this, NFT_MSG_GETSET, NFT_MSG_NEWSET, NFTA_SET_TABLE, table, c.sets, &sets,
+                    NFTA_SET_NAME);
   for (std::size_t i = 0; rc == 0 && i < sets.size(); ++i) {
     std::size_t n = 0;
     auto build = [&](char* buf) {
@@ -1144,7 +1166,8 @@ CounterValues NftSocket::read_counters(const std::string& table, ApplyError* err
     const char* name = nftnl_obj_get_str(o.get(), NFTNL_OBJ_NAME);
     if (t == nullptr || name == nullptr || table != t) return;
     if (nftnl_obj_get_u32(o.get(), NFTNL_OBJ_TYPE) != NFT_OBJECT_COUNTER) return;
-    out[name] = {nftnl_obj_get_u64(o.get(), NFTNL_OBJ_CTR_PKTS), nftnl_obj_get_u64(o.get(), NFTNL_OBJ_CTR_BYTES)};
+    out[name] = {nftnl_obj_get_u64(o.get(), NFTNL_OBJ_CTR_PKTS),
+                 nftnl_obj_get_u64(o.get(), NFTNL_OBJ_CTR_BYTES)};
   };
   const int rc = dump_retry(*this, build, on_reply, [&] { out.clear(); });
   if (rc != 0) {

@@ -320,7 +320,9 @@ class Builder {
 
   std::vector<Action> verdict(char v, RuleId id, bool log) const {
     std::vector<Action> out{act(Action::Kind::Counter, counter_name(id))};
-    if (log) out.push_back(act(Action::Kind::Log, log_prefix(v, id, policy_.generation), options_.log_group));
+    if (log)
+      out.push_back(
+          act(Action::Kind::Log, log_prefix(v, id, policy_.generation), options_.log_group));
     if (v == 'd') {
       out.push_back(act(Action::Kind::Drop));
     } else {
@@ -360,8 +362,10 @@ class Builder {
         if ((m_in && a_out && m.set == a.set) || (m_out && a_in && m.set == a.set)) {
           return std::nullopt;
         }
-        if (m_in && a_out && a.set.starts_with("ep") && implies_endpoint(m.set)) return std::nullopt;
-        if (m_out && a_in && m.set.starts_with("ep") && implies_endpoint(a.set)) return std::nullopt;
+        if (m_in && a_out && a.set.starts_with("ep") && implies_endpoint(m.set))
+          return std::nullopt;
+        if (m_out && a_in && m.set.starts_with("ep") && implies_endpoint(a.set))
+          return std::nullopt;
         if (m_in && a_in && m.set == a.set) keep = false;
         if (m_in && a_in && a.set.starts_with("aud")) {
           if (auto t = tier_of(m.set)) {
@@ -407,7 +411,8 @@ class Builder {
     if (!staged.empty()) {
       c.has_staged = true;
       plan_.chains.push_back(ChainDef{c.staged_chain, std::nullopt, 0});
-      for (auto& [alt, id] : staged) emit(c.staged_chain, std::move(alt), verdict('a', id, true), id);
+      for (auto& [alt, id] : staged)
+        emit(c.staged_chain, std::move(alt), verdict('a', id, true), id);
     }
     for (const auto& r : policy_.denies) {
       if (r.staged) continue;
@@ -585,8 +590,8 @@ std::string render(const Plan& plan) {
   out << "table inet " << plan.table << " {\n";
   for (const auto& c : plan.counters) out << "\tcounter " << c << " {\n\t}\n\n";
   for (const auto& s : plan.sets) {
-    out << "\tset " << s.name << " {\n\t\ttype " << (s.family == Fam::V4 ? "ipv4_addr" : "ipv6_addr")
-        << "\n";
+    out << "\tset " << s.name << " {\n\t\ttype "
+        << (s.family == Fam::V4 ? "ipv4_addr" : "ipv6_addr") << "\n";
     if (s.interval) out << "\t\tflags interval\n";
     std::vector<std::string> elems;
     for (const auto& p : s.prefixes) elems.push_back(p.to_string());
@@ -605,7 +610,9 @@ std::string render(const Plan& plan) {
     const auto& c = plan.chains[ci];
     out << "\tchain " << c.name << " {\n";
     if (c.hook) {
-      const char* hook = *c.hook == Hook::Forward ? "forward" : *c.hook == Hook::Input ? "input" : "output";
+      const char* hook = *c.hook == Hook::Forward ? "forward"
+                         : *c.hook == Hook::Input ? "input"
+                                                  : "output";
       out << "\t\ttype filter hook " << hook << " priority " << c.priority << "; policy accept;\n";
     }
     for (const auto& r : plan.rules) {

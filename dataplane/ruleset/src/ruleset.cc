@@ -69,7 +69,8 @@ std::uint32_t EndpointTable::intern(std::vector<SelectorId> selectors) {
   selectors.erase(std::unique(selectors.begin(), selectors.end()), selectors.end());
   std::string key(reinterpret_cast<const char*>(selectors.data()),
                   selectors.size() * sizeof(SelectorId));
-  auto [it, fresh] = profile_index_.emplace(std::move(key), static_cast<std::uint32_t>(profiles_.size()));
+  auto [it, fresh] =
+      profile_index_.emplace(std::move(key), static_cast<std::uint32_t>(profiles_.size()));
   if (fresh) profiles_.push_back(std::move(selectors));
   return it->second;
 }

@@ -20,7 +20,9 @@ class Labels {
 
   [[nodiscard]] const std::string* get(std::string_view key) const;
   void set(std::string key, std::string value);
-  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& items() const { return kv_; }
+  [[nodiscard]] const std::vector<std::pair<std::string, std::string>>& items() const {
+    return kv_;
+  }
   [[nodiscard]] bool empty() const { return kv_.empty(); }
 
   friend bool operator==(const Labels&, const Labels&) = default;

@@ -15,8 +15,8 @@ namespace tierwall::identity {
 bool matches_identity(const policy::EndpointSelector& sel, const Endpoint& ep);
 
 struct TierResolution {
-  std::string tier;         // "quarantine" when no assignment matches
-  int assignment = -1;      // index into policy.assignments; -1 for none
+  std::string tier;             // "quarantine" when no assignment matches
+  int assignment = -1;          // index into policy.assignments; -1 for none
   std::string assignment_name;  // the assignment's name, or "#N" for an unnamed one
 };
 

@@ -11,8 +11,8 @@ namespace tierwall::policy {
 
 struct SourceLoc {
   std::shared_ptr<const std::string> file;  // shared by every node of a file
-  int line = 0;    // 1-based; 0 when unknown
-  int column = 0;  // 1-based; 0 when unknown
+  int line = 0;                             // 1-based; 0 when unknown
+  int column = 0;                           // 1-based; 0 when unknown
 
   [[nodiscard]] const std::string& file_name() const;
   [[nodiscard]] std::string to_string() const;  // FILE:LINE:COL

@@ -21,7 +21,9 @@ class YamlReader {
   YamlReader(std::shared_ptr<const std::string> file, Diagnostics& diags)
       : file_(std::move(file)), diags_(diags) {}
 
-  [[nodiscard]] SourceLoc loc(const yaml::Node& n) const { return SourceLoc{file_, n.line, n.column}; }
+  [[nodiscard]] SourceLoc loc(const yaml::Node& n) const {
+    return SourceLoc{file_, n.line, n.column};
+  }
   [[nodiscard]] const std::shared_ptr<const std::string>& file() const { return file_; }
   Diagnostics& diags() { return diags_; }
   void error(const yaml::Node& n, std::string message) { diags_.error(loc(n), std::move(message)); }
@@ -36,7 +38,8 @@ class YamlReader {
   std::optional<std::int64_t> integer(const yaml::Node& n, std::string_view what);
   std::optional<bool> boolean(const yaml::Node& n, std::string_view what);
   // A string, or a list of strings (always returned as a list).
-  std::optional<std::vector<std::string>> string_or_list(const yaml::Node& n, std::string_view what);
+  std::optional<std::vector<std::string>> string_or_list(const yaml::Node& n,
+                                                         std::string_view what);
 
   // Checks `n` is a list; reports and returns false otherwise.
   bool check_list(const yaml::Node& n, std::string_view what);

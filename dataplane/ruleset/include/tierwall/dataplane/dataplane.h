@@ -13,7 +13,7 @@ namespace tierwall::dataplane {
 
 struct DataplaneError {
   std::string message;
-  RuleId rule = 0;   // the policy rule the dataplane rejected, when known
+  RuleId rule = 0;                 // the policy rule the dataplane rejected, when known
   bool concurrent_change = false;  // someone else changed the dataplane mid-apply
 };
 

@@ -49,7 +49,8 @@ bool rule_matches(const Rule& rule, const ResolvedPeer& src, const ResolvedPeer&
                   std::uint8_t protocol, std::uint16_t port);
 
 // True when a deny between these peers is audited instead of enforced.
-bool deny_is_audited(const CompiledPolicy& policy, const ResolvedPeer& src, const ResolvedPeer& dst);
+bool deny_is_audited(const CompiledPolicy& policy, const ResolvedPeer& src,
+                     const ResolvedPeer& dst);
 
 Decision decide(const CompiledPolicy& policy, const ResolvedPeer& src, const ResolvedPeer& dst,
                 std::uint8_t protocol, std::uint16_t port);

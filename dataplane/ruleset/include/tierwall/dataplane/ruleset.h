@@ -113,7 +113,7 @@ struct CompiledPolicy {
   bool intra_tier_allow = false;
   RuleOrigin intra_tier_origin{RuleKind::IntraTier, {}, {}, 0};
 
-  std::vector<TierInfo> tiers;  // index is TierId; [0] is quarantine
+  std::vector<TierInfo> tiers;          // index is TierId; [0] is quarantine
   std::vector<SelectorInfo> selectors;  // index is SelectorId
   std::vector<Rule> denies;             // policy order; staged ones included
   std::vector<Rule> flows;              // policy order
@@ -147,7 +147,9 @@ class EndpointTable {
               std::span<const SelectorId> selectors);
   void remove(EndpointId id);
 
-  void set_node_addresses(std::vector<IpAddress> addresses) { node_addresses_ = std::move(addresses); }
+  void set_node_addresses(std::vector<IpAddress> addresses) {
+    node_addresses_ = std::move(addresses);
+  }
   void set_container_cidrs(std::vector<Cidr> cidrs) { container_cidrs_ = std::move(cidrs); }
 
   [[nodiscard]] const std::vector<IpAddress>& node_addresses() const { return node_addresses_; }

@@ -55,10 +55,10 @@ using ApplyResult = std::optional<ApplyError>;  // nullopt: success
 struct BatchObject {
   enum class Kind : std::uint8_t { Table, Counter, Set, Elements, Chain, Rule };
   Kind kind = Kind::Table;
-  std::string name;        // table, counter, set or chain name
-  std::string chain;       // Rule: its chain
-  std::size_t index = 0;   // Rule: 1-based position in its chain; Elements: chunk
-  RuleId rule = 0;         // Rule: RuleDef::origin
+  std::string name;       // table, counter, set or chain name
+  std::string chain;      // Rule: its chain
+  std::size_t index = 0;  // Rule: 1-based position in its chain; Elements: chunk
+  RuleId rule = 0;        // Rule: RuleDef::origin
 
   // "rule fwd4#3", "set ep4", "elements of set ep4 (chunk 2)", ...
   [[nodiscard]] std::string describe() const;
@@ -135,8 +135,8 @@ KernelCounts expected_counts(const Plan& plan);
 // One ACK (NLMSG_ERROR) as received.
 struct Ack {
   std::uint32_t seq = 0;
-  int err = 0;               // positive errno; 0: success
-  std::string ext_message;   // NLMSGERR_ATTR_MSG, when the kernel gave one
+  int err = 0;              // positive errno; 0: success
+  std::string ext_message;  // NLMSGERR_ATTR_MSG, when the kernel gave one
 };
 
 // Counter values: name -> (packets, bytes).
@@ -146,8 +146,8 @@ using CounterValues = std::map<std::string, std::pair<std::uint64_t, std::uint64
 struct BatchStats {
   std::size_t messages = 0;  // messages that requested an ACK
   std::size_t bytes = 0;
-  double send_ms = 0;        // sendmsg (the kernel validates and commits inside)
-  double total_ms = 0;       // encode + send + every ACK read
+  double send_ms = 0;   // sendmsg (the kernel validates and commits inside)
+  double total_ms = 0;  // encode + send + every ACK read
 };
 
 // A bound NETLINK_NETFILTER socket with a sequence counter.

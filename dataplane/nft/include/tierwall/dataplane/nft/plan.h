@@ -33,14 +33,14 @@ enum class Hook : std::uint8_t { Forward, Input, Output };
 // One match expression; a rule's matches are ANDed.
 struct Match {
   enum class Kind : std::uint8_t {
-    NfProto,           // meta nfproto == family
-    L4Proto,           // meta l4proto == proto
-    InSet,             // (ip|ip6) (saddr|daddr) @set
-    NotInSet,          // (ip|ip6) (saddr|daddr) != @set
-    DportRange,        // th dport lo-hi (tcp/udp/sctp)
-    IcmpTypeRange,     // icmp(v6) type lo-hi
-    CtStateEstRel,     // ct state established,related
-    IcmpV6Nd,          // icmpv6 type neighbour discovery (133..137)
+    NfProto,        // meta nfproto == family
+    L4Proto,        // meta l4proto == proto
+    InSet,          // (ip|ip6) (saddr|daddr) @set
+    NotInSet,       // (ip|ip6) (saddr|daddr) != @set
+    DportRange,     // th dport lo-hi (tcp/udp/sctp)
+    IcmpTypeRange,  // icmp(v6) type lo-hi
+    CtStateEstRel,  // ct state established,related
+    IcmpV6Nd,       // icmpv6 type neighbour discovery (133..137)
   };
   Kind kind = Kind::NfProto;
   IpAddress::Family family = IpAddress::Family::V4;
@@ -57,8 +57,8 @@ struct Match {
 struct Action {
   enum class Kind : std::uint8_t { Counter, Log, CtMark, Accept, Drop, Jump, Goto };
   Kind kind = Kind::Accept;
-  std::string name;          // Counter: named counter; Log: prefix; Jump/Goto: chain
-  std::uint32_t value = 0;   // Log: group; CtMark: rule id (low 16 bits of ct mark)
+  std::string name;         // Counter: named counter; Log: prefix; Jump/Goto: chain
+  std::uint32_t value = 0;  // Log: group; CtMark: rule id (low 16 bits of ct mark)
 
   friend bool operator==(const Action&, const Action&) = default;
 };
@@ -74,7 +74,7 @@ struct SetDef {
   std::string name;
   IpAddress::Family family = IpAddress::Family::V4;
   bool interval = false;
-  std::vector<Cidr> prefixes;      // interval sets
+  std::vector<Cidr> prefixes;        // interval sets
   std::vector<IpAddress> addresses;  // plain sets
 };
 
