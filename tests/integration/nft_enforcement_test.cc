@@ -9,15 +9,14 @@
 // container->host (input), host->container (output), container<->world
 // (forward); a guardrail deny, a staged deny, host flows, world flows with
 // CIDRs, quarantine of unknown containers from their first packet,
-// connection cutting on policy and tier changes, and the per-rule counters.
+// connection cutting on policy, tier and label changes, and the per-rule
+// counters.
 //
 // Allowed means the probe's echo came back (Outcome::kOk). Denied means a
 // silent drop: a timeout; from the node itself a drop in `output` may also
 // surface at once as EPERM (Outcome::kUnreachable). An allowed probe that
 // times out is retried once (scheduling hiccups on small CI machines); a
 // denied expectation is never retried.
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -30,9 +29,10 @@
 #include <variant>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/nft/backend.h"
-#include "tierwall/dataplane/nft/conntrack.h"
 #include "tierwall/identity/inventory.h"
 #include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
@@ -97,6 +97,7 @@ spec:
       ports: [tcp/5432, udp/5000, icmp/echo-request, icmpv6/echo-request]
     - {name: dns, from: {tier: [web, api, db, quarantine]}, to: {host: true}, ports: [udp/53]}
     - {name: api-admin, from: {tier: api}, to: {host: true}, ports: [tcp/22, tcp/443]}
+    - {name: bootstrap, from: {tier: quarantine}, to: {host: true}, ports: [tcp/8443]}
     - {name: health, from: {host: true}, to: {tier: [web, api]}, ports: [tcp/8080]}
     - {name: world-to-web, from: {world: [0.0.0.0/0, "::/0"]}, to: {tier: web}, ports: [tcp/443]}
     - name: web-to-world
@@ -104,7 +105,8 @@ spec:
       to: {world: [198.51.100.0/24, "2001:db8:100::/48"]}
       ports: [tcp/443]
 )";
-  if (extra) p += "    - {name: db-metrics, from: {tier: db}, to: {host: true}, ports: [tcp/9100]}\n";
+  if (extra)
+    p += "    - {name: db-metrics, from: {tier: db}, to: {host: true}, ports: [tcp/9100]}\n";
   return p;
 }
 
@@ -151,14 +153,15 @@ struct Expect {
   std::string source = {};  // bind this source address (world aliases)
 };
 
-constexpr std::uint16_t kTcpPorts[] = {22, 80, 443, 5432, 8080, 9100};
+constexpr std::uint16_t kTcpPorts[] = {22, 80, 443, 5432, 8080, 8443, 9100};
 constexpr std::uint16_t kUdpPorts[] = {53, 5000};
 
 class NftEnforcement : public ::testing::Test {
  protected:
   void SetUp() override {
     if (const auto why = testsupport::netns_unavailable_reason()) GTEST_SKIP() << *why;
-    lab_.emplace(BridgeLabOptions{.br0_containers = 4, .br1_containers = 1, .bridge_nf_call = true});
+    lab_.emplace(
+        BridgeLabOptions{.br0_containers = 4, .br1_containers = 1, .bridge_nf_call = true});
     BridgeLab& lab = *lab_;
     // World addresses outside 198.51.100.0/24 and 2001:db8:100::/48.
     testsupport::addr(lab.world, lab.world_ifname, std::string(kFarWorldV4) + "/24");
@@ -169,19 +172,21 @@ class NftEnforcement : public ::testing::Test {
     // Echo servers on every port the tests use, in every namespace, on the
     // dual-stack wildcard: a drop is then the firewall, never a missing server.
     for (const NetNs* ns : lab.namespaces()) {
-      for (std::uint16_t port : kTcpPorts) tcp_servers_.push_back(std::make_unique<testsupport::TcpServer>(*ns, "::", port));
+      for (std::uint16_t port : kTcpPorts)
+        tcp_servers_.push_back(std::make_unique<testsupport::TcpServer>(*ns, "::", port));
       for (std::uint16_t port : kUdpPorts) {
         udp_servers_.push_back(std::make_unique<testsupport::UdpEchoServer>(*ns, "::", port));
       }
     }
 
     std::ostringstream inv;
-    inv << "apiVersion: tierwall.io/v1\nkind: Inventory\nnode: {name: node, addresses: [" << lab.br0_v4
-        << ", " << lab.br1_v4 << ", " << lab.uplink_v4 << ", \"" << lab.br0_v6 << "\", \"" << lab.br1_v6
-        << "\", \"" << lab.uplink_v6 << "\"]}\nendpoints:\n";
-    auto endpoint = [&](const BridgeLab::Container& c, const std::string& name, const std::string& labels) {
-      inv << "  - {name: " << name << ", labels: {" << labels << "}, addresses: [" << c.v4 << ", \"" << c.v6
-          << "\"]}\n";
+    inv << "apiVersion: tierwall.io/v1\nkind: Inventory\nnode: {name: node, addresses: ["
+        << lab.br0_v4 << ", " << lab.br1_v4 << ", " << lab.uplink_v4 << ", \"" << lab.br0_v6
+        << "\", \"" << lab.br1_v6 << "\", \"" << lab.uplink_v6 << "\"]}\nendpoints:\n";
+    auto endpoint = [&](const BridgeLab::Container& c, const std::string& name,
+                        const std::string& labels) {
+      inv << "  - {name: " << name << ", labels: {" << labels << "}, addresses: [" << c.v4 << ", \""
+          << c.v6 << "\"]}\n";
     };
     endpoint(c0(), "web-1", "role: web, env: prod");
     endpoint(c1(), "api-1", "role: api, env: prod");
@@ -194,11 +199,13 @@ class NftEnforcement : public ::testing::Test {
     inventory_ = std::move(*inventory);
 
     NftBackend::Config config;
-    for (const std::string& a : {lab.br0_v4, lab.br1_v4, lab.uplink_v4, lab.br0_v6, lab.br1_v6, lab.uplink_v6}) {
+    for (const std::string& a :
+         {lab.br0_v4, lab.br1_v4, lab.uplink_v4, lab.br0_v6, lab.br1_v6, lab.uplink_v6}) {
       config.local_addresses.push_back(*IpAddress::parse(a));
     }
     auto opened = in_netns(lab.node, [&] { return NftBackend::open(config); });
-    ASSERT_TRUE(std::holds_alternative<std::unique_ptr<NftBackend>>(opened)) << std::get<std::string>(opened);
+    ASSERT_TRUE(std::holds_alternative<std::unique_ptr<NftBackend>>(opened))
+        << std::get<std::string>(opened);
     backend_ = std::move(std::get<std::unique_ptr<NftBackend>>(opened));
     ASSERT_NO_FATAL_FAILURE(apply(policy_yaml()));
   }
@@ -221,7 +228,9 @@ class NftEnforcement : public ::testing::Test {
   const BridgeLab::Container& c2() const { return lab_->br0_containers[2]; }
   const BridgeLab::Container& c3() const { return lab_->br0_containers[3]; }
   const BridgeLab::Container& d0() const { return lab_->br1_containers[0]; }
-  static const std::string& ip_of(const BridgeLab::Container& c, bool v6) { return v6 ? c.v6 : c.v4; }
+  static const std::string& ip_of(const BridgeLab::Container& c, bool v6) {
+    return v6 ? c.v6 : c.v4;
+  }
   std::string br0(bool v6) const { return v6 ? lab_->br0_v6 : lab_->br0_v4; }
   std::string br1(bool v6) const { return v6 ? lab_->br1_v6 : lab_->br1_v4; }
   std::string uplink(bool v6) const { return v6 ? lab_->uplink_v6 : lab_->uplink_v4; }
@@ -277,7 +286,8 @@ class NftEnforcement : public ::testing::Test {
 
   std::map<RuleId, std::uint64_t> packets() {
     std::map<RuleId, std::uint64_t> out;
-    for (const auto& [id, value] : in_netns(lab_->node, [&] { return backend_->rule_counters(); })) {
+    for (const auto& [id, value] :
+         in_netns(lab_->node, [&] { return backend_->rule_counters(); })) {
       out[id] = value.first;
     }
     return out;
@@ -298,7 +308,8 @@ class NftEnforcement : public ::testing::Test {
         const Expect& e = expects[i];
         if (e.pass) {
           got[i] = run_probe(*e.from, e.dst, e.probe, kPass, e.source);
-          if (got[i] == Outcome::kTimeout) got[i] = run_probe(*e.from, e.dst, e.probe, kPassRetry, e.source);
+          if (got[i] == Outcome::kTimeout)
+            got[i] = run_probe(*e.from, e.dst, e.probe, kPassRetry, e.source);
         } else {
           got[i] = run_probe(*e.from, e.dst, e.probe, kDrop, e.source);
         }
@@ -476,8 +487,10 @@ TEST_F(NftEnforcement, PolicyChangeKeepsAllowedConnectionsAndCutsRevokedOnes) {
   std::vector<std::unique_ptr<testsupport::TcpSession>> api_db;
   std::vector<std::unique_ptr<testsupport::TcpSession>> web_api;
   for (bool v6 : {false, true}) {
-    api_db.push_back(std::make_unique<testsupport::TcpSession>(c1().ns, ip_of(d0(), v6), 5432, kSession));
-    web_api.push_back(std::make_unique<testsupport::TcpSession>(c0().ns, ip_of(c1(), v6), 80, kSession));
+    api_db.push_back(
+        std::make_unique<testsupport::TcpSession>(c1().ns, ip_of(d0(), v6), 5432, kSession));
+    web_api.push_back(
+        std::make_unique<testsupport::TcpSession>(c0().ns, ip_of(c1(), v6), 80, kSession));
   }
   for (auto& s : api_db) EXPECT_TRUE(s->exchange(kSession));
   for (auto& s : web_api) EXPECT_TRUE(s->exchange(kSession));
@@ -510,7 +523,8 @@ TEST_F(NftEnforcement, PolicyChangeKeepsAllowedConnectionsAndCutsRevokedOnes) {
 TEST_F(NftEnforcement, TierChangeCutsConnections) {
   std::vector<std::unique_ptr<testsupport::TcpSession>> web_api;
   for (bool v6 : {false, true}) {
-    web_api.push_back(std::make_unique<testsupport::TcpSession>(c0().ns, ip_of(c1(), v6), 80, kSession));
+    web_api.push_back(
+        std::make_unique<testsupport::TcpSession>(c0().ns, ip_of(c1(), v6), 80, kSession));
   }
   for (auto& s : web_api) EXPECT_TRUE(s->exchange(kSession));
 
@@ -537,6 +551,41 @@ TEST_F(NftEnforcement, TierChangeCutsConnections) {
     x.push_back({&c0().ns, ip_of(c1(), v6), tcp(80), true});
     x.push_back({&c2().ns, ip_of(c1(), v6), tcp(5432), false});
   }
+  check(x);
+}
+
+// The unknown container's first identity is a tier change (quarantine ->
+// web): what quarantine allowed and web does not is cut.
+TEST_F(NftEnforcement, FirstIdentityCutsWhatQuarantineAllowed) {
+  std::vector<std::unique_ptr<testsupport::TcpSession>> bootstrap;
+  for (bool v6 : {false, true}) {
+    bootstrap.push_back(
+        std::make_unique<testsupport::TcpSession>(c3().ns, br0(v6), 8443, kSession));
+  }
+  for (auto& s : bootstrap) EXPECT_TRUE(s->exchange(kSession));
+  ASSERT_NO_FATAL_FAILURE(upsert_endpoint("web-2", c3(), {{"role", "web"}, {"env", "prod"}}));
+  EXPECT_GE(backend_->last_cut(), bootstrap.size());
+  for (auto& s : bootstrap) EXPECT_EQ(s->exchange_probe(kDrop), Outcome::kTimeout);
+  std::vector<Expect> x;
+  for (bool v6 : {false, true}) x.push_back({&c3().ns, br0(v6), tcp(8443), false});
+  check(x);
+}
+
+// A relabel that brings an endpoint under a guardrail (env: dev never
+// reaches db) revokes its db connections although its tier stays api: the
+// new state denies them, so they are cut like after a policy change.
+TEST_F(NftEnforcement, RelabelUnderAGuardrailCutsConnections) {
+  std::vector<std::unique_ptr<testsupport::TcpSession>> api_db;
+  for (bool v6 : {false, true}) {
+    api_db.push_back(
+        std::make_unique<testsupport::TcpSession>(c1().ns, ip_of(d0(), v6), 5432, kSession));
+  }
+  for (auto& s : api_db) EXPECT_TRUE(s->exchange(kSession));
+  ASSERT_NO_FATAL_FAILURE(upsert_endpoint("api-1", c1(), {{"role", "api"}, {"env", "dev"}}));
+  EXPECT_GE(backend_->last_cut(), api_db.size());
+  for (auto& s : api_db) EXPECT_EQ(s->exchange_probe(kDrop), Outcome::kTimeout);
+  std::vector<Expect> x;
+  for (bool v6 : {false, true}) x.push_back({&c1().ns, ip_of(d0(), v6), tcp(5432), false});
   check(x);
 }
 

@@ -94,7 +94,9 @@ std::optional<DataplaneError> NftBackend::update_endpoints(
     }
   }
   last_cut_ = 0;
-  if (config_.cut_connections && !touched.empty() && !remove.empty()) cut(touched);
+  if (config_.cut_connections && !touched.empty() && (!add.empty() || !remove.empty())) {
+    cut(touched);  // a new tier or new memberships may deny what the old state allowed
+  }
   return std::nullopt;
 }
 
