@@ -47,8 +47,8 @@ TEST_F(TierwalldOnce, AppliesAndLeavesRulesEnforced) {
 TEST_F(TierwalldOnce, InvalidPolicyChangesNothing) {
   ASSERT_EQ(ns_->run(once_cmd("dev-test-prod")).exit_code, 0);
   const auto before = ns_->check("nft list table inet tierwall").out;
-  const auto r = ns_->run(kTierwalld + " --policy " + kRoot +
-                          "/tests/data/bad/five-errors.yaml --once");
+  const auto r =
+      ns_->run(kTierwalld + " --policy " + kRoot + "/tests/data/bad/five-errors.yaml --once");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("nothing was applied"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("five-errors.yaml:"), std::string::npos) << r.err;
