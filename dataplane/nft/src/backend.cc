@@ -47,27 +47,41 @@ std::optional<DataplaneError> NftBackend::apply(const RuleSet& rules) {
 std::optional<DataplaneError> NftBackend::update_endpoints(
     std::span<const EndpointChange> changes) {
   if (!policy_) return DataplaneError{"no policy applied yet", 0, false};
-  // The next endpoint state, computed on a copy so that a rejected batch
-  // leaves our view equal to the kernel's.
-  EndpointTable next = live_;
+  // Validate against the live view without copying it (100k endpoints): an
+  // address may only move to an endpoint if its owner gives it up in this
+  // same batch. The live view changes only after the kernel accepts.
   std::vector<IpAddress> touched;
+  std::unordered_map<IpAddress, EndpointId, IpAddressHash> claimed;
   for (const auto& c : changes) {
-    for (const auto& a : next.addresses(c.id)) touched.push_back(a);
-    if (c.removed) {
-      next.remove(c.id);
-    } else if (!next.upsert(c.id, c.addresses, c.tier, c.selectors)) {
-      return DataplaneError{
-          "endpoint " + std::to_string(c.id) + ": an address already belongs to another endpoint",
-          0, false};
+    for (const auto& a : live_.addresses(c.id)) touched.push_back(a);
+  }
+  for (const auto& c : changes) {
+    if (c.removed) continue;
+    for (const auto& a : c.addresses) {
+      const auto owner = live_.find(a);
+      const bool released =
+          owner && std::any_of(changes.begin(), changes.end(),
+                               [&](const EndpointChange& o) { return o.id == *owner; });
+      auto [it, fresh] = claimed.emplace(a, c.id);
+      if ((owner && *owner != c.id && !released) || (!fresh && it->second != c.id)) {
+        return DataplaneError{"endpoint " + std::to_string(c.id) + ": address " + a.to_string() +
+                                  " already belongs to another endpoint",
+                              0, false};
+      }
+      touched.push_back(a);
     }
-    touched.insert(touched.end(), c.addresses.begin(), c.addresses.end());
   }
   std::vector<Element> add;
   std::vector<Element> remove;
   std::unordered_map<EndpointId, std::vector<Element>> updated;
   for (const auto& c : changes) {
-    std::vector<Element> now =
-        c.removed ? std::vector<Element>{} : endpoint_elements(*policy_, next, c.id);
+    std::vector<Element> now;
+    if (!c.removed) {
+      // Elements of the changed endpoint alone, from a one-endpoint table.
+      EndpointTable one;
+      one.upsert(c.id, c.addresses, c.tier, c.selectors);
+      now = endpoint_elements(*policy_, one, c.id);
+    }
     std::sort(now.begin(), now.end());
     std::vector<Element> before;
     if (auto it = installed_.find(c.id); it != installed_.end()) before = it->second;
@@ -85,7 +99,12 @@ std::optional<DataplaneError> NftBackend::update_endpoints(
     if (auto e = socket_.apply_elements(config_.plan.table, add, remove, *genid))
       return error_of(*e);
   }
-  live_ = std::move(next);
+  // Remove every changed endpoint first, so that addresses moving between
+  // endpoints of this batch are free when their new owner is inserted.
+  for (const auto& c : changes) live_.remove(c.id);
+  for (const auto& c : changes) {
+    if (!c.removed) live_.upsert(c.id, c.addresses, c.tier, c.selectors);
+  }
   for (auto& [id, elems] : updated) {
     if (elems.empty()) {
       installed_.erase(id);

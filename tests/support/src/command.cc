@@ -118,16 +118,21 @@ pid_t spawn_argv(const std::vector<std::string>& argv, int stdin_fd, int stdout_
 CommandResult run_argv(const std::vector<std::string>& argv, Millis timeout) {
   int out_pipe[2];
   int err_pipe[2];
-  if (::pipe2(out_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+  if (::pipe2(out_pipe, O_CLOEXEC) != 0) {
     throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
   }
   Fd out_r(out_pipe[0]);
   Fd out_w(out_pipe[1]);
-  if (::pipe2(err_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+  if (::pipe2(err_pipe, O_CLOEXEC) != 0) {
     throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
   }
   Fd err_r(err_pipe[0]);
   Fd err_w(err_pipe[1]);
+  // Only our read ends are non-blocking: a child whose stdout were
+  // non-blocking could lose output when the pipe fills.
+  for (int fd : {out_r.get(), err_r.get()}) {
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
   Fd null_in(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (null_in.get() < 0)
     throw std::runtime_error(std::string("/dev/null: ") + std::strerror(errno));
