@@ -34,7 +34,12 @@ std::optional<DataplaneError> NftBackend::apply(const RuleSet& rules) {
 
   policy_ = rules.policy;
   live_ = *rules.endpoints;
+  // Headroom for churn: updates must not pay for a rehash or a move of the
+  // whole table (single adds stay sub-millisecond at 100k endpoints).
+  const std::size_t room = live_.endpoint_count() * 2 + 1024;
+  live_.reserve(room, live_.address_count() * 2 + 1024);
   installed_.clear();
+  installed_.reserve(room);
   std::set<EndpointId> ids;
   live_.for_each_address(
       [&](const IpAddress&, EndpointId id, const EndpointEntry&) { ids.insert(id); });

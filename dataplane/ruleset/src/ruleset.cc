@@ -96,6 +96,11 @@ bool EndpointTable::upsert(EndpointId id, std::span<const IpAddress> addresses, 
   return true;
 }
 
+void EndpointTable::reserve(std::size_t endpoints, std::size_t addresses) {
+  slots_.reserve(endpoints);
+  by_address_.reserve(addresses);
+}
+
 void EndpointTable::remove(EndpointId id) {
   if (id >= slots_.size() || !slots_[id].live) return;
   Slot& slot = slots_[id];

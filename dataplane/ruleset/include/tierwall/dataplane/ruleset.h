@@ -146,6 +146,9 @@ class EndpointTable {
   bool upsert(EndpointId id, std::span<const IpAddress> addresses, TierId tier,
               std::span<const SelectorId> selectors);
   void remove(EndpointId id);
+  // Room for this many endpoints/addresses without rehashing or moving, so
+  // that single updates stay fast at 100k endpoints.
+  void reserve(std::size_t endpoints, std::size_t addresses);
 
   void set_node_addresses(std::vector<IpAddress> addresses) {
     node_addresses_ = std::move(addresses);
