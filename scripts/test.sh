@@ -53,6 +53,10 @@ stage="install-deps"
 banner "Installing dependencies"
 bash scripts/install-deps.sh
 
+stage="podman-setup"
+banner "Preparing rootful Podman for the runtime tests (scripts/podman-setup.sh)"
+bash scripts/podman-setup.sh
+
 stage="configure (asan)"
 banner "Configuring $ASAN_DIR (Debug, ASan+UBSan)"
 cmake -S . -B "$ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTIERWALL_SANITIZE=ON

@@ -11,9 +11,7 @@
 //                            the event stream, churn, and the service
 //                            restarted under a RuntimeSource.
 // Every container is named twrt-<pid>-* and removed in TearDown, pass or fail.
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
+#include "tierwall/runtime/runtime_source.h"
 
 #include <algorithm>
 #include <array>
@@ -29,7 +27,10 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <thread>
+#include <unistd.h>
 #include <utility>
 #include <vector>
 
@@ -37,7 +38,6 @@
 
 #include "tierwall/runtime/docker.h"
 #include "tierwall/runtime/http.h"
-#include "tierwall/runtime/runtime_source.h"
 
 namespace tierwall::runtime {
 namespace {
@@ -64,8 +64,8 @@ class FakeServer {
   explicit FakeServer(std::vector<Step> script, bool hold_open = false)
       : script_(std::move(script)), hold_open_(hold_open) {
     static std::atomic<int> counter{0};
-    path_ = "/tmp/twrt-fake-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
-            ".sock";
+    path_ =
+        "/tmp/twrt-fake-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".sock";
     ::unlink(path_.c_str());
     listen_fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_un addr{};
@@ -111,7 +111,8 @@ class FakeServer {
     }
     for (const auto& step : script_) {
       if (step.delay_ms > 0 && !done_.sleep_for(milliseconds(step.delay_ms))) break;
-      [[maybe_unused]] const auto n = ::send(fd, step.bytes.data(), step.bytes.size(), MSG_NOSIGNAL);
+      [[maybe_unused]] const auto n =
+          ::send(fd, step.bytes.data(), step.bytes.size(), MSG_NOSIGNAL);
     }
     if (hold_open_) done_.sleep_for(milliseconds(60'000));
     ::close(fd);
@@ -136,8 +137,9 @@ UnixHttpClient client_for(const std::string& path, const Canceller* cancel = nul
 }
 
 TEST(HttpClientTest, ContentLengthBodyAndRequestHead) {
-  FakeServer server({{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n"
-                      "\r\n{\"a\":1}"}});
+  FakeServer server(
+      {{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 7\r\n"
+        "\r\n{\"a\":1}"}});
   auto r = client_for(server.path()).request("GET", "/containers/json");
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->status, 200);
@@ -203,8 +205,9 @@ TEST(HttpClientTest, StreamDeliversLinesAcrossChunksThenEnds) {
 }
 
 TEST(HttpClientTest, StreamCutMidChunkIsClosed) {
-  FakeServer server({{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                      "4\r\none\n\r\n10\r\npartial"}});
+  FakeServer server(
+      {{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "4\r\none\n\r\n10\r\npartial"}});
   auto s = client_for(server.path()).stream("/events");
   ASSERT_TRUE(s.ok()) << s.error().message;
   auto first = s->next_line(milliseconds(2000));
@@ -220,7 +223,8 @@ TEST(HttpClientTest, StreamCutMidChunkIsClosed) {
 
 TEST(HttpClientTest, IdleStreamTimesOutAndStaysUsable) {
   FakeServer server({{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"},
-                     {"3\r\nla\n\r\n", 300}, {"3\r\nte\n\r\n", 0}},
+                     {"3\r\nla\n\r\n", 300},
+                     {"3\r\nte\n\r\n", 0}},
                     /*hold_open=*/true);
   auto s = client_for(server.path()).stream("/events");
   ASSERT_TRUE(s.ok()) << s.error().message;
@@ -378,14 +382,14 @@ TEST(DockerJsonTest, EventsOfDockerAndPodmanMapToEffects) {
   EXPECT_EQ(effect_of(podman_net.value()), EventEffect::Refresh);
 
   const std::vector<std::pair<std::string, EventEffect>> container_actions = {
-      {"create", EventEffect::Ignore},   {"init", EventEffect::Ignore},
-      {"start", EventEffect::Refresh},   {"rename", EventEffect::Refresh},
-      {"die", EventEffect::Refresh},     {"stop", EventEffect::Refresh},
-      {"destroy", EventEffect::Remove},  {"remove", EventEffect::Remove},
+      {"create", EventEffect::Ignore},        {"init", EventEffect::Ignore},
+      {"start", EventEffect::Refresh},        {"rename", EventEffect::Refresh},
+      {"die", EventEffect::Refresh},          {"stop", EventEffect::Refresh},
+      {"destroy", EventEffect::Remove},       {"remove", EventEffect::Remove},
       {"exec_start: sh", EventEffect::Ignore}};
   for (const auto& [action, effect] : container_actions) {
-    auto ev = parse_event(R"({"Type":"container","Action":")" + action +
-                          R"(","Actor":{"ID":"c3"}})");
+    auto ev =
+        parse_event(R"({"Type":"container","Action":")" + action + R"(","Actor":{"ID":"c3"}})");
     ASSERT_TRUE(ev.ok()) << action;
     EXPECT_EQ(effect_of(ev.value()), effect) << action;
   }
@@ -556,14 +560,15 @@ class PodmanRuntimeTest : public ::testing::Test {
       skip_reason_ = "needs root: rootful Podman";
       return;
     }
-    ::setenv("CONTAINERS_CONF", (std::string(TIERWALL_SOURCE_DIR) + "/tests/podman/containers.conf").c_str(),
-             1);
+    ::setenv("CONTAINERS_CONF",
+             (std::string(TIERWALL_SOURCE_DIR) + "/tests/podman/containers.conf").c_str(), 1);
     prefix_ = "twrt-" + std::to_string(::getpid()) + "-";
     socket_ = "/run/tierwall-test/runtime-test-" + std::to_string(::getpid()) + ".sock";
     const auto t0 = Clock::now();
     Cmd setup = run(kScript);
     if (setup.rc != 0) {
-      setup_error_ = "scripts/podman-setup.sh failed (" + std::to_string(setup.rc) + "):\n" + setup.out;
+      setup_error_ =
+          "scripts/podman-setup.sh failed (" + std::to_string(setup.rc) + "):\n" + setup.out;
       return;
     }
     Cmd service = run(kScript + " service start " + socket_);
@@ -595,6 +600,8 @@ class PodmanRuntimeTest : public ::testing::Test {
       Cmd rm = run("podman rm -f -t 0" + all);
       EXPECT_EQ(rm.rc, 0) << rm.out;
     }
+    Cmd nets = run("podman network ls --filter name=^" + prefix_ + " --format '{{.Name}}'");
+    for (const auto& n : split_lines(nets.out)) run("podman network rm -f " + n);
   }
 
   DockerClient client() const {
@@ -612,8 +619,8 @@ class PodmanRuntimeTest : public ::testing::Test {
   // Starts a container running `sleep 3600`; returns its full id.
   std::string start(const std::string& suffix, const std::string& image = kImage,
                     const std::string& flags = "") {
-    Cmd c = run("podman run -d --name " + prefix_ + suffix + " " + flags + " " + image +
-                " sleep 3600");
+    Cmd c =
+        run("podman run -d --name " + prefix_ + suffix + " " + flags + " " + image + " sleep 3600");
     EXPECT_EQ(c.rc, 0) << c.out;
     auto lines = split_lines(c.out);
     return lines.empty() ? std::string() : lines.back();
@@ -623,12 +630,14 @@ class PodmanRuntimeTest : public ::testing::Test {
     EXPECT_EQ(c.rc, 0) << c.out;
   }
   std::string podman_ip(const std::string& suffix) {
-    return trim(run("podman inspect --format '{{.NetworkSettings.IPAddress}}' " + prefix_ + suffix).out);
+    return trim(
+        run("podman inspect --format '{{.NetworkSettings.IPAddress}}' " + prefix_ + suffix).out);
   }
   // Ours (by prefix) among the running containers: id -> name.
   std::map<std::string, std::string> podman_ps() {
     std::map<std::string, std::string> out;
-    Cmd c = run("podman ps --no-trunc --filter name=^" + prefix_ + " --format '{{.ID}} {{.Names}}'");
+    Cmd c =
+        run("podman ps --no-trunc --filter name=^" + prefix_ + " --format '{{.ID}} {{.Names}}'");
     for (const auto& line : split_lines(c.out)) {
       const auto sp = line.find(' ');
       if (sp != std::string::npos) out.emplace(line.substr(0, sp), line.substr(sp + 1));
@@ -661,8 +670,10 @@ TEST_F(PodmanRuntimeTest, PingSpeaksUnversionedAndVersionedApi) {
 }
 
 TEST_F(PodmanRuntimeTest, ListReturnsIdentityOfRunningContainers) {
-  const std::string db = start("db", "reg.example/pay/db:2", "--label app=payments --label role=db");
-  const std::string web = start("web", "reg.example/shop/web:1.4", "--label app=shop --label role=web");
+  const std::string db =
+      start("db", "reg.example/pay/db:2", "--label app=payments --label role=db");
+  const std::string web =
+      start("web", "reg.example/shop/web:1.4", "--label app=shop --label role=web");
   const std::string host = start("host", kImage, "--network host");
   ASSERT_FALSE(db.empty());
 
@@ -717,7 +728,8 @@ TEST_F(PodmanRuntimeTest, SourceSeesStartAndRemove) {
       << rec.history();
   EXPECT_TRUE(source.connected());
 
-  const std::string id = start("pay", "reg.example/pay/db:2", "--label app=payments --label role=db");
+  const std::string id =
+      start("pay", "reg.example/pay/db:2", "--label app=payments --label role=db");
   auto started = Clock::now();
   ASSERT_TRUE(rec.wait([&](Recorder& r) { return r.by_name(prefix_ + "pay") != nullptr; },
                        milliseconds(2000)))
@@ -738,13 +750,14 @@ TEST_F(PodmanRuntimeTest, SourceSeesStartAndRemove) {
     const EventTiming& t = timings.at(prefix_ + "pay");
     EXPECT_EQ(t.action, "start");
     ASSERT_GT(t.runtime_ns, 0);
-    const auto received_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                  t.received_wall.time_since_epoch())
-                                  .count();
+    const auto received_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(t.received_wall.time_since_epoch())
+            .count();
     const double event_to_received_ms = static_cast<double>(received_ns - t.runtime_ns) / 1e6;
-    std::printf("[ timing   ] start event -> received %.1f ms; `podman run` returned -> upsert "
-                "seen %.1f ms\n",
-                event_to_received_ms, seen_after_run_ms);
+    std::printf(
+        "[ timing   ] start event -> received %.1f ms; `podman run` returned -> upsert "
+        "seen %.1f ms\n",
+        event_to_received_ms, seen_after_run_ms);
     EXPECT_GT(event_to_received_ms, -50.0);  // same clock, give or take
     EXPECT_LT(event_to_received_ms, 2000.0);
   }
@@ -759,6 +772,64 @@ TEST_F(PodmanRuntimeTest, SourceSeesStartAndRemove) {
   source.stop();
   EXPECT_LT(ms_since(t0), 200.0) << "stop() must interrupt the blocked stream read";
   EXPECT_FALSE(source.connected());
+}
+
+TEST_F(PodmanRuntimeTest, SourceFollowsNetworkChangesRenamesAndSkips) {
+  const std::string net = prefix_ + "v6";
+  Cmd created = run("podman network create --ipv6 " + net);
+  ASSERT_EQ(created.rc, 0) << created.out;
+  Recorder rec;
+  RuntimeSource source(source_options(), rec.callbacks());
+  source.start();
+  ASSERT_TRUE(rec.wait([](Recorder& r) { return r.snapshots_ >= 1; }, milliseconds(5000)))
+      << rec.history();
+
+  const std::string id = start("multi", kImage, "--label app=multi");
+  ASSERT_TRUE(rec.wait([&](Recorder& r) { return r.state_.count(id) == 1; }, milliseconds(2000)))
+      << rec.history();
+
+  // Joining a dual-stack network adds its IPv4 and IPv6 addresses.
+  Cmd connect = run("podman network connect " + net + " " + prefix_ + "multi");
+  ASSERT_EQ(connect.rc, 0) << connect.out;
+  const std::string v6 = trim(run("podman inspect --format '{{(index .NetworkSettings.Networks \"" +
+                                  net + "\").GlobalIPv6Address}}' " + prefix_ + "multi")
+                                  .out);
+  ASSERT_TRUE(IpAddress::parse(v6).has_value()) << "no IPv6 address: '" << v6 << "'";
+  ASSERT_TRUE(rec.wait(
+      [&](Recorder& r) {
+        return r.state_.count(id) == 1 && r.state_.at(id).addresses.size() == 3 &&
+               std::count(r.state_.at(id).addresses.begin(), r.state_.at(id).addresses.end(),
+                          *IpAddress::parse(v6)) == 1;
+      },
+      milliseconds(2000)))
+      << rec.history();
+
+  Cmd disconnect = run("podman network disconnect " + net + " " + prefix_ + "multi");
+  ASSERT_EQ(disconnect.rc, 0) << disconnect.out;
+  ASSERT_TRUE(rec.wait(
+      [&](Recorder& r) { return r.state_.count(id) == 1 && r.state_.at(id).addresses.size() == 1; },
+      milliseconds(2000)))
+      << rec.history();
+  EXPECT_EQ(rec.state_copy().at(id).addresses[0].to_string(), podman_ip("multi"));
+
+  Cmd rename = run("podman rename " + prefix_ + "multi " + prefix_ + "renamed");
+  ASSERT_EQ(rename.rc, 0) << rename.out;
+  ASSERT_TRUE(rec.wait(
+      [&](Recorder& r) {
+        return r.state_.count(id) == 1 && r.state_.at(id).name == prefix_ + "renamed";
+      },
+      milliseconds(2000)))
+      << rec.history();
+
+  // A host-network container has no address of its own: skipped, with why.
+  start("hostnet", kImage, "--network host");
+  ASSERT_TRUE(rec.wait([&](Recorder& r) { return r.skipped_.count(prefix_ + "hostnet") == 1; },
+                       milliseconds(2000)))
+      << rec.history();
+  rec.with([&](Recorder& r) {
+    EXPECT_NE(r.skipped_.at(prefix_ + "hostnet").find("network=host"), std::string::npos);
+    EXPECT_EQ(r.by_name(prefix_ + "hostnet"), nullptr);
+  });
 }
 
 TEST_F(PodmanRuntimeTest, ChurnFinalStateEqualsPodmanPs) {
@@ -789,8 +860,8 @@ TEST_F(PodmanRuntimeTest, ChurnFinalStateEqualsPodmanPs) {
 
   const auto expected = podman_ps();
   ASSERT_EQ(expected.size(), 5U);
-  const bool converged = rec.wait(
-      [&](Recorder& r) { return ours(r.state_) == expected; }, milliseconds(5000));
+  const bool converged =
+      rec.wait([&](Recorder& r) { return ours(r.state_) == expected; }, milliseconds(5000));
   std::printf("[ churn    ] 10 started + 6 removed in %.0f ms; converged %.0f ms later\n", churn_ms,
               ms_since(t0) - churn_ms);
   ASSERT_TRUE(converged) << rec.history();
@@ -818,8 +889,9 @@ TEST_F(PodmanRuntimeTest, ServiceRestartGivesDisconnectThenFreshSnapshot) {
   Recorder rec;
   RuntimeSource source(source_options(), rec.callbacks());
   source.start();
-  ASSERT_TRUE(rec.wait([](Recorder& r) { return r.snapshots_ == 1 && r.states_ == std::vector<bool>{true}; },
-                       milliseconds(5000)))
+  ASSERT_TRUE(rec.wait(
+      [](Recorder& r) { return r.snapshots_ == 1 && r.states_ == std::vector<bool>{true}; },
+      milliseconds(5000)))
       << rec.history();
 
   const auto t_stop = Clock::now();
@@ -849,11 +921,13 @@ TEST_F(PodmanRuntimeTest, ServiceRestartGivesDisconnectThenFreshSnapshot) {
     EXPECT_FALSE(source.connected());
   }
 
+  // The source retries with backoff (100 ms doubling to 5 s), so it may
+  // take up to ~5 s after the service is back to notice.
   const auto t_start = Clock::now();
   Cmd up = run(kScript + " service start " + socket_);
   ASSERT_EQ(up.rc, 0) << up.out;
   ASSERT_TRUE(rec.wait([](Recorder& r) { return r.snapshots_ >= 2 && r.states_.size() >= 3; },
-                       milliseconds(8000)))
+                       milliseconds(12000)))
       << rec.history();
   std::printf("[ restart  ] service start -> fresh snapshot + on_state(true) %.0f ms\n",
               ms_since(t_start));
