@@ -1,0 +1,103 @@
+// The node agent's configuration: a YAML file, then command-line flags that
+// override it.
+//
+//   apiVersion: tierwall.io/v1            # optional
+//   kind: AgentConfig                     # optional
+//   node:
+//     name: node-1                        # default: this host's name
+//     addresses: [192.0.2.10]             # default: [] = discover from interfaces
+//   containerCidrs: [10.88.0.0/16]        # default: [] (no quarantine of unknowns)
+//   policy: /etc/tierwall/policy.d        # a path or a list of paths (files/dirs)
+//   inventory: /etc/tierwall/inv.yaml     # optional
+//   runtime: {socket: /run/podman/podman.sock}   # optional: Docker API socket
+//   dataplane: nft                        # default and only value: nft
+//   nft: {table: tierwall, logGroup: 100} # defaults shown
+//   flowLog: {dir: /var/log/tierwall}     # optional: no flow log when absent
+//   api: {socket: /run/tierwall/api.sock, group: tierwall}  # group optional
+//   metrics: {address: 127.0.0.1:9641}    # default shown; HOST:PORT, [V6]:PORT
+//
+// Relative paths in the file are relative to the file's directory; paths in
+// flags are taken as given. Every problem is reported as FILE:LINE:COL, with
+// a did-you-mean for unknown keys, as for policies.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tierwall/dataplane/address.h"
+#include "tierwall/policy/diagnostics.h"
+
+namespace tierwall::agent {
+
+inline constexpr std::string_view kAgentConfigKind = "AgentConfig";
+inline constexpr std::string_view kDefaultApiSocket = "/run/tierwall/api.sock";
+inline constexpr std::string_view kDefaultMetricsAddress = "127.0.0.1:9641";
+inline constexpr std::string_view kDefaultNftTable = "tierwall";
+inline constexpr std::uint16_t kDefaultLogGroup = 100;
+
+struct AgentConfig {
+  struct Node {
+    std::string name;                  // default: gethostname()
+    std::vector<IpAddress> addresses;  // empty: discover (agent::local_addresses)
+  };
+  struct Nft {
+    std::string table{kDefaultNftTable};
+    std::uint16_t log_group = kDefaultLogGroup;
+  };
+  struct Api {
+    std::string socket{kDefaultApiSocket};
+    std::optional<std::string> group;  // owner group of the socket (mode 0660)
+  };
+
+  Node node;
+  std::vector<Cidr> container_cidrs;
+  std::vector<std::string> policy;  // required (file or flag)
+  std::optional<std::string> inventory;
+  std::optional<std::string> runtime_socket;
+  std::string dataplane = "nft";
+  Nft nft;
+  std::optional<std::string> flow_log_dir;
+  Api api;
+  std::string metrics_address{kDefaultMetricsAddress};
+};
+
+// The defaults above, with node.name set to this host's name.
+AgentConfig default_config();
+
+// Reads `path` over the defaults. nullopt (with every problem in `diags`) on
+// any error.
+std::optional<AgentConfig> load_config(const std::string& path, policy::Diagnostics& diags);
+// The same for text held in memory; `name` is the file name in diagnostics
+// and the base of relative paths.
+std::optional<AgentConfig> parse_config(std::string_view text, const std::string& name,
+                                        policy::Diagnostics& diags);
+
+// Flags of tierwalld that override the file. Unset (nullopt / empty) means
+// "keep the file's value". A repeated flag replaces the file's list whole.
+struct Overrides {
+  std::vector<std::string> policy;            // --policy PATH (repeatable)
+  std::optional<std::string> inventory;       // --inventory FILE
+  std::optional<std::string> runtime_socket;  // --runtime-socket PATH
+  std::vector<std::string> container_cidrs;   // --container-cidr CIDR (repeatable)
+  std::optional<std::string> api_socket;      // --api-socket PATH
+  std::optional<std::string> metrics;         // --metrics ADDR:PORT
+  std::optional<std::string> node_name;       // --node-name NAME
+};
+
+// Applies the flags, then checks what only the merged result can tell (a
+// policy path is given). Bad flag values are reported at "<command line>".
+// Returns false (leaving `config` partly updated) on any error.
+bool apply_overrides(AgentConfig& config, const Overrides& flags, policy::Diagnostics& diags);
+
+struct HostPort {
+  std::string host;  // without brackets for IPv6
+  std::uint16_t port = 0;
+};
+// "127.0.0.1:9641", "[::1]:9641", "localhost:9641". nullopt with `error` set
+// otherwise.
+std::optional<HostPort> parse_host_port(std::string_view text, std::string* error = nullptr);
+
+}  // namespace tierwall::agent

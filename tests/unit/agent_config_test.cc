@@ -1,0 +1,164 @@
+// The agent's config file: defaults, every field, located errors with
+// did-you-mean, relative paths, and flags overriding the file.
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "tierwall/agent/config.h"
+
+namespace tierwall::agent {
+namespace {
+
+std::string text(const policy::Diagnostics& d) {
+  std::ostringstream out;
+  d.print(out);
+  return out.str();
+}
+
+TEST(AgentConfig, EmptyFileGivesDefaults) {
+  policy::Diagnostics diags;
+  auto c = parse_config("", "/etc/tierwall/agent.yaml", diags);
+  ASSERT_TRUE(c.has_value()) << text(diags);
+  EXPECT_FALSE(c->node.name.empty());  // the host name
+  EXPECT_TRUE(c->node.addresses.empty());
+  EXPECT_TRUE(c->container_cidrs.empty());
+  EXPECT_TRUE(c->policy.empty());
+  EXPECT_FALSE(c->inventory);
+  EXPECT_FALSE(c->runtime_socket);
+  EXPECT_EQ(c->dataplane, "nft");
+  EXPECT_EQ(c->nft.table, "tierwall");
+  EXPECT_EQ(c->nft.log_group, 100);
+  EXPECT_FALSE(c->flow_log_dir);
+  EXPECT_EQ(c->api.socket, "/run/tierwall/api.sock");
+  EXPECT_FALSE(c->api.group);
+  EXPECT_EQ(c->metrics_address, "127.0.0.1:9641");
+}
+
+TEST(AgentConfig, EveryField) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(apiVersion: tierwall.io/v1
+kind: AgentConfig
+node: {name: n1, addresses: [192.0.2.10, "2001:db8::1"]}
+containerCidrs: [10.88.0.0/16, "fd00::/64"]
+policy: [policy.d, /abs/extra.yaml]
+inventory: inv.yaml
+runtime: {socket: /run/podman/podman.sock}
+dataplane: nft
+nft: {table: tw2, logGroup: 7}
+flowLog: {dir: /var/log/tierwall}
+api: {socket: /run/tw.sock, group: tierwall}
+metrics: {address: "[::1]:9000"}
+)",
+                        "/etc/tierwall/agent.yaml", diags);
+  ASSERT_TRUE(c.has_value()) << text(diags);
+  EXPECT_EQ(c->node.name, "n1");
+  ASSERT_EQ(c->node.addresses.size(), 2U);
+  EXPECT_EQ(c->node.addresses[1].to_string(), "2001:db8::1");
+  ASSERT_EQ(c->container_cidrs.size(), 2U);
+  EXPECT_EQ(c->container_cidrs[0].to_string(), "10.88.0.0/16");
+  EXPECT_EQ(c->policy, (std::vector<std::string>{"/etc/tierwall/policy.d", "/abs/extra.yaml"}));
+  EXPECT_EQ(c->inventory, "/etc/tierwall/inv.yaml");
+  EXPECT_EQ(c->runtime_socket, "/run/podman/podman.sock");
+  EXPECT_EQ(c->nft.table, "tw2");
+  EXPECT_EQ(c->nft.log_group, 7);
+  EXPECT_EQ(c->flow_log_dir, "/var/log/tierwall");
+  EXPECT_EQ(c->api.socket, "/run/tw.sock");
+  EXPECT_EQ(c->api.group, "tierwall");
+  EXPECT_EQ(c->metrics_address, "[::1]:9000");
+}
+
+TEST(AgentConfig, ErrorsAreLocatedWithDidYouMean) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(node: {name: n1}
+containerCidr: [10.88.0.0/16]
+nft: {table: t, logGroup: 70000}
+containerCidrs: [10.88.0.1/16, nope]
+dataplane: dpdk
+metrics: {address: "localhost"}
+)",
+                        "agent.yaml", diags);
+  EXPECT_FALSE(c.has_value());
+  const auto out = text(diags);
+  EXPECT_NE(out.find("agent.yaml:2:1: error: unknown key 'containerCidr'"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("did you mean 'containerCidrs'"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:3:"), std::string::npos) << out;
+  EXPECT_NE(out.find("0..65535"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:4:18: error: invalid container CIDR '10.88.0.1/16'"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("invalid container CIDR 'nope'"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:5:12: error: unknown dataplane 'dpdk'"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:6:"), std::string::npos) << out;
+}
+
+TEST(AgentConfig, SyntaxErrorAndWrongKind) {
+  policy::Diagnostics diags;
+  EXPECT_FALSE(parse_config("node: [\n", "a.yaml", diags));
+  EXPECT_TRUE(diags.has_errors());
+  policy::Diagnostics d2;
+  EXPECT_FALSE(parse_config("kind: SegmentationPolicy\n", "a.yaml", d2));
+  EXPECT_NE(text(d2).find("a.yaml:1:7: error: kind must be 'AgentConfig'"), std::string::npos)
+      << text(d2);
+  policy::Diagnostics d3;
+  EXPECT_FALSE(load_config("/nonexistent/agent.yaml", d3));
+  EXPECT_TRUE(d3.has_errors());
+}
+
+TEST(AgentConfig, FlagsOverrideTheFile) {
+  policy::Diagnostics diags;
+  auto c = parse_config(
+      "policy: p.yaml\ncontainerCidrs: [10.88.0.0/16]\nmetrics: {address: 127.0.0.1:1}\n",
+      "/etc/a.yaml", diags);
+  ASSERT_TRUE(c.has_value()) << text(diags);
+  Overrides flags;
+  flags.policy = {"other.yaml"};
+  flags.container_cidrs = {"10.89.0.0/16", "10.90.0.0/16"};
+  flags.inventory = "inv.yaml";
+  flags.runtime_socket = "/run/docker.sock";
+  flags.api_socket = "/tmp/api.sock";
+  flags.metrics = "0.0.0.0:9999";
+  ASSERT_TRUE(apply_overrides(*c, flags, diags)) << text(diags);
+  EXPECT_EQ(c->policy, std::vector<std::string>{"other.yaml"});
+  ASSERT_EQ(c->container_cidrs.size(), 2U);
+  EXPECT_EQ(c->container_cidrs[1].to_string(), "10.90.0.0/16");
+  EXPECT_EQ(c->inventory, "inv.yaml");
+  EXPECT_EQ(c->runtime_socket, "/run/docker.sock");
+  EXPECT_EQ(c->api.socket, "/tmp/api.sock");
+  EXPECT_EQ(c->metrics_address, "0.0.0.0:9999");
+
+  // Unset flags keep the file's values.
+  auto d = parse_config("policy: p.yaml\n", "/etc/a.yaml", diags);
+  ASSERT_TRUE(d.has_value());
+  ASSERT_TRUE(apply_overrides(*d, Overrides{}, diags));
+  EXPECT_EQ(d->policy, std::vector<std::string>{"/etc/p.yaml"});
+}
+
+TEST(AgentConfig, BadFlagsAndMissingPolicy) {
+  AgentConfig c = default_config();
+  Overrides flags;
+  flags.container_cidrs = {"10.0.0.1/8"};
+  flags.metrics = "9641";
+  policy::Diagnostics diags;
+  EXPECT_FALSE(apply_overrides(c, flags, diags));
+  const auto out = text(diags);
+  EXPECT_NE(out.find("<command line>: error: invalid --container-cidr '10.0.0.1/8'"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("invalid --metrics '9641'"), std::string::npos) << out;
+  EXPECT_NE(out.find("no policy given"), std::string::npos) << out;
+}
+
+TEST(AgentConfig, HostPort) {
+  EXPECT_EQ(parse_host_port("127.0.0.1:9641")->port, 9641);
+  EXPECT_EQ(parse_host_port("[::1]:80")->host, "::1");
+  EXPECT_EQ(parse_host_port("localhost:0")->port, 0);
+  EXPECT_FALSE(parse_host_port("::1:80"));
+  EXPECT_FALSE(parse_host_port("host:70000"));
+  EXPECT_FALSE(parse_host_port(":80"));
+  EXPECT_FALSE(parse_host_port("host:"));
+}
+
+}  // namespace
+}  // namespace tierwall::agent
