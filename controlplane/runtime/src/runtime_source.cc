@@ -60,6 +60,9 @@ RuntimeSource::SessionEnd RuntimeSource::session(const DockerClient& client) {
   for (const auto& s : list->skipped) skipped_.emplace(s.id, s.reason);
   const std::size_t n_endpoints = list->endpoints.size();
   const std::size_t n_skipped = list->skipped.size();
+  // connected() holds from the moment the snapshot is delivered; the
+  // on_state(true) callback follows it.
+  connected_.store(true, std::memory_order_release);
   if (callbacks_.on_snapshot) callbacks_.on_snapshot(std::move(list->endpoints));
   if (callbacks_.on_skipped) {
     for (auto& s : list->skipped) callbacks_.on_skipped(std::move(s));
