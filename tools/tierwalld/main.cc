@@ -1,26 +1,71 @@
 // tierwalld: the node agent. Parses flags and calls tw_agent.
 #include <iostream>
+#include <optional>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
+#include "tierwall/agent/config.h"
+#include "tierwall/agent/daemon.h"
 #include "tierwall/agent/once.h"
+
+namespace {
+
+namespace agent = tierwall::agent;
+
+// The configuration file (or the defaults) with the flags applied. nullopt
+// after printing why; `exit_code` is 1 for an invalid file, 2 for bad flags.
+std::optional<agent::AgentConfig> merged_config(const std::string& config_path,
+                                                const agent::Overrides& flags, int& exit_code) {
+  tierwall::policy::Diagnostics diags;
+  std::optional<agent::AgentConfig> config = agent::default_config();
+  if (!config_path.empty()) {
+    config = agent::load_config(config_path, diags);
+    if (!config) {
+      diags.print(std::cerr);
+      std::cerr << "tierwalld: the configuration " << config_path << " is invalid\n";
+      exit_code = 1;
+      return std::nullopt;
+    }
+  }
+  if (!agent::apply_overrides(*config, flags, diags)) {
+    diags.print(std::cerr);
+    exit_code = 2;
+    return std::nullopt;
+  }
+  return config;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
       "tierwalld — the tierwall node agent: enforces a segmentation policy in this node's\n"
-      "kernel (nftables). Exit codes: 0 success, 1 invalid policy, 2 usage error,\n"
-      "3 the kernel could not be reached or rejected the ruleset.",
+      "kernel (nftables). Without --once or --flush it runs until SIGTERM/SIGINT, following\n"
+      "its identity sources and policy files (SIGHUP reloads them); stopping leaves the\n"
+      "rules enforced. Exit codes: 0 success, 1 invalid policy or configuration, 2 usage\n"
+      "error, 3 the kernel could not be reached or rejected the ruleset.",
       "tierwalld"};
-  tierwall::agent::OnceOptions options;
+  agent::OnceOptions options;
+  agent::Overrides flags;
+  std::string config_path;
   bool once = false;
   bool do_flush = false;
   bool no_bridge = false;
-  app.add_option("--policy", options.policy, "policy file or directory");
+  app.add_option("--config", config_path, "agent configuration file (YAML); flags override it")
+      ->check(CLI::ExistingFile);
+  app.add_option("--policy", options.policy, "policy file or directory (repeatable)");
   app.add_option("--inventory", options.inventory, "inventory file (endpoints, node addresses)");
+  app.add_option("--runtime-socket", flags.runtime_socket,
+                 "Docker Engine API socket of the container runtime (Docker, podman service)");
   app.add_option("--container-cidr", options.container_cidrs,
                  "container network; its unknown addresses are quarantined (repeatable)");
-  app.add_option("--log-group", options.log_group, "NFLOG group for deny/audit/logged flows");
-  app.add_option("--table", options.table, "name of tierwall's inet table");
+  app.add_option("--api-socket", flags.api_socket, "local API socket");
+  app.add_option("--metrics", flags.metrics, "metrics address, ADDR:PORT");
+  app.add_option("--node-name", flags.node_name, "this node's name (default: the host name)");
+  auto* log_group =
+      app.add_option("--log-group", options.log_group, "NFLOG group for deny/audit/logged flows");
+  auto* table = app.add_option("--table", options.table, "name of tierwall's inet table");
   app.add_flag("--once", once, "apply the policy, leave it enforced and exit");
   app.add_flag("--flush", do_flush, "remove everything tierwall installed (its table) and exit");
   app.add_flag("--no-bridge-netfilter", no_bridge,
@@ -35,15 +80,52 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.bridge_netfilter = !no_bridge;
-  if (do_flush) return tierwall::agent::flush(options.table, std::cout, std::cerr);
-  if (options.policy.empty()) {
+  flags.policy = options.policy;
+  flags.inventory = options.inventory;
+  flags.container_cidrs = options.container_cidrs;
+
+  if (do_flush) {
+    std::string flush_table = options.table;
+    if (!config_path.empty() && table->count() == 0) {
+      tierwall::policy::Diagnostics diags;
+      const auto file = agent::load_config(config_path, diags);
+      if (!file) {
+        diags.print(std::cerr);
+        return 1;
+      }
+      flush_table = file->nft.table;
+    }
+    return agent::flush(flush_table, std::cout, std::cerr);
+  }
+  std::optional<agent::AgentConfig> config;
+  if (!config_path.empty() || !once) {
+    if (config_path.empty() && options.policy.empty()) {
+      std::cerr << "tierwalld: --policy is required\n";
+      return 2;
+    }
+    int exit_code = 0;
+    config = merged_config(config_path, flags, exit_code);
+    if (!config) return exit_code;
+    if (table->count() > 0) config->nft.table = options.table;
+    if (log_group->count() > 0) config->nft.log_group = options.log_group;
+  }
+  if (!config && options.policy.empty()) {
     std::cerr << "tierwalld: --policy is required\n";
     return 2;
   }
-  if (!once) {
-    std::cerr << "tierwalld: only --once is available in this version (the long-running agent "
-                 "with identity sources and reconciliation is not built yet)\n";
-    return 2;
+  if (once) {
+    if (config) {
+      options.policy = config->policy;
+      options.inventory = config->inventory;
+      options.container_cidrs.clear();
+      for (const auto& c : config->container_cidrs)
+        options.container_cidrs.push_back(c.to_string());
+      options.table = config->nft.table;
+      options.log_group = config->nft.log_group;
+    }
+    return agent::apply_once(options, std::cout, std::cerr);
   }
-  return tierwall::agent::apply_once(options, std::cout, std::cerr);
+  agent::DaemonOptions daemon;
+  daemon.bridge_netfilter = !no_bridge;
+  return agent::run_daemon(*config, daemon, std::cerr);
 }

@@ -1,0 +1,53 @@
+// The long-running node agent: keeps this node's kernel enforcing the policy
+// for the containers its identity sources report.
+//
+// One control thread (the caller of run_daemon) owns the NftBackend and the
+// Reconciler and is the only one to call them. It waits (poll) on:
+//   - a signalfd: SIGHUP reloads policy and inventory, SIGTERM/SIGINT stop
+//     the agent cleanly and LEAVE the rules enforced (never a flush);
+//   - an inotify fd: the policy paths and the inventory file are watched
+//     through their directories (editors replace files by rename), and a
+//     change is reloaded once the directory has been quiet for `settle`;
+//   - an eventfd: the RuntimeSource thread (when runtime.socket is set)
+//     posts its callbacks to a queue that only the control thread drains;
+//   - a timer: Reconciler::tick() every `tick_interval` retries a failed
+//     dataplane apply.
+// An invalid policy is logged with its diagnostics and the last valid one
+// stays enforced; an invalid inventory keeps its last valid endpoints.
+//
+// Restart without disruption: when tierwall's table already exists at start
+// (a previous agent left it enforced), nothing is applied until every
+// configured identity source has delivered its first snapshot, or
+// `adopt_timeout` passed, so a restart never replaces the working ruleset
+// with one where running containers are unknown. The apply then replaces
+// the table in one atomic batch; established connections the policy allows
+// keep their conntrack entries. Without an existing table the policy is
+// applied at once: containers not yet known are quarantined by the
+// dataplane (their addresses are in the container CIDRs).
+//
+// Logs: one plain line per event on `log`.
+#pragma once
+
+#include <chrono>
+#include <ostream>
+
+#include "tierwall/agent/config.h"
+
+namespace tierwall::agent {
+
+struct DaemonOptions {
+  // Enable br_netfilter so containers on one bridge are policed.
+  bool bridge_netfilter = true;
+  std::chrono::milliseconds adopt_timeout{10'000};
+  std::chrono::milliseconds tick_interval{1'000};
+  // Quiet time after a file change before it is reloaded.
+  std::chrono::milliseconds settle{150};
+};
+
+// Runs until SIGTERM or SIGINT. Blocks SIGTERM, SIGINT and SIGHUP in the
+// calling thread (threads it starts inherit that) and restores the mask on
+// return. Returns 0 after a clean stop, 3 when the kernel could not be
+// reached at start.
+int run_daemon(const AgentConfig& config, const DaemonOptions& options, std::ostream& log);
+
+}  // namespace tierwall::agent

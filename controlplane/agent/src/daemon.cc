@@ -1,0 +1,519 @@
+#include "tierwall/agent/daemon.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <poll.h>
+#include <pthread.h>
+#include <sstream>
+#include <string>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <utility>
+#include <vector>
+
+#include "tierwall/agent/once.h"
+#include "tierwall/agent/reconciler.h"
+#include "tierwall/dataplane/nft/backend.h"
+#include "tierwall/identity/inventory.h"
+#include "tierwall/runtime/runtime_source.h"
+
+namespace tierwall::agent {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class Logger {
+ public:
+  explicit Logger(std::ostream& out) : out_(out) {}
+  void line(std::string_view level, const std::string& message) {
+    const auto now = std::chrono::system_clock::now();
+    const std::time_t t = std::chrono::system_clock::to_time_t(now);
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() %
+        1000;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char stamp[32];
+    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+    char frac[8];
+    std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms));
+    out_ << stamp << frac << " tierwalld " << level << " " << message << "\n";
+    out_.flush();
+  }
+  void info(const std::string& m) { line("info", m); }
+  void warn(const std::string& m) { line("warn", m); }
+  void error(const std::string& m) { line("error", m); }
+  // Every line of `diags`, as printed for the command line.
+  void diagnostics(const policy::Diagnostics& diags) {
+    std::ostringstream text;
+    diags.print(text);
+    std::string l;
+    std::istringstream in(text.str());
+    while (std::getline(in, l)) {
+      if (!l.empty()) line("error", "  " + l);
+    }
+  }
+
+ private:
+  std::ostream& out_;
+};
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd& operator=(Fd&& other) noexcept {
+    std::swap(fd_, other.fd_);
+    return *this;
+  }
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+std::string ms_text(std::chrono::nanoseconds d) {
+  std::ostringstream s;
+  s << std::chrono::duration<double, std::milli>(d).count() << " ms";
+  return s.str();
+}
+
+// Restores the signal mask of the calling thread on scope exit.
+class SignalMask {
+ public:
+  explicit SignalMask(const sigset_t& block) { pthread_sigmask(SIG_BLOCK, &block, &saved_); }
+  ~SignalMask() { pthread_sigmask(SIG_SETMASK, &saved_, nullptr); }
+  SignalMask(const SignalMask&) = delete;
+  SignalMask& operator=(const SignalMask&) = delete;
+
+ private:
+  sigset_t saved_{};
+};
+
+enum class WatchKind : std::uint8_t { Policy, Inventory };
+
+struct Watch {
+  int wd = -1;
+  WatchKind kind = WatchKind::Policy;
+  std::optional<std::string> name;  // only this entry of the directory; nullopt = any
+};
+
+// Callbacks posted by other threads, run by the control thread.
+class PostQueue {
+ public:
+  PostQueue() : fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  [[nodiscard]] int fd() const { return fd_.get(); }
+  void post(std::function<void()> fn) {
+    {
+      std::lock_guard lock(mu_);
+      items_.push_back(std::move(fn));
+    }
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(fd_.get(), &one, sizeof one);
+  }
+  void drain() {
+    std::uint64_t count = 0;
+    [[maybe_unused]] auto n = ::read(fd_.get(), &count, sizeof count);
+    std::deque<std::function<void()>> items;
+    {
+      std::lock_guard lock(mu_);
+      items.swap(items_);
+    }
+    for (auto& fn : items) fn();
+  }
+
+ private:
+  Fd fd_;
+  std::mutex mu_;
+  std::deque<std::function<void()>> items_;
+};
+
+std::string describe(const identity::Endpoint& ep) {
+  std::string s = ep.name.empty() ? ep.id.substr(0, 12) : ep.name;
+  s += " [";
+  for (std::size_t i = 0; i < ep.addresses.size(); ++i) {
+    if (i > 0) s += " ";
+    s += ep.addresses[i].to_string();
+  }
+  return s + "]";
+}
+
+class Daemon {
+ public:
+  Daemon(const AgentConfig& config, const DaemonOptions& options, std::ostream& log)
+      : config_(config), options_(options), log_(log) {}
+
+  int run();
+
+ private:
+  bool setup_watches();
+  void add_watch(const std::string& path, WatchKind kind);
+  void read_inotify();
+  void reload_policy(const std::string& why);
+  void reload_inventory(const std::string& why);
+  void start_runtime();
+  bool sources_ready() const;
+  void after_change(const std::string& what);
+  void check_dataplane();
+
+  const AgentConfig& config_;
+  DaemonOptions options_;
+  Logger log_;
+  std::unique_ptr<dataplane::nft::NftBackend> backend_;
+  std::unique_ptr<Reconciler> reconciler_;
+  Fd inotify_;
+  std::vector<Watch> watches_;
+  PostQueue queue_;
+  std::unique_ptr<runtime::RuntimeSource> runtime_;  // after queue_: stopped first
+
+  bool inventory_ready_ = false;
+  bool runtime_ready_ = false;
+  bool holding_ = false;  // adopting: the first apply waits for the sources
+  std::optional<Clock::time_point> policy_due_;
+  std::optional<Clock::time_point> inventory_due_;
+  bool dataplane_ok_ = true;
+};
+
+void Daemon::add_watch(const std::string& path, WatchKind kind) {
+  struct stat st {};
+  std::string dir;
+  std::optional<std::string> name;
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    dir = path;
+  } else {
+    const auto slash = path.find_last_of('/');
+    dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+    name = slash == std::string::npos ? path : path.substr(slash + 1);
+  }
+  const int wd = ::inotify_add_watch(inotify_.get(), dir.c_str(),
+                                     IN_CLOSE_WRITE | IN_MODIFY | IN_MOVED_TO | IN_MOVED_FROM |
+                                         IN_CREATE | IN_DELETE | IN_ATTRIB | IN_ONLYDIR);
+  if (wd < 0) {
+    log_.warn(
+        errno_text(("cannot watch " + dir + " (changes to " + path + " need SIGHUP)").c_str()));
+    return;
+  }
+  watches_.push_back(Watch{wd, kind, name});
+}
+
+bool Daemon::setup_watches() {
+  inotify_ = Fd(::inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (inotify_.get() < 0) {
+    log_.warn(errno_text("inotify_init1 (files are reloaded on SIGHUP only)"));
+    return false;
+  }
+  for (const auto& p : config_.policy) add_watch(p, WatchKind::Policy);
+  if (config_.inventory) add_watch(*config_.inventory, WatchKind::Inventory);
+  return true;
+}
+
+void Daemon::read_inotify() {
+  alignas(inotify_event) char buf[8192];
+  for (;;) {
+    const ssize_t n = ::read(inotify_.get(), buf, sizeof buf);
+    if (n <= 0) return;
+    for (ssize_t off = 0; off < n;) {
+      inotify_event ev{};
+      std::memcpy(&ev, buf + off, sizeof ev);
+      const std::string name = ev.len > 0 ? std::string(buf + off + sizeof ev) : std::string();
+      off += static_cast<ssize_t>(sizeof ev + ev.len);
+      const std::string entry(name.c_str());  // up to the first NUL (padding)
+      for (const auto& w : watches_) {
+        if (w.wd != ev.wd) continue;
+        if (w.name && *w.name != entry) continue;
+        auto& due = w.kind == WatchKind::Policy ? policy_due_ : inventory_due_;
+        due = Clock::now() + options_.settle;
+      }
+    }
+  }
+}
+
+void Daemon::check_dataplane() {
+  const auto st = reconciler_->status();
+  if (st.dataplane_ok != dataplane_ok_) {
+    if (st.dataplane_ok) {
+      log_.info("dataplane recovered: generation " + std::to_string(st.applied_generation) +
+                " applied");
+    } else {
+      log_.error("dataplane error: " + st.dataplane_error +
+                 "; the desired state is kept and re-applied every tick");
+    }
+    dataplane_ok_ = st.dataplane_ok;
+  }
+}
+
+void Daemon::after_change(const std::string& what) {
+  const auto st = reconciler_->status();
+  std::string tiers;
+  for (const auto& [tier, n] : st.tier_counts) {
+    tiers += (tiers.empty() ? "" : ", ") + tier + "=" + std::to_string(n);
+  }
+  log_.info(what + ": " + std::to_string(st.endpoints) + " endpoints" +
+            (tiers.empty() ? "" : " (" + tiers + ")"));
+  for (const auto& c : st.conflicts) {
+    log_.warn("address " + c.address.to_string() + " claimed by " + c.claimant + " is held by " +
+              c.holder);
+  }
+  check_dataplane();
+}
+
+void Daemon::reload_policy(const std::string& why) {
+  if (holding_) return;  // the first apply reads the files when it happens
+  const auto result = reconciler_->load_and_set_policy(config_.policy);
+  const auto st = reconciler_->status();
+  if (!result.accepted) {
+    log_.error("policy rejected (" + why +
+               "): " + std::to_string(result.diagnostics.error_count()) +
+               " error(s); the last valid policy stays enforced" +
+               (st.generation > 0 ? " (generation " + std::to_string(st.generation) + ", digest " +
+                                        st.policy_digest.substr(0, 12) + ")"
+                                  : " (none yet)"));
+    log_.diagnostics(result.diagnostics);
+    return;
+  }
+  if (result.unchanged) {
+    log_.info("policy unchanged (" + why + "), digest " + st.policy_digest.substr(0, 12));
+    return;
+  }
+  if (st.dataplane_ok) {
+    log_.info("applied policy " + st.policy_name + " (" + why + "): generation " +
+              std::to_string(st.generation) + ", digest " + st.policy_digest.substr(0, 12) + ", " +
+              std::to_string(st.endpoints) + " endpoints, to table inet " + config_.nft.table +
+              " in " + ms_text(st.last_apply_latency));
+  }
+  check_dataplane();
+}
+
+void Daemon::reload_inventory(const std::string& why) {
+  if (!config_.inventory) return;
+  policy::Diagnostics diags;
+  auto inv = identity::load_inventory(*config_.inventory, diags);
+  if (!inv || diags.has_errors()) {
+    log_.error("inventory " + *config_.inventory + " rejected (" + why +
+               "); its last valid endpoints stay");
+    log_.diagnostics(diags);
+    return;
+  }
+  const auto count = inv->endpoints.size();
+  reconciler_->on_snapshot(Source::Inventory, std::move(inv->endpoints));
+  inventory_ready_ = true;
+  after_change("inventory " + *config_.inventory + " loaded (" + why + ", " +
+               std::to_string(count) + " entries)");
+}
+
+void Daemon::start_runtime() {
+  if (!config_.runtime_socket) return;
+  runtime::RuntimeSource::Options opts;
+  opts.client.socket_path = *config_.runtime_socket;
+  runtime::RuntimeSourceCallbacks cb;
+  cb.on_snapshot = [this](std::vector<identity::Endpoint> eps) {
+    queue_.post([this, eps = std::move(eps)]() mutable {
+      const auto n = eps.size();
+      reconciler_->on_snapshot(Source::Runtime, std::move(eps));
+      runtime_ready_ = true;
+      after_change("runtime snapshot (" + std::to_string(n) + " containers)");
+    });
+  };
+  cb.on_upsert = [this](identity::Endpoint ep, runtime::EventTiming timing) {
+    queue_.post([this, ep = std::move(ep), timing = std::move(timing)]() mutable {
+      const std::string what = "runtime " + timing.action + ": " + describe(ep);
+      reconciler_->on_upsert(Source::Runtime, std::move(ep));
+      log_.info(what + " enforced " + ms_text(Clock::now() - timing.received) +
+                " after the event arrived");
+      check_dataplane();
+    });
+  };
+  cb.on_remove = [this](std::string id) {
+    queue_.post([this, id = std::move(id)] {
+      reconciler_->on_remove(Source::Runtime, id);
+      log_.info("runtime: container " + id.substr(0, 12) + " gone");
+      check_dataplane();
+    });
+  };
+  cb.on_skipped = [this](runtime::SkippedContainer s) {
+    queue_.post([this, s = std::move(s)] {
+      log_.warn("runtime: container " + s.name + " (" + s.id.substr(0, 12) +
+                ") cannot be enforced by address: " + s.reason);
+    });
+  };
+  cb.on_state = [this](bool connected, std::string reason) {
+    queue_.post([this, connected, reason = std::move(reason)]() mutable {
+      if (connected) {
+        log_.info("runtime " + *config_.runtime_socket + " connected");
+      } else {
+        log_.warn("runtime " + *config_.runtime_socket + " disconnected: " + reason +
+                  "; its containers keep their tiers until the next snapshot");
+      }
+      reconciler_->on_state(Source::Runtime, connected, std::move(reason));
+    });
+  };
+  runtime_ = std::make_unique<runtime::RuntimeSource>(std::move(opts), std::move(cb));
+  runtime_->start();
+}
+
+bool Daemon::sources_ready() const {
+  return (!config_.inventory || inventory_ready_) && (!config_.runtime_socket || runtime_ready_);
+}
+
+int Daemon::run() {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  SignalMask blocked(mask);  // before any thread starts: they inherit it
+  Fd sigfd(::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (sigfd.get() < 0) {
+    log_.error(errno_text("signalfd"));
+    return 3;
+  }
+  if (queue_.fd() < 0) {
+    log_.error(errno_text("eventfd"));
+    return 3;
+  }
+
+  if (options_.bridge_netfilter) {
+    std::string why;
+    if (!enable_bridge_netfilter(&why)) {
+      log_.warn(why + "; containers on one bridge are not policed by the inet hooks");
+    }
+  }
+  const auto node_addresses =
+      config_.node.addresses.empty() ? local_addresses() : config_.node.addresses;
+  dataplane::nft::NftBackend::Config nft;
+  nft.plan.table = config_.nft.table;
+  nft.plan.log_group = config_.nft.log_group;
+  nft.local_addresses = node_addresses;
+  auto opened = dataplane::nft::NftBackend::open(nft);
+  if (auto* e = std::get_if<std::string>(&opened)) {
+    log_.error(*e);
+    return 3;
+  }
+  backend_ = std::move(std::get<std::unique_ptr<dataplane::nft::NftBackend>>(opened));
+  dataplane::nft::ApplyError probe;
+  const bool exists = backend_->socket().table_exists(config_.nft.table, &probe);
+  // Cannot tell: act as if the table existed, which only delays the first
+  // apply until the identity sources have reported.
+  const bool adopt = exists || !probe.message.empty();
+  if (!probe.message.empty()) {
+    log_.warn("cannot tell whether table inet " + config_.nft.table + " exists: " + probe.message);
+  }
+  reconciler_ = std::make_unique<Reconciler>(
+      *backend_, Reconciler::Options{config_.container_cidrs, node_addresses});
+
+  log_.info("starting on node " + config_.node.name + " (" + std::to_string(node_addresses.size()) +
+            " node addresses, " + std::to_string(config_.container_cidrs.size()) +
+            " container CIDRs, table inet " + config_.nft.table + ")");
+  if (config_.flow_log_dir || config_.api.socket != kDefaultApiSocket ||
+      config_.metrics_address != kDefaultMetricsAddress) {
+    log_.warn("the flow log, the local API and metrics are not served by this version");
+  }
+  setup_watches();
+  reload_inventory("start");
+  start_runtime();
+
+  const auto started = Clock::now();
+  if (adopt) {
+    holding_ = true;
+    log_.info("table inet " + config_.nft.table +
+              " exists: keeping it enforced until every identity source has reported (at most " +
+              std::to_string(options_.adopt_timeout.count()) + " ms)");
+  } else {
+    reload_policy("start");
+  }
+
+  auto next_tick = Clock::now() + options_.tick_interval;
+  for (;;) {
+    if (holding_) {
+      const bool ready = sources_ready();
+      if (ready || Clock::now() >= started + options_.adopt_timeout) {
+        holding_ = false;
+        reload_policy(ready ? "adopting the existing table, identity sources ready"
+                            : "adopting the existing table, identity sources not ready after " +
+                                  std::to_string(options_.adopt_timeout.count()) + " ms");
+        policy_due_.reset();
+      }
+    }
+    auto now = Clock::now();
+    if (inventory_due_ && now >= *inventory_due_) {
+      inventory_due_.reset();
+      reload_inventory("file changed");
+    }
+    if (policy_due_ && now >= *policy_due_) {
+      policy_due_.reset();
+      if (!holding_) reload_policy("file changed");
+    }
+    if (now >= next_tick) {
+      reconciler_->tick();
+      check_dataplane();
+      next_tick = now + options_.tick_interval;
+    }
+
+    auto wake = next_tick;
+    if (policy_due_) wake = std::min(wake, *policy_due_);
+    if (inventory_due_) wake = std::min(wake, *inventory_due_);
+    if (holding_) wake = std::min(wake, started + options_.adopt_timeout);
+    now = Clock::now();
+    const auto wait = wake > now ? std::chrono::ceil<std::chrono::milliseconds>(wake - now)
+                                 : std::chrono::milliseconds{0};
+
+    pollfd fds[3] = {
+        {sigfd.get(), POLLIN, 0}, {queue_.fd(), POLLIN, 0}, {inotify_.get(), POLLIN, 0}};
+    const nfds_t nfds = inotify_.get() >= 0 ? 3 : 2;
+    const int rc = ::poll(fds, nfds, static_cast<int>(wait.count()));
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      log_.error(errno_text("poll"));
+      break;
+    }
+    if ((fds[0].revents & POLLIN) != 0) {
+      signalfd_siginfo si{};
+      bool stop = false;
+      while (::read(sigfd.get(), &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        if (si.ssi_signo == SIGHUP) {
+          log_.info("SIGHUP: reloading");
+          reload_inventory("SIGHUP");
+          reload_policy("SIGHUP");
+          policy_due_.reset();
+          inventory_due_.reset();
+        } else {
+          log_.info(std::string(si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT") +
+                    ": stopping; the rules stay enforced in table inet " + config_.nft.table);
+          stop = true;
+        }
+      }
+      if (stop) break;
+    }
+    if ((fds[1].revents & POLLIN) != 0) queue_.drain();
+    if (nfds == 3 && (fds[2].revents & POLLIN) != 0) read_inotify();
+  }
+  if (runtime_) runtime_->stop();
+  log_.info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+int run_daemon(const AgentConfig& config, const DaemonOptions& options, std::ostream& log) {
+  Daemon daemon(config, options, log);
+  return daemon.run();
+}
+
+}  // namespace tierwall::agent
