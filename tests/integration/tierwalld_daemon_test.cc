@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -260,6 +261,56 @@ TEST_F(TierwalldDaemon, RestartKeepsTheTableUntilSourcesReport) {
   EXPECT_TRUE(alive(pid));
   lab_->node.stop(pid);
   EXPECT_TRUE(table_exists());
+}
+
+// Drift repair: whoever else changes tierwall's table (flush, delete, an
+// inserted accept) sees it restored within 1 s, logged and counted; other
+// tables are left alone.
+TEST_F(TierwalldDaemon, RepairsDriftOfItsTable) {
+  auto& c0 = lab_->br0_containers[0];
+  TcpServer web_denied(c0.ns, c0.v4, 9090);
+  const pid_t pid = start_daemon();
+  ASSERT_TRUE(wait_until([&] { return table_exists(); }, Millis{5000})) << log();
+  ASSERT_TRUE(
+      wait_until([&] { return log().find("applied policy") != std::string::npos; }, Millis{3000}));
+  ASSERT_EQ(probe(lab_->world, c0.v4, 9090), Outcome::kTimeout);
+  const std::string want = table();
+  ASSERT_NE(want.find("chain fwd4"), std::string::npos) << want;
+
+  for (const std::string cmd : {"nft flush table inet tierwall", "nft delete table inet tierwall",
+                                "nft insert rule inet tierwall forward accept"}) {
+    SCOPED_TRACE(cmd);
+    const auto repairs_before = count_of(log(), "drift:");
+    const auto t0 = std::chrono::steady_clock::now();
+    ASSERT_TRUE(lab_->node.run(cmd).ok());
+    const bool restored = wait_until([&] { return table() == want; }, Millis{1500});
+    const auto took = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - t0);
+    std::cerr << "[ drift ] " << cmd << ": restored after " << took.count() << " ms\n";
+    ASSERT_TRUE(restored) << table() << log();
+    EXPECT_LE(took.count(), 1000);
+    EXPECT_TRUE(wait_until([&] { return count_of(log(), "drift:") > repairs_before; }, Millis{500}))
+        << log();
+    EXPECT_EQ(probe(lab_->world, c0.v4, 9090), Outcome::kTimeout);
+  }
+  const std::string text = log();
+  {
+    std::istringstream lines(text);
+    for (std::string l; std::getline(lines, l);) {
+      if (l.find("drift:") != std::string::npos) std::cerr << "[ drift ] " << l << "\n";
+    }
+  }
+  EXPECT_NE(text.find("restored policy generation"), std::string::npos) << text;
+  EXPECT_NE(text.find("3 drift repairs"), std::string::npos) << text;
+
+  // Another table: nothing happens, and it is left in place.
+  const auto drifts = count_of(log(), "drift:");
+  ASSERT_TRUE(lab_->node.run("nft add table inet other").ok());
+  std::this_thread::sleep_for(Millis{700});
+  EXPECT_EQ(count_of(log(), "drift:"), drifts) << log();
+  EXPECT_TRUE(lab_->node.run("nft list table inet other").ok());
+  EXPECT_EQ(table(), want);
+  EXPECT_TRUE(alive(pid));
+  lab_->node.stop(pid);
 }
 
 }  // namespace

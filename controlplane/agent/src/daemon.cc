@@ -25,6 +25,7 @@
 #include "tierwall/agent/once.h"
 #include "tierwall/agent/reconciler.h"
 #include "tierwall/dataplane/nft/backend.h"
+#include "tierwall/dataplane/nft/monitor.h"
 #include "tierwall/identity/inventory.h"
 #include "tierwall/runtime/runtime_source.h"
 
@@ -172,6 +173,9 @@ class Daemon {
   bool sources_ready() const;
   void after_change(const std::string& what);
   void check_dataplane();
+  void open_monitor();
+  void read_monitor();
+  void repair_drift();
 
   const AgentConfig& config_;
   DaemonOptions options_;
@@ -189,7 +193,21 @@ class Daemon {
   std::optional<Clock::time_point> policy_due_;
   std::optional<Clock::time_point> inventory_due_;
   bool dataplane_ok_ = true;
+
+  // Drift repair: changes by others to our table, seen on NFNLGRP_NFTABLES.
+  std::optional<dataplane::nft::ChangeMonitor> monitor_;
+  dataplane::nft::ChangeReport drift_;             // accumulated, not yet repaired
+  std::optional<Clock::time_point> drift_due_;     // repair at the latest then
+  Clock::time_point drift_seen_{};                 // first notification of drift_
+  std::optional<Clock::time_point> last_overrun_;  // last repair caused by ENOBUFS
 };
+
+// A foreign commit is announced as its messages, then NEWGEN: a change is
+// repaired once NEWGEN arrived, or after this when it did not (yet).
+constexpr std::chrono::milliseconds kDriftSettle{30};
+// Lost notifications (ENOBUFS) trigger at most one repair per this period,
+// so that the notifications of our own repair cannot loop.
+constexpr std::chrono::milliseconds kOverrunHoldoff{2000};
 
 void Daemon::add_watch(const std::string& path, WatchKind kind) {
   struct stat st {};
@@ -257,6 +275,85 @@ void Daemon::check_dataplane() {
     }
     dataplane_ok_ = st.dataplane_ok;
   }
+}
+
+void Daemon::open_monitor() {
+  std::string error;
+  monitor_ =
+      dataplane::nft::ChangeMonitor::open(config_.nft.table, backend_->socket().portid(), &error);
+  if (!monitor_) {
+    log_.warn("cannot watch nftables changes (" + error + "): changes by others to table inet " +
+              config_.nft.table + " are not repaired");
+  }
+}
+
+void Daemon::read_monitor() {
+  auto r = monitor_->drain();
+  if (r.overrun) {
+    const auto now = Clock::now();
+    if (last_overrun_ && now < *last_overrun_ + kOverrunHoldoff && !r.changed) {
+      log_.warn("nftables notifications lost (ENOBUFS) again within " +
+                std::to_string(kOverrunHoldoff.count()) + " ms; not re-applying");
+      r.overrun = false;
+    } else {
+      last_overrun_ = now;
+    }
+  }
+  if (!r.changed && !r.overrun) return;
+  if (!drift_.changed && !drift_.overrun) drift_seen_ = Clock::now();
+  drift_.changed = drift_.changed || r.changed;
+  drift_.overrun = drift_.overrun || r.overrun;
+  for (const auto& [what, n] : r.events) drift_.events[what] += n;
+  if (r.changed) {
+    drift_.portid = r.portid;
+    drift_.complete = r.complete;
+    if (r.complete) {
+      drift_.pid = r.pid;
+      drift_.process = r.process;
+      drift_.genid = r.genid;
+    }
+  }
+  if (r.complete || r.overrun) {
+    repair_drift();
+  } else if (!drift_due_) {
+    drift_due_ = Clock::now() + kDriftSettle;
+  }
+}
+
+void Daemon::repair_drift() {
+  auto d = std::exchange(drift_, dataplane::nft::ChangeReport{});
+  drift_due_.reset();
+  std::string who;
+  if (d.pid) {
+    who = "pid " + std::to_string(*d.pid) + (d.process.empty() ? "" : " (" + d.process + ")") +
+          " portid " + std::to_string(d.portid);
+  } else if (d.changed) {
+    who = "portid " + std::to_string(d.portid);
+  } else {
+    who = "unknown";
+  }
+  if (d.genid) who += ", ruleset generation " + std::to_string(*d.genid);
+  const std::string what =
+      "drift: " + d.describe() + " in table inet " + config_.nft.table + " by " + who;
+  if (holding_) {
+    log_.info(what + "; the pending adoption replaces the table");
+    return;
+  }
+  if (reconciler_->status().generation == 0) {
+    log_.info(what + "; no policy to restore yet");
+    return;
+  }
+  const bool ok = reconciler_->repair_drift();
+  const auto st = reconciler_->status();
+  if (ok) {
+    log_.warn(what + "; restored policy generation " + std::to_string(st.applied_generation) +
+              " in " + ms_text(Clock::now() - drift_seen_) + " (apply " +
+              ms_text(st.last_apply_latency) + ", " + std::to_string(st.drift_repairs) +
+              " drift repairs)");
+  } else {
+    log_.error(what + "; restore failed: " + st.dataplane_error);
+  }
+  check_dataplane();
 }
 
 void Daemon::after_change(const std::string& what) {
@@ -426,6 +523,7 @@ int Daemon::run() {
     log_.warn("the flow log, the local API and metrics are not served by this version");
   }
   setup_watches();
+  open_monitor();
   reload_inventory("start");
   start_runtime();
 
@@ -460,6 +558,7 @@ int Daemon::run() {
       policy_due_.reset();
       if (!holding_) reload_policy("file changed");
     }
+    if (drift_due_ && now >= *drift_due_) repair_drift();
     if (now >= next_tick) {
       reconciler_->tick();
       check_dataplane();
@@ -470,14 +569,17 @@ int Daemon::run() {
     if (policy_due_) wake = std::min(wake, *policy_due_);
     if (inventory_due_) wake = std::min(wake, *inventory_due_);
     if (holding_) wake = std::min(wake, started + options_.adopt_timeout);
+    if (drift_due_) wake = std::min(wake, *drift_due_);
     now = Clock::now();
     const auto wait = wake > now ? std::chrono::ceil<std::chrono::milliseconds>(wake - now)
                                  : std::chrono::milliseconds{0};
 
-    pollfd fds[3] = {
-        {sigfd.get(), POLLIN, 0}, {queue_.fd(), POLLIN, 0}, {inotify_.get(), POLLIN, 0}};
-    const nfds_t nfds = inotify_.get() >= 0 ? 3 : 2;
-    const int rc = ::poll(fds, nfds, static_cast<int>(wait.count()));
+    // -1 fds (no inotify, no monitor) are ignored by poll.
+    pollfd fds[4] = {{sigfd.get(), POLLIN, 0},
+                     {queue_.fd(), POLLIN, 0},
+                     {inotify_.get(), POLLIN, 0},
+                     {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
+    const int rc = ::poll(fds, 4, static_cast<int>(wait.count()));
     if (rc < 0) {
       if (errno == EINTR) continue;
       log_.error(errno_text("poll"));
@@ -502,7 +604,8 @@ int Daemon::run() {
       if (stop) break;
     }
     if ((fds[1].revents & POLLIN) != 0) queue_.drain();
-    if (nfds == 3 && (fds[2].revents & POLLIN) != 0) read_inotify();
+    if ((fds[2].revents & POLLIN) != 0) read_inotify();
+    if ((fds[3].revents & (POLLIN | POLLERR)) != 0) read_monitor();
   }
   if (runtime_) runtime_->stop();
   log_.info("stopped");

@@ -306,6 +306,14 @@ bool Reconciler::tick() {
   return status_.dataplane_ok;
 }
 
+bool Reconciler::repair_drift() {
+  if (compilation_ == nullptr) return true;
+  needs_full_apply_ = true;
+  if (!full_apply()) return false;
+  ++status_.drift_repairs;
+  return true;
+}
+
 ReconcilerStatus Reconciler::status() const {
   ReconcilerStatus s = status_;
   for (auto& src : s.sources) src.endpoints = 0;

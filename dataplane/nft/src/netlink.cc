@@ -962,6 +962,8 @@ std::optional<NftSocket> NftSocket::open(std::string* error) {
 
 int NftSocket::fd() const { return mnl_socket_get_fd(socket_); }
 
+std::uint32_t NftSocket::portid() const { return mnl_socket_get_portid(socket_); }
+
 std::uint32_t NftSocket::next_seq(std::uint32_t n) {
   const std::uint32_t first = seq_;
   seq_ += n;

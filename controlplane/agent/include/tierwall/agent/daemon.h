@@ -12,6 +12,12 @@
 //     posts its callbacks to a queue that only the control thread drains;
 //   - a timer: Reconciler::tick() every `tick_interval` retries a failed
 //     dataplane apply.
+//   - a netlink socket on NFNLGRP_NFTABLES (dataplane::nft::ChangeMonitor):
+//     a change to tierwall's table committed by anyone but this agent's own
+//     NftSocket (flush, delete, an inserted rule) is drift, repaired by a
+//     full apply (Reconciler::repair_drift) as soon as the foreign commit's
+//     NEWGEN arrived, logged ("drift: ...") and counted. Lost notifications
+//     (ENOBUFS) count as drift, re-applied at most once per 2 s.
 // An invalid policy is logged with its diagnostics and the last valid one
 // stays enforced; an invalid inventory keeps its last valid endpoints.
 //

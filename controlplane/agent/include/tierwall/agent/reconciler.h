@@ -74,6 +74,7 @@ struct ReconcilerStatus {
   bool dataplane_ok = true;
   std::string dataplane_error;  // the last dataplane failure; empty when ok
   std::uint64_t dataplane_failures = 0;
+  std::uint64_t drift_repairs = 0;                // successful repair_drift() calls
   std::array<SourceState, kSourceCount> sources;  // index: Source
   std::vector<AddressConflict> conflicts;
 };
@@ -128,6 +129,12 @@ class Reconciler {
   // Retries a failed dataplane apply/update with a full apply. Returns
   // status().dataplane_ok afterwards. Cheap when nothing is pending.
   bool tick();
+
+  // Someone else changed the dataplane (drift): re-applies the whole desired
+  // generation at once. Counts a success in status().drift_repairs; a
+  // failure is a dataplane error, retried by tick(). True when nothing is
+  // to be applied yet (no policy).
+  bool repair_drift();
 
   [[nodiscard]] ReconcilerStatus status() const;
   [[nodiscard]] std::vector<EndpointView> endpoints() const;  // sorted by id

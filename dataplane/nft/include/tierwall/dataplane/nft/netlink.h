@@ -229,6 +229,10 @@ class NftSocket {
 
   [[nodiscard]] const BatchStats& last_batch() const { return last_batch_; }
 
+  // The netlink port id the kernel assigned at bind: nftables change
+  // notifications caused by this socket's commits carry it in nlmsg_pid.
+  [[nodiscard]] std::uint32_t portid() const;
+
  private:
   explicit NftSocket(mnl_socket* socket);
   [[nodiscard]] int fd() const;
