@@ -313,4 +313,67 @@ TEST_F(TierwalldDaemon, RepairsDriftOfItsTable) {
   lab_->node.stop(pid);
 }
 
+// Metrics and health endpoints on --metrics, fetched inside the node
+// namespace: /healthz, /readyz once the policy is applied, and /metrics with
+// the policy generation, endpoints per tier and per-rule counters.
+TEST_F(TierwalldDaemon, ServesMetricsAndHealth) {
+  auto& c0 = lab_->br0_containers[0];
+  TcpServer web_ok(c0.ns, c0.v4, 8080);
+  const std::string port = "19641";
+  const fs::path fetch = dir_ / "fetch.sh";
+  replace_file(fetch, "exec 3<>/dev/tcp/127.0.0.1/" + port +
+                          " || exit 7\n"
+                          "printf 'GET %s HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' \"$1\" >&3\n"
+                          "timeout 3 cat <&3\n");
+  auto get = [&](const std::string& path) {
+    return lab_->node.run("bash " + fetch.string() + " " + path).out;
+  };
+
+  const pid_t pid =
+      lab_->node.spawn("exec " + kTierwalld + " --policy " + (dir_ / "policy").string() +
+                           " --inventory " + (dir_ / "inventory.yaml").string() +
+                           " --container-cidr 10.88.0.0/16 --metrics 127.0.0.1:" + port,
+                       log_.string());
+  ASSERT_TRUE(
+      wait_until([&] { return log().find("applied policy") != std::string::npos; }, Millis{5000}))
+      << log();
+  EXPECT_NE(log().find("metrics on http://127.0.0.1:" + port), std::string::npos) << log();
+  EXPECT_EQ(probe(lab_->world, c0.v4, 8080), Outcome::kOk);
+
+  const std::string health = get("/healthz");
+  EXPECT_EQ(health.rfind("HTTP/1.0 200", 0), 0U) << health << log();
+  EXPECT_NE(health.find("\r\n\r\nok"), std::string::npos) << health;
+  std::string ready;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        ready = get("/readyz");
+        return ready.rfind("HTTP/1.0 200", 0) == 0;
+      },
+      Millis{2000}))
+      << ready << log();
+
+  const std::string metrics = get("/metrics");
+  EXPECT_EQ(metrics.rfind("HTTP/1.0 200", 0), 0U) << metrics;
+  EXPECT_NE(metrics.find("Content-Type: text/plain; version=0.0.4"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\ntierwall_policy_generation 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\ntierwall_endpoints{tier=\"web\"} 1\n"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\ntierwall_policy_info{name=\"daemon-test\",digest=\""),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("\ntierwall_apply_duration_seconds_count "), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("\ntierwall_apply_duration_seconds_count 0\n"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("\ntierwall_identity_source_connected{source=\"inventory\"} 1\n"),
+            std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("\ntierwall_rule_packets_total{rule=\"world-to-web\",kind=\"flow\"} "),
+            std::string::npos)
+      << metrics;
+
+  const std::string missing = get("/nope");
+  EXPECT_EQ(missing.rfind("HTTP/1.0 404", 0), 0U) << missing;
+  EXPECT_TRUE(alive(pid));
+  lab_->node.stop(pid);
+}
+
 }  // namespace

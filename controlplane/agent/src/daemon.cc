@@ -12,6 +12,7 @@
 #include <optional>
 #include <poll.h>
 #include <pthread.h>
+#include <span>
 #include <sstream>
 #include <string>
 #include <sys/eventfd.h>
@@ -22,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "tierwall/agent/metrics.h"
 #include "tierwall/agent/once.h"
 #include "tierwall/agent/reconciler.h"
 #include "tierwall/dataplane/nft/backend.h"
@@ -176,6 +178,9 @@ class Daemon {
   void open_monitor();
   void read_monitor();
   void repair_drift();
+  void start_metrics();
+  void observe_latencies();
+  MetricsServer::Response serve_http(std::string_view path);
 
   const AgentConfig& config_;
   DaemonOptions options_;
@@ -200,6 +205,12 @@ class Daemon {
   std::optional<Clock::time_point> drift_due_;     // repair at the latest then
   Clock::time_point drift_seen_{};                 // first notification of drift_
   std::optional<Clock::time_point> last_overrun_;  // last repair caused by ENOBUFS
+
+  // Metrics and health endpoints, served by the poll loop.
+  std::unique_ptr<MetricsServer> metrics_;
+  LatencyHistogram apply_latency_;
+  std::uint64_t observed_applies_ = 0;
+  std::uint64_t observed_updates_ = 0;
 };
 
 // A foreign commit is announced as its messages, then NEWGEN: a change is
@@ -263,7 +274,66 @@ void Daemon::read_inotify() {
   }
 }
 
+void Daemon::observe_latencies() {
+  const auto st = reconciler_->status();
+  if (st.applies != observed_applies_) {
+    observed_applies_ = st.applies;
+    apply_latency_.observe(st.last_apply_latency);
+  }
+  if (st.updates != observed_updates_) {
+    observed_updates_ = st.updates;
+    apply_latency_.observe(st.last_update_latency);
+  }
+}
+
+void Daemon::start_metrics() {
+  std::string error;
+  const auto address = parse_host_port(config_.metrics_address, &error);
+  if (address) {
+    metrics_ = MetricsServer::open(
+        *address, [this](std::string_view path) { return serve_http(path); }, &error);
+  }
+  if (!metrics_) {
+    log_.warn("metrics and health endpoints not served: " + config_.metrics_address + ": " + error);
+    return;
+  }
+  log_.info("metrics on http://" + config_.metrics_address + "/metrics (/healthz, /readyz)");
+}
+
+MetricsServer::Response Daemon::serve_http(std::string_view path) {
+  return health_response(
+      path,
+      [this] {
+        observe_latencies();
+        ExtraCounters extra;
+        extra.apply_duration = apply_latency_;
+        extra.source_configured[static_cast<std::size_t>(Source::Inventory)] =
+            config_.inventory.has_value();
+        extra.source_configured[static_cast<std::size_t>(Source::Runtime)] =
+            config_.runtime_socket.has_value();
+        try {
+          const auto* c = reconciler_->compilation();
+          extra.rules =
+              name_rule_counters(c ? c->policy().get() : nullptr, backend_->rule_counters());
+        } catch (const std::exception& e) {
+          log_.warn(std::string("metrics: cannot read rule counters: ") + e.what());
+        }
+        return render_metrics(reconciler_->status(), extra);
+      },
+      [this]() -> std::string {
+        const auto st = reconciler_->status();
+        if (holding_) return "adopting the existing table: waiting for the identity sources";
+        if (st.generation == 0) return "no valid policy applied yet";
+        if (!st.dataplane_ok) return "dataplane error: " + st.dataplane_error;
+        if (st.applied_generation != st.generation) {
+          return "policy generation " + std::to_string(st.generation) + " not applied yet";
+        }
+        return {};
+      });
+}
+
 void Daemon::check_dataplane() {
+  observe_latencies();
   const auto st = reconciler_->status();
   if (st.dataplane_ok != dataplane_ok_) {
     if (st.dataplane_ok) {
@@ -518,10 +588,10 @@ int Daemon::run() {
   log_.info("starting on node " + config_.node.name + " (" + std::to_string(node_addresses.size()) +
             " node addresses, " + std::to_string(config_.container_cidrs.size()) +
             " container CIDRs, table inet " + config_.nft.table + ")");
-  if (config_.flow_log_dir || config_.api.socket != kDefaultApiSocket ||
-      config_.metrics_address != kDefaultMetricsAddress) {
-    log_.warn("the flow log, the local API and metrics are not served by this version");
+  if (config_.flow_log_dir || config_.api.socket != kDefaultApiSocket) {
+    log_.warn("the flow log and the local API are not served by this version");
   }
+  start_metrics();
   setup_watches();
   open_monitor();
   reload_inventory("start");
@@ -570,16 +640,20 @@ int Daemon::run() {
     if (inventory_due_) wake = std::min(wake, *inventory_due_);
     if (holding_) wake = std::min(wake, started + options_.adopt_timeout);
     if (drift_due_) wake = std::min(wake, *drift_due_);
+    if (metrics_) {
+      if (auto d = metrics_->next_deadline()) wake = std::min(wake, *d);
+    }
     now = Clock::now();
     const auto wait = wake > now ? std::chrono::ceil<std::chrono::milliseconds>(wake - now)
                                  : std::chrono::milliseconds{0};
 
     // -1 fds (no inotify, no monitor) are ignored by poll.
-    pollfd fds[4] = {{sigfd.get(), POLLIN, 0},
-                     {queue_.fd(), POLLIN, 0},
-                     {inotify_.get(), POLLIN, 0},
-                     {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
-    const int rc = ::poll(fds, 4, static_cast<int>(wait.count()));
+    std::vector<pollfd> fds = {{sigfd.get(), POLLIN, 0},
+                               {queue_.fd(), POLLIN, 0},
+                               {inotify_.get(), POLLIN, 0},
+                               {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
+    if (metrics_) metrics_->add_fds(fds);  // fds[4...]
+    const int rc = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
     if (rc < 0) {
       if (errno == EINTR) continue;
       log_.error(errno_text("poll"));
@@ -606,6 +680,7 @@ int Daemon::run() {
     if ((fds[1].revents & POLLIN) != 0) queue_.drain();
     if ((fds[2].revents & POLLIN) != 0) read_inotify();
     if ((fds[3].revents & (POLLIN | POLLERR)) != 0) read_monitor();
+    if (metrics_) metrics_->serve(std::span<const pollfd>(fds).subspan(4));
   }
   if (runtime_) runtime_->stop();
   log_.info("stopped");

@@ -1,0 +1,127 @@
+// Prometheus metrics and health endpoints of tierwalld.
+//
+// render_metrics() is a pure function: the reconciler's status plus what only
+// the daemon knows (apply latency histogram, per-rule kernel counters, which
+// identity sources are configured) -> text exposition format 0.0.4.
+//
+// MetricsServer is a tiny non-blocking HTTP/1.0 server without a thread of
+// its own: the daemon's poll loop adds its fds (add_fds) and hands the
+// results back (serve). One request per connection, bounded in size
+// (kMaxRequest) and time (kConnectionDeadline), at most kMaxConnections at
+// once; the response closes the connection.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <poll.h>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "tierwall/agent/config.h"
+#include "tierwall/agent/reconciler.h"
+#include "tierwall/dataplane/ruleset.h"
+
+namespace tierwall::agent {
+
+// Apply/update latencies in seconds, Prometheus buckets (upper bounds).
+struct LatencyHistogram {
+  static constexpr std::array<double, 13> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                     0.25,  0.5,    1.0,   2.5,  5.0,   10.0};
+  std::array<std::uint64_t, kBounds.size()> buckets{};  // per bucket, NOT cumulative
+  std::uint64_t count = 0;                              // includes observations > 10 s
+  double sum = 0;
+
+  void observe(double seconds);
+  void observe(std::chrono::nanoseconds d) { observe(std::chrono::duration<double>(d).count()); }
+};
+
+struct RuleCounter {
+  std::string rule;  // the policy rule's name, or "self", "intra-tier", "default-deny"
+  std::string kind;  // flow, deny, intra-tier, default-deny, self, unknown
+  std::uint64_t packets = 0;
+  std::uint64_t bytes = 0;
+};
+
+struct ExtraCounters {
+  LatencyHistogram apply_duration;
+  std::vector<RuleCounter> rules;
+  // Sources rendered in tierwall_identity_source_connected (index: Source).
+  std::array<bool, kSourceCount> source_configured{true, true};
+};
+
+// Kernel counters (NftBackend::rule_counters) named through `policy`
+// (nullptr: ids only). Counters of one (rule, kind) are summed; sorted.
+std::vector<RuleCounter> name_rule_counters(
+    const dataplane::CompiledPolicy* policy,
+    const std::map<dataplane::RuleId, std::pair<std::uint64_t, std::uint64_t>>& counters);
+
+// A label value escaped for the text format: \ -> \\, " -> \", newline -> \n.
+std::string escape_label_value(std::string_view value);
+
+std::string render_metrics(const ReconcilerStatus& status, const ExtraCounters& extra);
+
+class MetricsServer {
+ public:
+  static constexpr std::size_t kMaxRequest = 8192;
+  static constexpr std::size_t kMaxConnections = 32;
+  static constexpr std::chrono::milliseconds kConnectionDeadline{5000};
+
+  struct Response {
+    int status = 200;
+    std::string content_type = "text/plain; charset=utf-8";
+    std::string body;
+  };
+  // Called with the request path (query string removed) of a GET or HEAD.
+  using Handler = std::function<Response(std::string_view path)>;
+
+  // Binds and listens (non-blocking). nullptr with `error` set on failure.
+  static std::unique_ptr<MetricsServer> open(const HostPort& address, Handler handler,
+                                             std::string* error);
+  ~MetricsServer();
+  MetricsServer(const MetricsServer&) = delete;
+  MetricsServer& operator=(const MetricsServer&) = delete;
+
+  // Appends the fds to wait on; serve() must get exactly the entries added.
+  void add_fds(std::vector<pollfd>& fds) const;
+  // Accepts, reads, answers and expires connections.
+  void serve(std::span<const pollfd> fds);
+  // The earliest connection deadline, to bound the poll timeout.
+  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> next_deadline() const;
+  [[nodiscard]] std::uint16_t port() const { return port_; }
+
+ private:
+  struct Connection {
+    int fd = -1;
+    std::string in;
+    std::string out;
+    std::size_t sent = 0;
+    bool responding = false;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  MetricsServer(int fd, std::uint16_t port, Handler handler);
+  void accept_all();
+  void on_readable(Connection& c);
+  void respond(Connection& c, const Response& r, bool head);
+  static bool flush(Connection& c);  // true when done (or failed): close it
+
+  int listen_fd_ = -1;
+  std::uint16_t port_ = 0;
+  Handler handler_;
+  std::vector<Connection> connections_;
+};
+
+// The answer of the daemon's endpoints: /metrics (render()), /healthz ("ok"),
+// /readyz (200 when not_ready() is empty, else 503 with the reason), else 404.
+MetricsServer::Response health_response(std::string_view path,
+                                        const std::function<std::string()>& render,
+                                        const std::function<std::string()>& not_ready);
+
+}  // namespace tierwall::agent
