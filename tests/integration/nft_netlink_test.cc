@@ -4,28 +4,27 @@
 // big sets fit, counters and conntrack are readable. Each kernel test runs
 // in a fresh network namespace that it creates and deletes; the root
 // namespace's ruleset is never touched.
-#include "tierwall/dataplane/nft/conntrack.h"
-#include "tierwall/dataplane/nft/netlink.h"
-
+#include <algorithm>
 #include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <sched.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <optional>
+#include <sched.h>
 #include <string>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include "tierwall/dataplane/nft/conntrack.h"
+#include "tierwall/dataplane/nft/netlink.h"
 
 namespace tierwall::dataplane::nft {
 namespace {
@@ -44,12 +43,18 @@ IpAddress ip(const char* text) { return *IpAddress::parse(text); }
 Cidr cidr(const char* text) { return *Cidr::parse(text); }
 
 Match nfproto(Fam f) { return Match{Match::Kind::NfProto, f, Dir::Src, {}, 0, 0, 0}; }
-Match l4proto(std::uint8_t p) { return Match{Match::Kind::L4Proto, Fam::V4, Dir::Src, {}, p, 0, 0}; }
-Match in_set(Fam f, Dir d, std::string set) { return Match{Match::Kind::InSet, f, d, std::move(set), 0, 0, 0}; }
+Match l4proto(std::uint8_t p) {
+  return Match{Match::Kind::L4Proto, Fam::V4, Dir::Src, {}, p, 0, 0};
+}
+Match in_set(Fam f, Dir d, std::string set) {
+  return Match{Match::Kind::InSet, f, d, std::move(set), 0, 0, 0};
+}
 Match not_in_set(Fam f, Dir d, std::string set) {
   return Match{Match::Kind::NotInSet, f, d, std::move(set), 0, 0, 0};
 }
-Match dport(std::uint16_t lo, std::uint16_t hi) { return Match{Match::Kind::DportRange, Fam::V4, Dir::Dst, {}, 0, lo, hi}; }
+Match dport(std::uint16_t lo, std::uint16_t hi) {
+  return Match{Match::Kind::DportRange, Fam::V4, Dir::Dst, {}, 0, lo, hi};
+}
 Match icmp_type(Fam f, std::uint8_t proto, std::uint16_t lo, std::uint16_t hi) {
   return Match{Match::Kind::IcmpTypeRange, f, Dir::Src, {}, proto, lo, hi};
 }
@@ -57,7 +62,9 @@ Match ct_est() { return Match{Match::Kind::CtStateEstRel, Fam::V4, Dir::Src, {},
 Match icmpv6_nd() { return Match{Match::Kind::IcmpV6Nd, Fam::V6, Dir::Src, {}, 0, 0, 0}; }
 
 Action counter(std::string name) { return Action{Action::Kind::Counter, std::move(name), 0}; }
-Action log_to(std::string prefix, std::uint32_t group) { return Action{Action::Kind::Log, std::move(prefix), group}; }
+Action log_to(std::string prefix, std::uint32_t group) {
+  return Action{Action::Kind::Log, std::move(prefix), group};
+}
 Action ct_mark(std::uint32_t rule) { return Action{Action::Kind::CtMark, {}, rule}; }
 Action accept() { return Action{Action::Kind::Accept, {}, 0}; }
 Action drop() { return Action{Action::Kind::Drop, {}, 0}; }
@@ -94,27 +101,33 @@ Plan full_plan() {
       plain_set("ep4", Fam::V4, {ip("10.0.0.1"), ip("10.0.0.2")}),
       plain_set("ep6", Fam::V6, {ip("fd00::1")}),
       // 10.1.0.0/16 is adjacent to 10.0.0.0/16: the kernel gets 10.0.0.0/15.
-      interval_set("cidr4", Fam::V4, {cidr("10.0.0.0/16"), cidr("192.168.1.0/24"), cidr("10.1.0.0/16")}),
+      interval_set("cidr4", Fam::V4,
+                   {cidr("10.0.0.0/16"), cidr("192.168.1.0/24"), cidr("10.1.0.0/16")}),
       interval_set("cidr6", Fam::V6, {cidr("fd00::/64")}),
       interval_set("wtop4", Fam::V4, {cidr("255.255.255.0/24")}),  // open-ended range
   };
   p.counters = {"c16", "c17"};
-  p.chains = {{"forward", Hook::Forward, -10}, {"input", Hook::Input, -10}, {"fwd4", {}, 0}, {"fwd6", {}, 0}};
+  p.chains = {{"forward", Hook::Forward, -10},
+              {"input", Hook::Input, -10},
+              {"fwd4", {}, 0},
+              {"fwd6", {}, 0}};
   p.rules = {
       rule("forward", {ct_est()}, {accept()}),
       rule("forward", {nfproto(Fam::V6), l4proto(58), icmpv6_nd()}, {accept()}),
       rule("forward", {nfproto(Fam::V4)}, {jump("fwd4")}),
       rule("forward", {nfproto(Fam::V6)}, {go_to("fwd6")}),
       rule("fwd4",
-           {nfproto(Fam::V4), in_set(Fam::V4, Dir::Src, "ep4"), not_in_set(Fam::V4, Dir::Dst, "cidr4"),
-            l4proto(6), dport(80, 80)},
+           {nfproto(Fam::V4), in_set(Fam::V4, Dir::Src, "ep4"),
+            not_in_set(Fam::V4, Dir::Dst, "cidr4"), l4proto(6), dport(80, 80)},
            {counter("c16"), log_to("tw:a:16:7", 100), ct_mark(16), accept()}, 16),
-      rule("fwd4", {nfproto(Fam::V4), in_set(Fam::V4, Dir::Src, "ep4"), l4proto(17), dport(1000, 2000)},
+      rule("fwd4",
+           {nfproto(Fam::V4), in_set(Fam::V4, Dir::Src, "ep4"), l4proto(17), dport(1000, 2000)},
            {counter("c17"), accept()}, 17),
       rule("fwd4", {nfproto(Fam::V4), l4proto(1), icmp_type(Fam::V4, 1, 8, 8)}, {drop()}, 18),
       // No NfProto first: the encoder adds nft's implicit dependency.
       rule("fwd4", {in_set(Fam::V4, Dir::Dst, "wtop4")}, {drop()}, 19),
-      rule("fwd6", {nfproto(Fam::V6), in_set(Fam::V6, Dir::Src, "ep6"), in_set(Fam::V6, Dir::Dst, "cidr6")},
+      rule("fwd6",
+           {nfproto(Fam::V6), in_set(Fam::V6, Dir::Src, "ep6"), in_set(Fam::V6, Dir::Dst, "cidr6")},
            {accept()}, 20),
       rule("fwd6", {icmp_type(Fam::V6, 58, 128, 129)}, {accept()}, 21),
       rule("fwd6", {}, {counter("c17"), drop()}, 3),
@@ -241,7 +254,8 @@ double ms_since(Clock::time_point start) {
 class NftNetlinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (::geteuid() != 0) GTEST_SKIP() << "needs root: creates network namespaces and nftables tables";
+    if (::geteuid() != 0)
+      GTEST_SKIP() << "needs root: creates network namespaces and nftables tables";
     static std::atomic<int> serial{0};
     ns_ = "twnl-" + std::to_string(::getpid()) + "-" + std::to_string(serial++);
     const std::string out = shell("ip netns add " + ns_);
@@ -270,7 +284,9 @@ class NftNetlinkTest : public ::testing::Test {
     if (created_) shell("ip netns del " + ns_);
   }
 
-  std::string in_ns(const std::string& cmd) const { return shell("ip netns exec " + ns_ + " " + cmd); }
+  std::string in_ns(const std::string& cmd) const {
+    return shell("ip netns exec " + ns_ + " " + cmd);
+  }
   std::string listing() const { return in_ns(std::string("nft list table inet ") + kTable); }
 
   void apply_ok(const Plan& p, std::optional<std::uint32_t> genid = std::nullopt) {
@@ -419,14 +435,16 @@ TEST_F(NftNetlinkTest, LargeSetsApplyInOneBatch) {
     const auto start = Clock::now();
     apply_ok(plan, sock().get_generation());
     const BatchStats& st = sock().last_batch();
-    std::printf("[          ] %s: %zu messages, %.1f MiB, %.0f ms (kernel %.0f ms)\n", what, st.messages,
-                static_cast<double>(st.bytes) / (1024.0 * 1024.0), ms_since(start), st.send_ms);
+    std::printf("[          ] %s: %zu messages, %.1f MiB, %.0f ms (kernel %.0f ms)\n", what,
+                st.messages, static_cast<double>(st.bytes) / (1024.0 * 1024.0), ms_since(start),
+                st.send_ms);
   };
   timed_apply(p, "200k-element set, first apply");
   timed_apply(p, "200k-element set, replacing itself");
 
   std::vector<Cidr> spaced;  // not adjacent, so nothing merges: 2 keys each
-  for (std::uint32_t i = 0; i < kCount / 4; ++i) spaced.push_back(Cidr{IpAddress::v4(0x0b000000U + 2 * i), 32});
+  for (std::uint32_t i = 0; i < kCount / 4; ++i)
+    spaced.push_back(Cidr{IpAddress::v4(0x0b000000U + 2 * i), 32});
   p.sets.push_back(interval_set("bigint4", Fam::V4, spaced));
   timed_apply(p, "plus a 50k-prefix interval set");
 
@@ -434,7 +452,8 @@ TEST_F(NftNetlinkTest, LargeSetsApplyInOneBatch) {
   const auto counts = sock().kernel_counts(kTable);
   ASSERT_TRUE(counts.has_value());
   EXPECT_EQ(*counts, expected_counts(p));
-  std::printf("[          ] kernel_counts: %zu keys dumped in %.0f ms\n", counts->elements, ms_since(start));
+  std::printf("[          ] kernel_counts: %zu keys dumped in %.0f ms\n", counts->elements,
+              ms_since(start));
 }
 
 void send_udp(std::uint16_t sport, std::uint16_t dport) {
@@ -460,7 +479,8 @@ Plan loopback_plan() {
   p.chains = {{"output", Hook::Output, -10}};
   p.rules = {
       rule("output", {ct_est()}, {accept()}),
-      rule("output", {nfproto(Fam::V4), l4proto(17), dport(9999, 9999)}, {counter("c16"), ct_mark(16), accept()}, 16),
+      rule("output", {nfproto(Fam::V4), l4proto(17), dport(9999, 9999)},
+           {counter("c16"), ct_mark(16), accept()}, 16),
   };
   return p;
 }
@@ -518,7 +538,9 @@ TEST_F(NftNetlinkTest, ConntrackDumpAndDelete) {
   auto after = ct_dump();
   EXPECT_EQ(std::count_if(after.begin(), after.end(), ours), 1);
 
-  EXPECT_EQ(ct_delete_if([&](const CtEntry& x) { return ours(x) && (x.mark & 0xffffU) == 16; }, &error), 1U);
+  EXPECT_EQ(
+      ct_delete_if([&](const CtEntry& x) { return ours(x) && (x.mark & 0xffffU) == 16; }, &error),
+      1U);
   after = ct_dump();
   EXPECT_EQ(std::count_if(after.begin(), after.end(), ours), 0);
 }

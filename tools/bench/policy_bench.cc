@@ -13,12 +13,6 @@
 // Targets (from the issue): parse+validate+compile <= 1 s in total,
 // <= 200 bytes of compiled state per endpoint, explain <= 1 ms per query.
 // See docs/performance.md.
-#include <malloc.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -28,16 +22,20 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <malloc.h>
 #include <memory>
 #include <numeric>
 #include <optional>
 #include <random>
+#include <stdlib.h>
 #include <string>
 #include <string_view>
+#include <unistd.h>
 #include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include "tierwall/compiler/compiler.h"
 #include "tierwall/explain/explain.h"
@@ -70,17 +68,17 @@ constexpr double kTargetExplainUs = 1000.0;
 // A small vocabulary, so that many endpoints share labels and images as
 // they do in a real cluster (replicas of a few hundred deployments).
 constexpr std::array<std::string_view, 40> kApps{
-    "shop",     "payments", "billing",   "catalog", "search",   "cart",    "checkout", "orders",
-    "shipping", "invoices", "accounts",  "auth",    "profile",  "reviews", "ads",      "reco",
-    "mail",     "sms",      "push",      "ledger",  "fraud",    "risk",    "kyc",      "reports",
-    "metrics",  "logs",     "traces",    "alerts",  "gateway",  "cdn",     "media",    "upload",
-    "thumbs",   "chat",     "presence",  "support", "partners", "pricing", "stock",    "returns"};
-constexpr std::array<std::string_view, 8> kRoles{"web",   "api",   "db",    "cache",
+    "shop",     "payments", "billing",  "catalog", "search",   "cart",    "checkout", "orders",
+    "shipping", "invoices", "accounts", "auth",    "profile",  "reviews", "ads",      "reco",
+    "mail",     "sms",      "push",     "ledger",  "fraud",    "risk",    "kyc",      "reports",
+    "metrics",  "logs",     "traces",   "alerts",  "gateway",  "cdn",     "media",    "upload",
+    "thumbs",   "chat",     "presence", "support", "partners", "pricing", "stock",    "returns"};
+constexpr std::array<std::string_view, 8> kRoles{"web",    "api",   "db",    "cache",
                                                  "worker", "queue", "batch", "proxy"};
 constexpr std::array<std::string_view, 3> kEnvs{"prod", "staging", "dev"};
-constexpr std::array<std::string_view, 8> kTeams{"core", "pay",  "data", "edge",
-                                                 "growth", "infra", "ops", "trust"};
-constexpr std::array<std::uint16_t, 14> kPorts{80,   443,  5432, 6379,  8080, 9092,  3306,
+constexpr std::array<std::string_view, 8> kTeams{"core",   "pay",   "data", "edge",
+                                                 "growth", "infra", "ops",  "trust"};
+constexpr std::array<std::uint16_t, 14> kPorts{80,    443,   5432, 6379, 8080, 9092,  3306,
                                                27017, 11211, 9200, 8443, 5672, 15672, 2379};
 
 struct Options {
@@ -152,7 +150,9 @@ Options parse_args(int argc, char** argv) {
 class Gen {
  public:
   explicit Gen(std::uint64_t seed) : rng_(seed) {}
-  std::size_t below(std::size_t n) { return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_); }
+  std::size_t below(std::size_t n) {
+    return std::uniform_int_distribution<std::size_t>(0, n - 1)(rng_);
+  }
   bool chance(double p) { return std::bernoulli_distribution(p)(rng_); }
   template <typename C>
   auto pick(const C& c) -> decltype(c[0]) {
@@ -219,8 +219,8 @@ std::string generate_policy(Gen& g) {
     // Distinct (app, role) pairs: the role shifts once the apps wrap around.
     const auto role = kRoles[(i + i / kApps.size()) % kRoles.size()];
     y += "    - name: asg-" + std::string(app) + "-" + std::string(role) + "\n";
-    y += "      match: {labels: {app: " + std::string(app) + ", role: " + std::string(role) +
-         "}}\n";
+    y +=
+        "      match: {labels: {app: " + std::string(app) + ", role: " + std::string(role) + "}}\n";
     y += "      tier: " + tier_name(i % kTiers) + "\n";
   }
   for (std::size_t i = 0; i < kImageAssignments; ++i) {
@@ -245,8 +245,9 @@ std::string generate_policy(Gen& g) {
              "}\n      to: {world: [0.0.0.0/0, \"::/0\"]}\n      ports: [tcp/25]\n";
         break;
       case 2:
-        y += "      from: {" + labels_sel("app", g.pick(kApps)) + "}\n      to: {tier: " +
-             tier_name(g.below(kTiers)) + ", labels: {role: db}}\n      ports: [tcp/22]\n";
+        y += "      from: {" + labels_sel("app", g.pick(kApps)) +
+             "}\n      to: {tier: " + tier_name(g.below(kTiers)) +
+             ", labels: {role: db}}\n      ports: [tcp/22]\n";
         break;
       default:
         y += "      from: {world: [\"198.51.100.0/24\", \"2001:db8:bad::/48\"]}\n      to: {}\n";
@@ -273,8 +274,8 @@ std::string generate_policy(Gen& g) {
       case 5:
       case 6:
         y += "      from: {tier: " + a + ", " + labels_sel("app", g.pick(kApps)) +
-             "}\n      to: {tier: [" + b + ", " + b2 + "], " +
-             labels_sel("role", g.pick(kRoles)) + "}\n";
+             "}\n      to: {tier: [" + b + ", " + b2 + "], " + labels_sel("role", g.pick(kRoles)) +
+             "}\n";
         break;
       case 7:
         y += "      from: {labels: {app: " + std::string(g.pick(kApps)) +
@@ -420,9 +421,10 @@ struct Results {
 const char* verdict(bool ok) { return ok ? "ok" : "MISSED"; }
 
 void print_table(const Results& r) {
-  std::printf("tierwall-bench-policy: %zu endpoints (%zu addresses, %zu membership profiles), "
-              "%d tiers, %d flows, %d denies\n",
-              r.endpoints, r.addresses, r.profiles, kTiers, kFlows, kDenies);
+  std::printf(
+      "tierwall-bench-policy: %zu endpoints (%zu addresses, %zu membership profiles), "
+      "%d tiers, %d flows, %d denies\n",
+      r.endpoints, r.addresses, r.profiles, kTiers, kFlows, kDenies);
   std::printf("inputs: policy %.1f KiB, inventory %.1f MiB\n\n",
               static_cast<double>(r.policy_bytes) / 1024.0,
               static_cast<double>(r.inventory_bytes) / (1024.0 * 1024.0));

@@ -155,10 +155,15 @@ EndpointBinding Compilation::bind(const identity::Endpoint& endpoint) const {
 }
 
 std::shared_ptr<dataplane::EndpointTable> Compilation::bind_all(
-    const identity::Inventory& inventory, std::vector<Cidr> container_cidrs) const {
+    const identity::Inventory& inventory, std::vector<Cidr> container_cidrs,
+    std::vector<int>* assignments) const {
   auto table = std::make_shared<dataplane::EndpointTable>();
   table->set_node_addresses(inventory.node.addresses);
   table->set_container_cidrs(std::move(container_cidrs));
+  if (assignments != nullptr) {
+    assignments->clear();
+    assignments->reserve(inventory.endpoints.size());
+  }
   // Endpoints with the same labels and image bind the same way unless a
   // selector looks at names; real inventories repeat label sets a lot.
   std::unordered_map<std::string, EndpointBinding> cache;
@@ -183,6 +188,7 @@ std::shared_ptr<dataplane::EndpointTable> Compilation::bind_all(
       b = &it->second;
     }
     table->upsert(static_cast<dataplane::EndpointId>(i), ep.addresses, b->tier, b->selectors);
+    if (assignments != nullptr) assignments->push_back(b->assignment);
   }
   return table;
 }

@@ -47,18 +47,10 @@ std::vector<std::uint8_t> probe_protocols(bool v6) {
 
 Explainer::Explainer(const compiler::Compilation& compilation, const identity::Inventory& inventory)
     : compilation_(compilation), inventory_(inventory) {
-  table_ = std::make_shared<dataplane::EndpointTable>();
-  table_->set_node_addresses(inventory.node.addresses);
-  assignment_of_.resize(inventory.endpoints.size(), -1);
+  table_ = compilation.bind_all(inventory, {}, &assignment_of_);
   by_name_.reserve(inventory.endpoints.size());
   for (std::size_t i = 0; i < inventory.endpoints.size(); ++i) {
     by_name_.emplace(inventory.endpoints[i].name, i);
-  }
-  for (std::size_t i = 0; i < inventory.endpoints.size(); ++i) {
-    const auto& ep = inventory.endpoints[i];
-    compiler::EndpointBinding b = compilation.bind(ep);
-    assignment_of_[i] = b.assignment;
-    table_->upsert(static_cast<dataplane::EndpointId>(i), ep.addresses, b.tier, b.selectors);
   }
 }
 

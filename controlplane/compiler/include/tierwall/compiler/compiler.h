@@ -40,8 +40,11 @@ class Compilation {
   [[nodiscard]] EndpointBinding bind(const identity::Endpoint& endpoint) const;
 
   // Endpoint table for an inventory; endpoint id = index in inventory.endpoints.
+  // When `assignments` is given, it receives each endpoint's deciding
+  // assignment index (-1 for quarantine), in inventory order.
   [[nodiscard]] std::shared_ptr<dataplane::EndpointTable> bind_all(
-      const identity::Inventory& inventory, std::vector<Cidr> container_cidrs = {}) const;
+      const identity::Inventory& inventory, std::vector<Cidr> container_cidrs = {},
+      std::vector<int>* assignments = nullptr) const;
 
   // The identity part of selector `id`, as the policy wrote it.
   [[nodiscard]] const policy::EndpointSelector& selector(dataplane::SelectorId id) const {
