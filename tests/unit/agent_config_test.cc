@@ -106,6 +106,35 @@ TEST(AgentConfig, SyntaxErrorAndWrongKind) {
   EXPECT_TRUE(d3.has_errors());
 }
 
+TEST(AgentConfig, ApiRolesAndDisabledSocket) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(policy: p.yaml
+api:
+  socket: ""
+  group: tierwall
+  roles:
+    admin: {users: [alice, "1001"]}
+    operator: {groups: tierwall}
+    auditor: {users: [bob], groups: [audit, "600"]}
+)",
+                        "/etc/tierwall/a.yaml", diags);
+  ASSERT_TRUE(c) << diags.items().front().to_string();
+  EXPECT_EQ(c->api.socket, "");
+  EXPECT_EQ(c->api.group, "tierwall");
+  EXPECT_EQ(c->api.roles[2].users, (std::vector<std::string>{"alice", "1001"}));
+  EXPECT_EQ(c->api.roles[1].groups, (std::vector<std::string>{"tierwall"}));
+  EXPECT_EQ(c->api.roles[0].users, (std::vector<std::string>{"bob"}));
+  EXPECT_EQ(c->api.roles[0].groups, (std::vector<std::string>{"audit", "600"}));
+
+  policy::Diagnostics bad;
+  EXPECT_FALSE(parse_config("api: {roles: {admins: {users: [a]}}}\n", "a.yaml", bad));
+  ASSERT_TRUE(bad.has_errors());
+  EXPECT_NE(bad.items().front().message.find("admin"), std::string::npos);
+  policy::Diagnostics bad2;
+  EXPECT_FALSE(parse_config("api: {roles: {admin: {user: [a]}}}\n", "a.yaml", bad2));
+  EXPECT_TRUE(bad2.has_errors());
+}
+
 TEST(AgentConfig, FlagsOverrideTheFile) {
   policy::Diagnostics diags;
   auto c = parse_config(

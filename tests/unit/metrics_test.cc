@@ -151,19 +151,29 @@ TEST(Metrics, RuleCountersAreNamedAndSummed) {
 
 TEST(Metrics, HealthResponses) {
   using tierwall::agent::health_response;
+  using tierwall::agent::HttpRequest;
+  auto get = [](std::string path) {
+    HttpRequest r;
+    r.method = "GET";
+    r.path = std::move(path);
+    return r;
+  };
   auto render = [] { return std::string("m 1\n"); };
   auto ready = [] { return std::string(); };
   auto not_ready = [] { return std::string("no valid policy applied yet"); };
-  auto r = health_response("/metrics", render, ready);
+  auto r = health_response(get("/metrics"), render, ready);
   EXPECT_EQ(r.status, 200);
   EXPECT_EQ(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
   EXPECT_EQ(r.body, "m 1\n");
-  EXPECT_EQ(health_response("/healthz", render, not_ready).status, 200);
-  EXPECT_EQ(health_response("/readyz", render, ready).status, 200);
-  r = health_response("/readyz", render, not_ready);
+  EXPECT_EQ(health_response(get("/healthz"), render, not_ready).status, 200);
+  EXPECT_EQ(health_response(get("/readyz"), render, ready).status, 200);
+  r = health_response(get("/readyz"), render, not_ready);
   EXPECT_EQ(r.status, 503);
   EXPECT_NE(r.body.find("no valid policy"), std::string::npos);
-  EXPECT_EQ(health_response("/nope", render, ready).status, 404);
+  EXPECT_EQ(health_response(get("/nope"), render, ready).status, 404);
+  auto post = get("/metrics");
+  post.method = "POST";
+  EXPECT_EQ(health_response(post, render, ready).status, 405);
 }
 
 }  // namespace

@@ -1,8 +1,10 @@
 // tierctl: the command line of tierwall. Parses flags and calls tw_cli.
+#include <cstdlib>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
 
+#include "tierwall/cli/agent_commands.h"
 #include "tierwall/cli/commands.h"
 
 namespace {
@@ -11,7 +13,8 @@ using tierwall::cli::kExitUsage;
 
 int run(int argc, char** argv) {
   CLI::App app{
-      "tierctl — validate, lint and explain tierwall segmentation policies.\n"
+      "tierctl — validate, lint and explain tierwall segmentation policies, and talk to the\n"
+      "node agent (status, endpoints, apply, reload, flush) through its local API.\n"
       "Exit codes: 0 success, 1 invalid input or failed check, 2 usage error,\n"
       "3 agent or kernel unreachable.",
       "tierctl"};
@@ -77,6 +80,48 @@ int run(int argc, char** argv) {
   c->add_option("--log-group", compile.log_group, "NFLOG group for deny/audit/logged flows");
   c->add_flag("!--no-elements", compile.elements, "omit endpoint set elements");
 
+  // Commands against the running agent.
+  tierwall::cli::AgentOptions agent;
+  if (const char* env = std::getenv("TIERWALL_API_SOCKET"); env != nullptr && *env != '\0') {
+    agent.socket = env;
+  }
+  auto add_agent_flags = [&agent](CLI::App* cmd) {
+    cmd->add_option("--socket", agent.socket,
+                    "the agent's API socket (default $TIERWALL_API_SOCKET or " +
+                        std::string(tierwall::cli::kDefaultAgentSocket) + ")");
+    cmd->add_option("-o,--output", agent.output, "text or json")
+        ->check(CLI::IsMember({"text", "json"}));
+  };
+  auto* st = app.add_subcommand(
+      "status",
+      "The agent's state: policy generation and digest, endpoints per tier, identity "
+      "sources, dataplane health (role: auditor)");
+  add_agent_flags(st);
+  std::string endpoints_tier;
+  auto* ep = app.add_subcommand(
+      "endpoints",
+      "Every endpoint the agent enforces, with its tier and addresses (role: operator)");
+  add_agent_flags(ep);
+  ep->add_option("--tier", endpoints_tier, "only endpoints in this tier");
+  std::vector<std::string> apply_paths;
+  auto* ap = app.add_subcommand(
+      "apply",
+      "Submit a policy to the agent: it validates it (diagnostics come back here), "
+      "installs it as its policy files and enforces it (role: admin)");
+  add_agent_flags(ap);
+  ap->add_option("PATH", apply_paths, "policy file or directory of *.yaml")->required();
+  auto* rl = app.add_subcommand(
+      "reload",
+      "Make the agent re-read its policy files and inventory, as SIGHUP (role: operator)");
+  add_agent_flags(rl);
+  bool flush_yes = false;
+  auto* fl = app.add_subcommand(
+      "flush",
+      "Remove tierwall's rules from the node until the next apply or reload: NOTHING "
+      "is enforced meanwhile (role: admin; needs --yes)");
+  add_agent_flags(fl);
+  fl->add_flag("--yes", flush_yes, "confirm: stop enforcing on this node");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -99,6 +144,17 @@ int run(int argc, char** argv) {
   if (*e) return tierwall::cli::explain(explain, std::cout, std::cerr);
   if (*m) return tierwall::cli::matrix(matrix, std::cout, std::cerr);
   if (*c) return tierwall::cli::compile(compile, std::cout, std::cerr);
+  if (*st) return tierwall::cli::agent_status(agent, std::cout, std::cerr);
+  if (*ep) return tierwall::cli::agent_endpoints(agent, endpoints_tier, std::cout, std::cerr);
+  if (*ap) return tierwall::cli::agent_apply(agent, apply_paths, std::cout, std::cerr);
+  if (*rl) return tierwall::cli::agent_reload(agent, std::cout, std::cerr);
+  if (*fl) {
+    if (!flush_yes) {
+      std::cerr << "tierctl: flush stops all enforcement on the node; pass --yes to confirm\n";
+      return kExitUsage;
+    }
+    return tierwall::cli::agent_flush(agent, std::cout, std::cerr);
+  }
   return kExitUsage;
 }
 

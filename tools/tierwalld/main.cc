@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   bool once = false;
   bool do_flush = false;
   bool no_bridge = false;
+  std::string log_format = "text";
   app.add_option("--config", config_path, "agent configuration file (YAML); flags override it")
       ->check(CLI::ExistingFile);
   app.add_option("--policy", options.policy, "policy file or directory (repeatable)");
@@ -60,7 +61,8 @@ int main(int argc, char** argv) {
                  "Docker Engine API socket of the container runtime (Docker, podman service)");
   app.add_option("--container-cidr", options.container_cidrs,
                  "container network; its unknown addresses are quarantined (repeatable)");
-  app.add_option("--api-socket", flags.api_socket, "local API socket");
+  app.add_option("--api-socket", flags.api_socket,
+                 "local API socket (tierctl status/endpoints/apply/reload); \"\" disables it");
   app.add_option("--metrics", flags.metrics, "metrics address, ADDR:PORT");
   app.add_option("--node-name", flags.node_name, "this node's name (default: the host name)");
   auto* log_group =
@@ -70,6 +72,8 @@ int main(int argc, char** argv) {
   app.add_flag("--flush", do_flush, "remove everything tierwall installed (its table) and exit");
   app.add_flag("--no-bridge-netfilter", no_bridge,
                "do not enable br_netfilter for bridged container traffic");
+  app.add_option("--log-format", log_format, "text or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -127,5 +131,6 @@ int main(int argc, char** argv) {
   }
   agent::DaemonOptions daemon;
   daemon.bridge_netfilter = !no_bridge;
+  daemon.log_json = log_format == "json";
   return agent::run_daemon(*config, daemon, std::cerr);
 }

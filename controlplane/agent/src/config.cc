@@ -81,10 +81,12 @@ class ConfigReader {
       }
     }
     if (const auto* n = field(root, "api")) {
-      if (r_.check_map(*n, "api", {"socket", "group"})) {
-        if (const auto* s = field(*n, "socket")) {
-          if (auto v = path_of(*s, "api.socket")) c.api.socket = *v;
+      if (r_.check_map(*n, "api", {"socket", "group", "roles"})) {
+        if (const auto* s = n->find("socket"); s != nullptr && !s->is_null()) {
+          auto v = r_.string(*s, "api.socket");
+          if (v) c.api.socket = v->empty() ? std::string() : path(std::move(*v));
         }
+        if (const auto* roles = field(*n, "roles")) read_roles(*roles, c.api.roles);
         if (const auto* g = field(*n, "group")) {
           auto v = nonempty(*g, "api.group");
           if (v) c.api.group = *v;
@@ -172,6 +174,23 @@ class ConfigReader {
     }
   }
 
+  void read_roles(const policy::yaml::Node& n, std::array<AgentConfig::RoleMembers, 3>& roles) {
+    static constexpr std::array<std::string_view, 3> kNames = {"auditor", "operator", "admin"};
+    if (!r_.check_map(n, "api.roles", {"auditor", "operator", "admin"})) return;
+    for (std::size_t i = 0; i < kNames.size(); ++i) {
+      const auto* role = field(n, kNames[i]);
+      if (role == nullptr) continue;
+      const std::string where = "api.roles." + std::string(kNames[i]);
+      if (!r_.check_map(*role, where, {"users", "groups"})) continue;
+      if (const auto* u = field(*role, "users")) {
+        if (auto v = r_.string_or_list(*u, where + ".users")) roles[i].users = *v;
+      }
+      if (const auto* g = field(*role, "groups")) {
+        if (auto v = r_.string_or_list(*g, where + ".groups")) roles[i].groups = *v;
+      }
+    }
+  }
+
   void read_nft(const policy::yaml::Node& n, AgentConfig::Nft& nft) {
     if (!r_.check_map(n, "nft", {"table", "logGroup"})) return;
     if (const auto* t = field(n, "table")) {
@@ -236,7 +255,7 @@ bool apply_overrides(AgentConfig& config, const Overrides& flags, policy::Diagno
   if (!flags.policy.empty()) config.policy = flags.policy;
   if (flags.inventory) config.inventory = flags.inventory;
   if (flags.runtime_socket) config.runtime_socket = flags.runtime_socket;
-  if (flags.api_socket) config.api.socket = *flags.api_socket;
+  if (flags.api_socket) config.api.socket = *flags.api_socket;  // "" disables the API
   if (flags.node_name) config.node.name = *flags.node_name;
   if (!flags.container_cidrs.empty()) {
     std::vector<Cidr> cidrs;

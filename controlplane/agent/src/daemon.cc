@@ -23,6 +23,11 @@
 #include <utility>
 #include <vector>
 
+#include <spdlog/logger.h>
+#include <spdlog/sinks/ostream_sink.h>
+
+#include "tierwall/agent/api.h"
+#include "tierwall/agent/http_server.h"
 #include "tierwall/agent/metrics.h"
 #include "tierwall/agent/once.h"
 #include "tierwall/agent/reconciler.h"
@@ -36,27 +41,72 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Structured logs through spdlog: one line per event, a message plus
+// key=value fields (text) or one JSON object per line (json).
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out;
+}
+
 class Logger {
  public:
-  explicit Logger(std::ostream& out) : out_(out) {}
-  void line(std::string_view level, const std::string& message) {
-    const auto now = std::chrono::system_clock::now();
-    const std::time_t t = std::chrono::system_clock::to_time_t(now);
-    const auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() %
-        1000;
-    std::tm tm{};
-    gmtime_r(&t, &tm);
-    char stamp[32];
-    std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
-    char frac[8];
-    std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms));
-    out_ << stamp << frac << " tierwalld " << level << " " << message << "\n";
-    out_.flush();
+  Logger(std::ostream& out, bool json) : json_(json) {
+    auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(out, /*force_flush=*/true);
+    logger_ = std::make_shared<spdlog::logger>("tierwalld", std::move(sink));
+    logger_->set_pattern(json ? R"({"ts":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l",%v})"
+                              : "%Y-%m-%dT%H:%M:%S.%eZ tierwalld %l %v",
+                         spdlog::pattern_time_type::utc);
+    logger_->set_level(spdlog::level::info);
   }
-  void info(const std::string& m) { line("info", m); }
-  void warn(const std::string& m) { line("warn", m); }
-  void error(const std::string& m) { line("error", m); }
+  void log(spdlog::level::level_enum level, const std::string& message, const Fields& fields) {
+    std::string line;
+    if (json_) {
+      line = "\"msg\":\"" + json_escape(message) + "\"";
+      for (const auto& [k, v] : fields)
+        line += ",\"" + json_escape(k) + "\":\"" + json_escape(v) + "\"";
+    } else {
+      line = message;
+      for (const auto& [k, v] : fields) {
+        const bool quote = v.empty() || v.find_first_of(" \"=") != std::string::npos;
+        line += " " + k + "=" + (quote ? "\"" + json_escape(v) + "\"" : v);
+      }
+    }
+    logger_->log(level, spdlog::string_view_t(line));
+  }
+  void info(const std::string& m, const Fields& f = {}) { log(spdlog::level::info, m, f); }
+  void warn(const std::string& m, const Fields& f = {}) { log(spdlog::level::warn, m, f); }
+  void error(const std::string& m, const Fields& f = {}) { log(spdlog::level::err, m, f); }
   // Every line of `diags`, as printed for the command line.
   void diagnostics(const policy::Diagnostics& diags) {
     std::ostringstream text;
@@ -64,12 +114,33 @@ class Logger {
     std::string l;
     std::istringstream in(text.str());
     while (std::getline(in, l)) {
-      if (!l.empty()) line("error", "  " + l);
+      if (!l.empty()) error("  " + l);
     }
   }
 
  private:
-  std::ostream& out_;
+  bool json_;
+  std::shared_ptr<spdlog::logger> logger_;
+};
+
+// Passes the reconciler's calls to the kernel while open; while closed
+// (enforcement flushed by an admin) they succeed without touching it, and
+// Reconciler::reapply() brings everything back once it opens again.
+class Gate final : public dataplane::Dataplane {
+ public:
+  explicit Gate(dataplane::Dataplane& inner) : inner_(inner) {}
+  bool open = true;
+  std::optional<dataplane::DataplaneError> apply(const dataplane::RuleSet& rules) override {
+    return open ? inner_.apply(rules) : std::nullopt;
+  }
+  std::optional<dataplane::DataplaneError> update_endpoints(
+      std::span<const dataplane::EndpointChange> changes) override {
+    return open ? inner_.update_endpoints(changes) : std::nullopt;
+  }
+  std::optional<dataplane::DataplaneError> flush() override { return inner_.flush(); }
+
+ private:
+  dataplane::Dataplane& inner_;
 };
 
 class Fd {
@@ -158,19 +229,27 @@ std::string describe(const identity::Endpoint& ep) {
   return s + "]";
 }
 
-class Daemon {
+class Daemon final : public AgentControl {
  public:
   Daemon(const AgentConfig& config, const DaemonOptions& options, std::ostream& log)
-      : config_(config), options_(options), log_(log) {}
+      : config_(config), options_(options), log_(log, options.log_json) {}
 
   int run();
+
+  // AgentControl: the local API's requests, on the control thread.
+  AgentState state() override;
+  std::vector<EndpointView> endpoints() override { return reconciler_->endpoints(); }
+  ReloadResult reload(const Caller& caller) override;
+  ApplyResult apply(const Caller& caller, std::vector<policy::SourceFile> files) override;
+  bool flush(const Caller& caller, std::string* error) override;
 
  private:
   bool setup_watches();
   void add_watch(const std::string& path, WatchKind kind);
   void read_inotify();
-  void reload_policy(const std::string& why);
-  void reload_inventory(const std::string& why);
+  PolicyResult reload_policy(const std::string& why, const std::string& who = "");
+  bool reload_inventory(const std::string& why, policy::Diagnostics* out = nullptr);
+  void resume(const std::string& who);
   void start_runtime();
   bool sources_ready() const;
   void after_change(const std::string& what);
@@ -179,13 +258,16 @@ class Daemon {
   void read_monitor();
   void repair_drift();
   void start_metrics();
+  void start_api();
   void observe_latencies();
-  MetricsServer::Response serve_http(std::string_view path);
+  std::string not_ready() const;
+  HttpResponse serve_http(const HttpRequest& request);
 
   const AgentConfig& config_;
   DaemonOptions options_;
   Logger log_;
   std::unique_ptr<dataplane::nft::NftBackend> backend_;
+  std::unique_ptr<Gate> gate_;
   std::unique_ptr<Reconciler> reconciler_;
   Fd inotify_;
   std::vector<Watch> watches_;
@@ -194,7 +276,10 @@ class Daemon {
 
   bool inventory_ready_ = false;
   bool runtime_ready_ = false;
-  bool holding_ = false;  // adopting: the first apply waits for the sources
+  bool holding_ = false;    // adopting: the first apply waits for the sources
+  bool suspended_ = false;  // flushed through the API until the next apply/reload
+  std::string suspended_by_;
+  Clock::time_point started_at_ = Clock::now();
   std::optional<Clock::time_point> policy_due_;
   std::optional<Clock::time_point> inventory_due_;
   bool dataplane_ok_ = true;
@@ -206,8 +291,10 @@ class Daemon {
   Clock::time_point drift_seen_{};                 // first notification of drift_
   std::optional<Clock::time_point> last_overrun_;  // last repair caused by ENOBUFS
 
-  // Metrics and health endpoints, served by the poll loop.
-  std::unique_ptr<MetricsServer> metrics_;
+  // Metrics and health endpoints, and the local API, served by the poll loop.
+  std::unique_ptr<HttpServer> metrics_;
+  std::unique_ptr<ApiHandler> api_handler_;
+  std::unique_ptr<HttpServer> api_;
   LatencyHistogram apply_latency_;
   std::uint64_t observed_applies_ = 0;
   std::uint64_t observed_updates_ = 0;
@@ -290,8 +377,9 @@ void Daemon::start_metrics() {
   std::string error;
   const auto address = parse_host_port(config_.metrics_address, &error);
   if (address) {
-    metrics_ = MetricsServer::open(
-        *address, [this](std::string_view path) { return serve_http(path); }, &error);
+    metrics_ = HttpServer::open_tcp(
+        *address, HttpServer::Options{}, [this](const HttpRequest& r) { return serve_http(r); },
+        &error);
   }
   if (!metrics_) {
     log_.warn("metrics and health endpoints not served: " + config_.metrics_address + ": " + error);
@@ -300,9 +388,61 @@ void Daemon::start_metrics() {
   log_.info("metrics on http://" + config_.metrics_address + "/metrics (/healthz, /readyz)");
 }
 
-MetricsServer::Response Daemon::serve_http(std::string_view path) {
+void Daemon::start_api() {
+  if (config_.api.socket.empty()) {
+    log_.info("local API disabled (api.socket is empty)");
+    return;
+  }
+  std::string error;
+  auto roles = resolve_roles(config_.api, &error);
+  HttpServer::UnixOptions unix;
+  if (roles && config_.api.group) {
+    unix.group = resolve_group(*config_.api.group, &error);
+    if (!unix.group) roles.reset();
+  }
+  if (!roles) {
+    log_.error("local API not served: api configuration: " + error);
+    return;
+  }
+  api_handler_ = std::make_unique<ApiHandler>(
+      *this, std::move(*roles), [this](const Caller& c, std::string_view action, Role required) {
+        log_.warn("api: refused " + std::string(action) + " to " + c.describe(),
+                  {{"event", "api-refused"},
+                   {"action", std::string(action)},
+                   {"uid", std::to_string(c.peer.uid)},
+                   {"gid", std::to_string(c.peer.gid)},
+                   {"pid", std::to_string(c.peer.pid)},
+                   {"role", std::string(to_string(c.role))},
+                   {"required", std::string(to_string(required))}});
+      });
+  HttpServer::Options opts;
+  opts.max_body = ApiHandler::kMaxBody;
+  api_ = HttpServer::open_unix(
+      config_.api.socket, unix, opts,
+      [this](const HttpRequest& r) { return api_handler_->handle(r); }, &error);
+  if (!api_) {
+    log_.error("local API not served: " + error);
+    return;
+  }
+  log_.info("local API on " + config_.api.socket + " (mode 0660" +
+            (config_.api.group ? ", group " + *config_.api.group : std::string()) + ")");
+}
+
+std::string Daemon::not_ready() const {
+  const auto st = reconciler_->status();
+  if (holding_) return "adopting the existing table: waiting for the identity sources";
+  if (suspended_) return "enforcement flushed through the API by " + suspended_by_;
+  if (st.generation == 0) return "no valid policy applied yet";
+  if (!st.dataplane_ok) return "dataplane error: " + st.dataplane_error;
+  if (st.applied_generation != st.generation) {
+    return "policy generation " + std::to_string(st.generation) + " not applied yet";
+  }
+  return {};
+}
+
+HttpResponse Daemon::serve_http(const HttpRequest& request) {
   return health_response(
-      path,
+      request,
       [this] {
         observe_latencies();
         ExtraCounters extra;
@@ -320,16 +460,146 @@ MetricsServer::Response Daemon::serve_http(std::string_view path) {
         }
         return render_metrics(reconciler_->status(), extra);
       },
-      [this]() -> std::string {
-        const auto st = reconciler_->status();
-        if (holding_) return "adopting the existing table: waiting for the identity sources";
-        if (st.generation == 0) return "no valid policy applied yet";
-        if (!st.dataplane_ok) return "dataplane error: " + st.dataplane_error;
-        if (st.applied_generation != st.generation) {
-          return "policy generation " + std::to_string(st.generation) + " not applied yet";
-        }
-        return {};
-      });
+      [this] { return not_ready(); });
+}
+
+AgentState Daemon::state() {
+  AgentState s;
+  s.node = config_.node.name;
+  s.table = config_.nft.table;
+  s.version = "0.1.0";
+  s.holding = holding_;
+  s.suspended = suspended_;
+  s.suspended_by = suspended_by_;
+  s.not_ready = not_ready();
+  s.policy_paths = config_.policy;
+  s.uptime_seconds = std::chrono::duration<double>(Clock::now() - started_at_).count();
+  s.sources_configured[static_cast<std::size_t>(Source::Inventory)] = config_.inventory.has_value();
+  s.sources_configured[static_cast<std::size_t>(Source::Runtime)] =
+      config_.runtime_socket.has_value();
+  s.reconciler = reconciler_->status();
+  return s;
+}
+
+void Daemon::resume(const std::string& who) {
+  if (!suspended_) return;
+  suspended_ = false;
+  suspended_by_.clear();
+  gate_->open = true;
+  const bool ok = reconciler_->reapply();
+  const auto st = reconciler_->status();
+  if (ok) {
+    log_.info("enforcement resumed by " + who + ": generation " +
+                  std::to_string(st.applied_generation) + " applied to table inet " +
+                  config_.nft.table,
+              {{"event", "resumed"}, {"by", who}});
+  }
+  check_dataplane();
+}
+
+ReloadResult Daemon::reload(const Caller& caller) {
+  const std::string who = caller.describe();
+  log_.info("api: reload requested by " + who);
+  ReloadResult r;
+  r.inventory_configured = config_.inventory.has_value();
+  if (r.inventory_configured) {
+    r.inventory_ok = reload_inventory("reload by " + who, &r.inventory_diagnostics);
+  }
+  if (holding_) {
+    r.policy.accepted = false;
+    policy::Diagnostics d;
+    d.error(policy::SourceLoc{},
+            "the agent is adopting its existing table; the policy is read once every identity "
+            "source has reported");
+    r.policy.diagnostics = std::move(d);
+  } else {
+    r.policy = reload_policy("reload", who);
+    policy_due_.reset();
+    if (r.policy.accepted) resume(who);
+  }
+  r.after = reconciler_->status();
+  return r;
+}
+
+ApplyResult Daemon::apply(const Caller& caller, std::vector<policy::SourceFile> files) {
+  const std::string who = caller.describe();
+  ApplyResult r;
+  // 1. Validate what was sent, under the caller's file names.
+  policy::load_policy_sources(files, r.diagnostics);
+  if (r.diagnostics.has_errors()) {
+    r.status = 422;
+    r.error = "the policy is invalid: " + std::to_string(r.diagnostics.error_count()) +
+              " error(s); nothing was changed";
+    log_.error("api: policy from " + who + " rejected: " + r.error,
+               {{"event", "policy-rejected"}, {"by", who}});
+    log_.diagnostics(r.diagnostics);
+    r.after = reconciler_->status();
+    return r;
+  }
+  if (holding_) {
+    r.status = 409;
+    r.error = "the agent is adopting its existing table; try again once it is ready";
+    r.after = reconciler_->status();
+    return r;
+  }
+  // 2. Where it goes, and the exact bytes to be written: validated again.
+  std::string error;
+  auto install = plan_policy_install(config_.policy, files, &error);
+  if (!install) {
+    r.status = 409;
+    r.error = error;
+    log_.error("api: policy from " + who + " not installed: " + error);
+    r.after = reconciler_->status();
+    return r;
+  }
+  policy::Diagnostics target_diags;
+  policy::load_policy_sources(install->files, target_diags);
+  if (target_diags.has_errors()) {
+    r.status = 500;
+    r.error = "the policy as it would be written on the agent is invalid; nothing was changed";
+    r.diagnostics = std::move(target_diags);
+    r.after = reconciler_->status();
+    return r;
+  }
+  // 3. Write it (atomically per file), then load it from there: the files
+  //    stay the agent's policy across restarts, and reloads of them are
+  //    recognised as unchanged by digest.
+  if (!write_policy_install(*install, &r.written, &error)) {
+    r.status = 500;
+    r.error = "cannot write the policy: " + error;
+    log_.error("api: policy from " + who + " not installed: " + error);
+    r.after = reconciler_->status();
+    return r;
+  }
+  const auto result = reload_policy("tierctl apply", who);
+  policy_due_.reset();
+  r.diagnostics = result.diagnostics;
+  r.unchanged = result.unchanged;
+  if (!result.accepted) {
+    r.status = 500;
+    r.error = "the installed policy files did not load";
+  } else {
+    resume(who);
+  }
+  r.after = reconciler_->status();
+  return r;
+}
+
+bool Daemon::flush(const Caller& caller, std::string* error) {
+  const std::string who = caller.describe();
+  gate_->open = false;
+  if (auto e = backend_->flush()) {
+    *error = "cannot remove table inet " + config_.nft.table + ": " + e->message;
+    gate_->open = !suspended_;
+    log_.error("api: flush by " + who + " failed: " + e->message);
+    return false;
+  }
+  suspended_ = true;
+  suspended_by_ = who;
+  log_.warn("api: enforcement FLUSHED by " + who + ": table inet " + config_.nft.table +
+                " removed; nothing is enforced until the next apply or reload",
+            {{"event", "flushed"}, {"by", who}});
+  return true;
 }
 
 void Daemon::check_dataplane() {
@@ -409,6 +679,10 @@ void Daemon::repair_drift() {
     log_.info(what + "; the pending adoption replaces the table");
     return;
   }
+  if (suspended_) {
+    log_.info(what + "; enforcement is flushed, nothing to restore");
+    return;
+  }
   if (reconciler_->status().generation == 0) {
     log_.info(what + "; no policy to restore yet");
     return;
@@ -441,48 +715,70 @@ void Daemon::after_change(const std::string& what) {
   check_dataplane();
 }
 
-void Daemon::reload_policy(const std::string& why) {
-  if (holding_) return;  // the first apply reads the files when it happens
+PolicyResult Daemon::reload_policy(const std::string& why, const std::string& who) {
+  if (holding_) return {};  // the first apply reads the files when it happens
   const auto result = reconciler_->load_and_set_policy(config_.policy);
   const auto st = reconciler_->status();
+  const std::string by = who.empty() ? why : who;
   if (!result.accepted) {
-    log_.error("policy rejected (" + why +
-               "): " + std::to_string(result.diagnostics.error_count()) +
-               " error(s); the last valid policy stays enforced" +
-               (st.generation > 0 ? " (generation " + std::to_string(st.generation) + ", digest " +
-                                        st.policy_digest.substr(0, 12) + ")"
-                                  : " (none yet)"));
+    log_.error("policy rejected (" + why + (who.empty() ? "" : " by " + who) +
+                   "): " + std::to_string(result.diagnostics.error_count()) +
+                   " error(s); the last valid policy stays enforced" +
+                   (st.generation > 0 ? " (generation " + std::to_string(st.generation) +
+                                            ", digest " + st.policy_digest.substr(0, 12) + ")"
+                                      : " (none yet)"),
+               {{"event", "policy-rejected"}, {"by", by}});
     log_.diagnostics(result.diagnostics);
-    return;
+    return result;
   }
   if (result.unchanged) {
-    log_.info("policy unchanged (" + why + "), digest " + st.policy_digest.substr(0, 12));
-    return;
+    log_.info("policy unchanged (" + why + (who.empty() ? "" : " by " + who) + "), digest " +
+              st.policy_digest.substr(0, 12));
+    return result;
   }
   if (st.dataplane_ok) {
-    log_.info("applied policy " + st.policy_name + " (" + why + "): generation " +
-              std::to_string(st.generation) + ", digest " + st.policy_digest.substr(0, 12) + ", " +
-              std::to_string(st.endpoints) + " endpoints, to table inet " + config_.nft.table +
-              " in " + ms_text(st.last_apply_latency));
+    log_.info("applied policy " + st.policy_name + " (" + why + (who.empty() ? "" : " by " + who) +
+                  "): generation " + std::to_string(st.generation) + ", digest " +
+                  st.policy_digest.substr(0, 12) + ", " + std::to_string(st.endpoints) +
+                  " endpoints, to table inet " + config_.nft.table + " in " +
+                  ms_text(st.last_apply_latency),
+              {{"event", "policy-applied"},
+               {"by", by},
+               {"policy", st.policy_name},
+               {"generation", std::to_string(st.generation)},
+               {"digest", st.policy_digest}});
+  } else {
+    log_.warn("accepted policy " + st.policy_name + " (" + why + (who.empty() ? "" : " by " + who) +
+                  "): generation " + std::to_string(st.generation) + ", digest " +
+                  st.policy_digest.substr(0, 12) + ", not yet applied: " + st.dataplane_error,
+              {{"event", "policy-accepted"},
+               {"by", by},
+               {"policy", st.policy_name},
+               {"generation", std::to_string(st.generation)},
+               {"digest", st.policy_digest}});
   }
   check_dataplane();
+  return result;
 }
 
-void Daemon::reload_inventory(const std::string& why) {
-  if (!config_.inventory) return;
+bool Daemon::reload_inventory(const std::string& why, policy::Diagnostics* out) {
+  if (!config_.inventory) return true;
   policy::Diagnostics diags;
   auto inv = identity::load_inventory(*config_.inventory, diags);
   if (!inv || diags.has_errors()) {
     log_.error("inventory " + *config_.inventory + " rejected (" + why +
                "); its last valid endpoints stay");
     log_.diagnostics(diags);
-    return;
+    if (out) *out = std::move(diags);
+    return false;
   }
   const auto count = inv->endpoints.size();
   reconciler_->on_snapshot(Source::Inventory, std::move(inv->endpoints));
   inventory_ready_ = true;
   after_change("inventory " + *config_.inventory + " loaded (" + why + ", " +
                std::to_string(count) + " entries)");
+  if (out) *out = std::move(diags);
+  return true;
 }
 
 void Daemon::start_runtime() {
@@ -582,16 +878,16 @@ int Daemon::run() {
   if (!probe.message.empty()) {
     log_.warn("cannot tell whether table inet " + config_.nft.table + " exists: " + probe.message);
   }
+  gate_ = std::make_unique<Gate>(*backend_);
   reconciler_ = std::make_unique<Reconciler>(
-      *backend_, Reconciler::Options{config_.container_cidrs, node_addresses});
+      *gate_, Reconciler::Options{config_.container_cidrs, node_addresses});
 
   log_.info("starting on node " + config_.node.name + " (" + std::to_string(node_addresses.size()) +
             " node addresses, " + std::to_string(config_.container_cidrs.size()) +
             " container CIDRs, table inet " + config_.nft.table + ")");
-  if (config_.flow_log_dir || config_.api.socket != kDefaultApiSocket) {
-    log_.warn("the flow log and the local API are not served by this version");
-  }
+  if (config_.flow_log_dir) log_.warn("the flow log is not written by this version");
   start_metrics();
+  start_api();
   setup_watches();
   open_monitor();
   reload_inventory("start");
@@ -640,8 +936,9 @@ int Daemon::run() {
     if (inventory_due_) wake = std::min(wake, *inventory_due_);
     if (holding_) wake = std::min(wake, started + options_.adopt_timeout);
     if (drift_due_) wake = std::min(wake, *drift_due_);
-    if (metrics_) {
-      if (auto d = metrics_->next_deadline()) wake = std::min(wake, *d);
+    for (const auto* server : {metrics_.get(), api_.get()}) {
+      if (server == nullptr) continue;
+      if (auto d = server->next_deadline()) wake = std::min(wake, *d);
     }
     now = Clock::now();
     const auto wait = wake > now ? std::chrono::ceil<std::chrono::milliseconds>(wake - now)
@@ -653,6 +950,8 @@ int Daemon::run() {
                                {inotify_.get(), POLLIN, 0},
                                {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
     if (metrics_) metrics_->add_fds(fds);  // fds[4...]
+    const std::size_t api_at = fds.size();
+    if (api_) api_->add_fds(fds);
     const int rc = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
     if (rc < 0) {
       if (errno == EINTR) continue;
@@ -666,7 +965,7 @@ int Daemon::run() {
         if (si.ssi_signo == SIGHUP) {
           log_.info("SIGHUP: reloading");
           reload_inventory("SIGHUP");
-          reload_policy("SIGHUP");
+          if (reload_policy("SIGHUP").accepted) resume("SIGHUP");
           policy_due_.reset();
           inventory_due_.reset();
         } else {
@@ -680,7 +979,8 @@ int Daemon::run() {
     if ((fds[1].revents & POLLIN) != 0) queue_.drain();
     if ((fds[2].revents & POLLIN) != 0) read_inotify();
     if ((fds[3].revents & (POLLIN | POLLERR)) != 0) read_monitor();
-    if (metrics_) metrics_->serve(std::span<const pollfd>(fds).subspan(4));
+    if (metrics_) metrics_->serve(std::span<const pollfd>(fds).subspan(4, api_at - 4));
+    if (api_) api_->serve(std::span<const pollfd>(fds).subspan(api_at));
   }
   if (runtime_) runtime_->stop();
   log_.info("stopped");

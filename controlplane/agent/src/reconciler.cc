@@ -306,10 +306,15 @@ bool Reconciler::tick() {
   return status_.dataplane_ok;
 }
 
-bool Reconciler::repair_drift() {
+bool Reconciler::reapply() {
   if (compilation_ == nullptr) return true;
   needs_full_apply_ = true;
-  if (!full_apply()) return false;
+  return full_apply();
+}
+
+bool Reconciler::repair_drift() {
+  if (compilation_ == nullptr) return true;
+  if (!reapply()) return false;
   ++status_.drift_repairs;
   return true;
 }

@@ -13,28 +13,15 @@
 #include "tierwall/identity/inventory.h"
 #include "tierwall/identity/resolver.h"
 #include "tierwall/lint/lint.h"
+#include "tierwall/policy/diagnostics_json.h"
 #include "tierwall/policy/loader.h"
 
 namespace tierwall::cli {
 
 using policy::Diagnostics;
+using policy::diagnostics_json;
 
 namespace {
-
-nlohmann::json diagnostics_json(const Diagnostics& diags) {
-  nlohmann::json list = nlohmann::json::array();
-  for (const auto& d : diags.sorted()) {
-    nlohmann::json j;
-    j["file"] = d.loc.file_name();
-    j["line"] = d.loc.line;
-    j["column"] = d.loc.column;
-    j["severity"] = d.severity == policy::Severity::Error ? "error" : "warning";
-    j["message"] = d.message;
-    if (!d.code.empty()) j["code"] = d.code;
-    list.push_back(std::move(j));
-  }
-  return list;
-}
 
 // Drops warnings whose code the user disabled.
 Diagnostics without(const Diagnostics& diags, const std::vector<std::string>& disabled) {

@@ -665,6 +665,11 @@ std::optional<Policy> load_policy(const std::vector<std::string>& paths, Diagnos
     SourceFile f{path, {}};
     if (read_file(path, f.content, diags)) sources.push_back(std::move(f));
   }
+  return load_policy_sources(sources, diags);
+}
+
+std::optional<Policy> load_policy_sources(const std::vector<SourceFile>& sources,
+                                          Diagnostics& diags) {
   std::vector<yaml::Document> docs;
   for (const auto& s : sources) {
     auto parsed =

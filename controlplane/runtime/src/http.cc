@@ -514,7 +514,8 @@ UnixHttpClient::UnixHttpClient(Options options, const Canceller* cancel)
     : options_(std::move(options)), cancel_(cancel) {}
 
 Result<std::unique_ptr<HttpConnection>> UnixHttpClient::connect_and_send(
-    std::string_view method, std::string_view target, Clock::time_point deadline) const {
+    std::string_view method, std::string_view target, std::string_view body,
+    Clock::time_point deadline) const {
   const std::string where = "unix://" + options_.socket_path;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
@@ -564,7 +565,13 @@ Result<std::unique_ptr<HttpConnection>> UnixHttpClient::connect_and_send(
   req.reserve(160 + target.size());
   req.append(method).append(" ").append(target).append(" HTTP/1.1\r\n");
   req.append("Host: ").append(options_.host).append("\r\n");
-  req.append("User-Agent: tierwall\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+  req.append("User-Agent: tierwall\r\nAccept: application/json\r\nConnection: close\r\n");
+  if (!body.empty() || method == "POST" || method == "PUT") {
+    req.append("Content-Type: application/json\r\nContent-Length: ")
+        .append(std::to_string(body.size()))
+        .append("\r\n");
+  }
+  req.append("\r\n").append(body);
   auto sent = conn->send_all(req, deadline);
   if (!sent) return Error::make(sent.error().kind, where + ": " + sent.error().message);
   return conn;
@@ -572,8 +579,13 @@ Result<std::unique_ptr<HttpConnection>> UnixHttpClient::connect_and_send(
 
 Result<HttpResponse> UnixHttpClient::request(std::string_view method,
                                              std::string_view target) const {
+  return request(method, target, std::string_view());
+}
+
+Result<HttpResponse> UnixHttpClient::request(std::string_view method, std::string_view target,
+                                             std::string_view body) const {
   const auto deadline = Clock::now() + options_.request_timeout;
-  auto conn = connect_and_send(method, target, deadline);
+  auto conn = connect_and_send(method, target, body, deadline);
   if (!conn) return conn.error();
   auto head = conn.value()->read_head(deadline, options_.max_header_bytes);
   const std::string what = std::string(method) + " " + std::string(target);
@@ -588,7 +600,7 @@ Result<HttpResponse> UnixHttpClient::request(std::string_view method,
 
 Result<HttpStream> UnixHttpClient::stream(std::string_view target) const {
   const auto deadline = Clock::now() + options_.request_timeout;
-  auto conn = connect_and_send("GET", target, deadline);
+  auto conn = connect_and_send("GET", target, std::string_view(), deadline);
   if (!conn) return conn.error();
   auto head = conn.value()->read_head(deadline, options_.max_header_bytes);
   if (!head) {

@@ -13,7 +13,13 @@
 //   dataplane: nft                        # default and only value: nft
 //   nft: {table: tierwall, logGroup: 100} # defaults shown
 //   flowLog: {dir: /var/log/tierwall}     # optional: no flow log when absent
-//   api: {socket: /run/tierwall/api.sock, group: tierwall}  # group optional
+//   api:                                  # the local API (tierctl status/apply/...)
+//     socket: /run/tierwall/api.sock      # default shown; "" = no API
+//     group: tierwall                     # optional: socket group (mode 0660)
+//     roles:                              # optional; uid 0 is always admin
+//       admin: {users: [alice], groups: [tierwall-admin]}
+//       operator: {groups: [tierwall]}
+//       auditor: {groups: [tierwall-audit]}
 //   metrics: {address: 127.0.0.1:9641}    # default shown; HOST:PORT, [V6]:PORT
 //
 // Relative paths in the file are relative to the file's directory; paths in
@@ -21,6 +27,7 @@
 // a did-you-mean for unknown keys, as for policies.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -47,9 +54,17 @@ struct AgentConfig {
     std::string table{kDefaultNftTable};
     std::uint16_t log_group = kDefaultLogGroup;
   };
+  // Who may do what through the local API (see api.h). Names or numeric
+  // ids; uid 0 is always admin.
+  struct RoleMembers {
+    std::vector<std::string> users;
+    std::vector<std::string> groups;
+  };
   struct Api {
-    std::string socket{kDefaultApiSocket};
-    std::optional<std::string> group;  // owner group of the socket (mode 0660)
+    std::string socket{kDefaultApiSocket};  // empty: no API
+    std::optional<std::string> group;       // owner group of the socket (mode 0660)
+    // index: auditor, operator, admin
+    std::array<RoleMembers, 3> roles{};
   };
 
   Node node;

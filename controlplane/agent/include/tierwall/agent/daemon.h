@@ -31,7 +31,17 @@
 // applied at once: containers not yet known are quarantined by the
 // dataplane (their addresses are in the container CIDRs).
 //
-// Logs: one plain line per event on `log`.
+// Local API (api.h): served on the unix socket api.socket by the same poll
+// loop; apply and reload run on the control thread like every other change.
+// An admin's flush removes the table and closes the dataplane Gate: the
+// reconciler keeps following its sources, and the next accepted apply,
+// reload or SIGHUP re-applies everything at once.
+//
+// Logs: structured, through spdlog on `log`: one line per event, text
+// ("TIME tierwalld LEVEL MESSAGE key=value ...") or JSON objects
+// ({"ts","level","msg",key: value...}) with DaemonOptions::log_json.
+// Policy changes carry event=policy-applied, by=WHO, generation, digest;
+// API refusals event=api-refused with the caller's uid, gid, pid and role.
 #pragma once
 
 #include <chrono>
@@ -45,6 +55,7 @@ struct DaemonOptions {
   // Enable br_netfilter so containers on one bridge are policed.
   bool bridge_netfilter = true;
   std::chrono::milliseconds adopt_timeout{10'000};
+  bool log_json = false;  // JSON lines instead of text
   std::chrono::milliseconds tick_interval{1'000};
   // Quiet time after a file change before it is reloaded.
   std::chrono::milliseconds settle{150};

@@ -4,11 +4,7 @@
 // the daemon knows (apply latency histogram, per-rule kernel counters, which
 // identity sources are configured) -> text exposition format 0.0.4.
 //
-// MetricsServer is a tiny non-blocking HTTP/1.0 server without a thread of
-// its own: the daemon's poll loop adds its fds (add_fds) and hands the
-// results back (serve). One request per connection, bounded in size
-// (kMaxRequest) and time (kConnectionDeadline), at most kMaxConnections at
-// once; the response closes the connection.
+// The daemon serves them through an HttpServer (http_server.h) on TCP.
 #pragma once
 
 #include <array>
@@ -26,6 +22,7 @@
 #include <vector>
 
 #include "tierwall/agent/config.h"
+#include "tierwall/agent/http_server.h"
 #include "tierwall/agent/reconciler.h"
 #include "tierwall/dataplane/ruleset.h"
 
@@ -68,60 +65,10 @@ std::string escape_label_value(std::string_view value);
 
 std::string render_metrics(const ReconcilerStatus& status, const ExtraCounters& extra);
 
-class MetricsServer {
- public:
-  static constexpr std::size_t kMaxRequest = 8192;
-  static constexpr std::size_t kMaxConnections = 32;
-  static constexpr std::chrono::milliseconds kConnectionDeadline{5000};
-
-  struct Response {
-    int status = 200;
-    std::string content_type = "text/plain; charset=utf-8";
-    std::string body;
-  };
-  // Called with the request path (query string removed) of a GET or HEAD.
-  using Handler = std::function<Response(std::string_view path)>;
-
-  // Binds and listens (non-blocking). nullptr with `error` set on failure.
-  static std::unique_ptr<MetricsServer> open(const HostPort& address, Handler handler,
-                                             std::string* error);
-  ~MetricsServer();
-  MetricsServer(const MetricsServer&) = delete;
-  MetricsServer& operator=(const MetricsServer&) = delete;
-
-  // Appends the fds to wait on; serve() must get exactly the entries added.
-  void add_fds(std::vector<pollfd>& fds) const;
-  // Accepts, reads, answers and expires connections.
-  void serve(std::span<const pollfd> fds);
-  // The earliest connection deadline, to bound the poll timeout.
-  [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> next_deadline() const;
-  [[nodiscard]] std::uint16_t port() const { return port_; }
-
- private:
-  struct Connection {
-    int fd = -1;
-    std::string in;
-    std::string out;
-    std::size_t sent = 0;
-    bool responding = false;
-    std::chrono::steady_clock::time_point deadline;
-  };
-  MetricsServer(int fd, std::uint16_t port, Handler handler);
-  void accept_all();
-  void on_readable(Connection& c);
-  void respond(Connection& c, const Response& r, bool head);
-  static bool flush(Connection& c);  // true when done (or failed): close it
-
-  int listen_fd_ = -1;
-  std::uint16_t port_ = 0;
-  Handler handler_;
-  std::vector<Connection> connections_;
-};
-
 // The answer of the daemon's endpoints: /metrics (render()), /healthz ("ok"),
 // /readyz (200 when not_ready() is empty, else 503 with the reason), else 404.
-MetricsServer::Response health_response(std::string_view path,
-                                        const std::function<std::string()>& render,
-                                        const std::function<std::string()>& not_ready);
+// Only GET and HEAD are answered (405 otherwise).
+HttpResponse health_response(const HttpRequest& request, const std::function<std::string()>& render,
+                             const std::function<std::string()>& not_ready);
 
 }  // namespace tierwall::agent

@@ -130,6 +130,10 @@ class Reconciler {
   // status().dataplane_ok afterwards. Cheap when nothing is pending.
   bool tick();
 
+  // Re-applies the whole desired generation at once (after the dataplane
+  // was emptied on purpose). True when nothing is to be applied yet.
+  bool reapply();
+
   // Someone else changed the dataplane (drift): re-applies the whole desired
   // generation at once. Counts a success in status().drift_repairs; a
   // failure is a dataplane error, retried by tick(). True when nothing is

@@ -40,6 +40,11 @@ std::optional<Policy> build_policy(const std::vector<const yaml::Document*>& doc
 // Reads policy files/directories; any document of another kind is an error.
 std::optional<Policy> load_policy(const std::vector<std::string>& paths, Diagnostics& diags);
 
+// The same for files already read (the agent's API receives them): each
+// source is parsed under its `path`, which diagnostics name.
+std::optional<Policy> load_policy_sources(const std::vector<SourceFile>& sources,
+                                          Diagnostics& diags);
+
 // Parses policy text held in memory (tests, fuzzing).
 std::optional<Policy> parse_policy(std::string_view text, const std::string& name,
                                    Diagnostics& diags);

@@ -111,6 +111,9 @@ class UnixHttpClient {
   // Any status is a success here; callers decide which statuses they accept.
   [[nodiscard]] Result<HttpResponse> request(std::string_view method,
                                              std::string_view target) const;
+  // The same with a JSON request body (sent with Content-Length).
+  [[nodiscard]] Result<HttpResponse> request(std::string_view method, std::string_view target,
+                                             std::string_view body) const;
 
   // GET `target`, returning once the status line and headers arrived; the
   // body is then read from the stream.
@@ -120,7 +123,7 @@ class UnixHttpClient {
 
  private:
   Result<std::unique_ptr<HttpConnection>> connect_and_send(
-      std::string_view method, std::string_view target,
+      std::string_view method, std::string_view target, std::string_view body,
       std::chrono::steady_clock::time_point deadline) const;
 
   Options options_;
