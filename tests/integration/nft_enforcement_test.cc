@@ -17,6 +17,7 @@
 // surface at once as EPERM (Outcome::kUnreachable). An allowed probe that
 // times out is retried once (scheduling hiccups on small CI machines); a
 // denied expectation is never retried.
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -631,6 +632,51 @@ TEST_F(NftEnforcement, CountersCountTheDecidingRules) {
   }
   // A rule that decides nothing keeps its counter at zero.
   EXPECT_EQ(after.at(dataplane::kRuleIntraTier), 0U) << "intraTier: deny in this policy";
+}
+
+TEST_F(NftEnforcement, CountersSurviveReapplyingTheSameGeneration) {
+  check({{&c1().ns, ip_of(c0(), false), tcp(80), false}});  // default-deny, counted
+  const auto before = packets();
+  ASSERT_GT(before.at(dataplane::kRuleDefaultDeny), 0U);
+  // Drift repair, a retry or a resume replace the table with the same
+  // generation: the counters carry on from where they were.
+  const auto err = in_netns(lab_->node, [&] { return backend_->apply(rules_); });
+  ASSERT_FALSE(err) << err->message;
+  EXPECT_EQ(packets(), before);
+  check({{&c1().ns, ip_of(c0(), false), tcp(80), false}});
+  EXPECT_GT(packets().at(dataplane::kRuleDefaultDeny), before.at(dataplane::kRuleDefaultDeny));
+  // A new generation has rules of its own: its counters start at zero.
+  ASSERT_NO_FATAL_FAILURE(apply(policy_yaml()));
+  EXPECT_EQ(packets().at(dataplane::kRuleDefaultDeny), 0U);
+}
+
+TEST_F(NftEnforcement, ForeignCommitsDoNotFailUpdatesOrApplies) {
+  // Another nftables writer (netavark, another firewall) commits to its own
+  // table between our generation read and our commit: the kernel refuses
+  // our batch (ERESTART) and it must be sent again, not reported.
+  dataplane::nft::NftBackend::Config config;
+  for (const std::string& a :
+       {lab_->br0_v4, lab_->br1_v4, lab_->uplink_v4, lab_->br0_v6, lab_->br1_v6, lab_->uplink_v6}) {
+    config.local_addresses.push_back(*IpAddress::parse(a));
+  }
+  int foreign = 0;
+  config.before_commit = [&] {
+    if (foreign++ % 2 == 0) {  // every first attempt loses the race
+      lab_->node.check("nft add table inet twforeign" + std::to_string(foreign));
+    }
+  };
+  auto opened = in_netns(lab_->node, [&] { return dataplane::nft::NftBackend::open(config); });
+  ASSERT_TRUE(std::holds_alternative<std::unique_ptr<dataplane::nft::NftBackend>>(opened));
+  backend_ = std::move(std::get<std::unique_ptr<dataplane::nft::NftBackend>>(opened));
+  ASSERT_NO_FATAL_FAILURE(apply(policy_yaml()));
+  ASSERT_NO_FATAL_FAILURE(upsert_endpoint("web-2", c3(), {{"role", "web"}, {"env", "prod"}}));
+  ASSERT_NO_FATAL_FAILURE(upsert_endpoint("web-2", c3(), {{"role", "api"}, {"env", "prod"}}));
+  EXPECT_EQ(foreign, 6);  // three commits, each sent twice
+  for (int i = 1; i <= foreign; i += 2) {
+    lab_->node.run("nft delete table inet twforeign" + std::to_string(i));
+  }
+  // The endpoint is enforced in its new tier.
+  check({{&c3().ns, ip_of(d0(), false), tcp(5432), true}});
 }
 
 }  // namespace

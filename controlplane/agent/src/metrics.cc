@@ -154,12 +154,16 @@ std::string render_metrics(const ReconcilerStatus& st, const ExtraCounters& extr
     o << "tierwall_identity_source_connected{" << label("source", to_string(static_cast<Source>(i)))
       << "} " << (st.sources[i].connected ? 1 : 0) << "\n";
   }
-  header(o, "tierwall_rule_packets_total", "counter", "Packets decided by each rule.");
+  header(
+      o, "tierwall_rule_packets_total", "counter",
+      "Packets decided by each rule: the first packet of each connection it allowed (later packets "
+      "of an established connection are not re-decided), every packet it denied or audited.");
   for (const auto& r : extra.rules) {
     o << "tierwall_rule_packets_total{" << label("rule", r.rule) << "," << label("kind", r.kind)
       << "} " << r.packets << "\n";
   }
-  header(o, "tierwall_rule_bytes_total", "counter", "Bytes decided by each rule.");
+  header(o, "tierwall_rule_bytes_total", "counter",
+         "Bytes of the packets counted in tierwall_rule_packets_total (not the whole connection).");
   for (const auto& r : extra.rules) {
     o << "tierwall_rule_bytes_total{" << label("rule", r.rule) << "," << label("kind", r.kind)
       << "} " << r.bytes << "\n";

@@ -25,12 +25,40 @@ DataplaneError NftBackend::error_of(const ApplyError& e) {
   return out;
 }
 
+template <typename Attempt>
+std::optional<ApplyError> NftBackend::with_retries(Attempt&& attempt) {
+  std::optional<ApplyError> last;
+  for (int i = 0; i < kConcurrentRetries; ++i) {
+    ApplyError gen_error;
+    const auto genid = socket_.get_generation(&gen_error);
+    if (!genid) return gen_error;
+    if (config_.before_commit) config_.before_commit();
+    last = attempt(*genid);
+    // ERESTART: another process committed to nftables (any table) between
+    // our generation read and our commit; nothing of ours was applied.
+    // Our own state is unchanged, so the same batch is simply sent again.
+    if (!last || last->err != ERESTART) return last;
+  }
+  return last;
+}
+
 std::optional<DataplaneError> NftBackend::apply(const RuleSet& rules) {
   const Plan plan = build_plan(rules, config_.plan);
-  ApplyError gen_error;
-  const auto genid = socket_.get_generation(&gen_error);
-  if (!genid) return error_of(gen_error);
-  if (auto e = socket_.apply_plan(plan, *genid)) return error_of(*e);
+  // The table is replaced whole, which resets its named counters: re-applying
+  // the same generation (retry, drift repair, resume) carries them over so
+  // that they never go backwards; a new generation starts them afresh.
+  std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> before;
+  const bool same_generation = rules.policy != nullptr && rules.policy == carried_policy_;
+  if (same_generation && policy_ != nullptr) before = kernel_rule_counters();
+  if (auto e = with_retries([&](std::uint32_t genid) { return socket_.apply_plan(plan, genid); })) {
+    return error_of(*e);
+  }
+  if (!same_generation) carried_.clear();
+  for (const auto& [id, v] : before) {
+    carried_[id].first += v.first;
+    carried_[id].second += v.second;
+  }
+  carried_policy_ = rules.policy;
 
   policy_ = rules.policy;
   live_ = *rules.endpoints;
@@ -98,11 +126,11 @@ std::optional<DataplaneError> NftBackend::update_endpoints(
     updated[c.id] = std::move(now);
   }
   if (!add.empty() || !remove.empty()) {
-    ApplyError gen_error;
-    const auto genid = socket_.get_generation(&gen_error);
-    if (!genid) return error_of(gen_error);
-    if (auto e = socket_.apply_elements(config_.plan.table, add, remove, *genid))
+    if (auto e = with_retries([&](std::uint32_t genid) {
+          return socket_.apply_elements(config_.plan.table, add, remove, genid);
+        })) {
       return error_of(*e);
+    }
   }
   // Remove every changed endpoint first, so that addresses moving between
   // endpoints of this batch are free when their new owner is inserted.
@@ -125,7 +153,14 @@ std::optional<DataplaneError> NftBackend::update_endpoints(
 }
 
 std::optional<DataplaneError> NftBackend::flush() {
+  const auto before = policy_ != nullptr
+                          ? kernel_rule_counters()
+                          : std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>>{};
   if (auto e = socket_.flush(config_.plan.table)) return error_of(*e);
+  for (const auto& [id, v] : before) {
+    carried_[id].first += v.first;
+    carried_[id].second += v.second;
+  }
   policy_.reset();
   installed_.clear();
   live_ = EndpointTable{};
@@ -164,6 +199,15 @@ void NftBackend::cut(const std::vector<IpAddress>& addresses) {
 }
 
 std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> NftBackend::rule_counters() {
+  auto out = kernel_rule_counters();
+  for (const auto& [id, v] : carried_) {
+    out[id].first += v.first;
+    out[id].second += v.second;
+  }
+  return out;
+}
+
+std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> NftBackend::kernel_rule_counters() {
   std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> out;
   for (const auto& [name, value] : socket_.read_counters(config_.plan.table)) {
     if (name.size() < 2 || name[0] != 'c') continue;

@@ -5,6 +5,8 @@
 // thread-safe. It owns one netlink socket.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +31,9 @@ class NftBackend final : public Dataplane {
     std::vector<IpAddress> local_addresses;
     // Delete conntrack entries that a new state denies (cut connections).
     bool cut_connections = true;
+    // Test seam: runs between reading the ruleset generation id and
+    // committing a batch (to put a foreign commit exactly there).
+    std::function<void()> before_commit;
   };
 
   static std::variant<std::unique_ptr<NftBackend>, std::string> open(Config config);
@@ -39,7 +44,9 @@ class NftBackend final : public Dataplane {
 
   // Connections cut by the last apply/update.
   [[nodiscard]] std::size_t last_cut() const { return last_cut_; }
-  // Packets/bytes per policy rule id, from the named counters.
+  // Packets/bytes per policy rule id, from the named counters, plus what
+  // they held before the table was last re-created for the same generation
+  // (so they never go backwards while the generation lasts).
   std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> rule_counters();
   std::optional<KernelCounts> kernel_counts();
   [[nodiscard]] const std::string& table() const { return config_.plan.table; }
@@ -48,7 +55,14 @@ class NftBackend final : public Dataplane {
  private:
   NftBackend(NftSocket socket, Config config);
 
+  // A commit that lost a race with another nftables writer (ERESTART) is
+  // sent again, with a fresh generation id, up to this many times in all.
+  static constexpr int kConcurrentRetries = 5;
+
   static DataplaneError error_of(const ApplyError& e);
+  template <typename Attempt>
+  std::optional<ApplyError> with_retries(Attempt&& attempt);
+  std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> kernel_rule_counters();
   // Deletes the conntrack entries of `addresses` (all entries when empty)
   // that the current state denies.
   void cut(const std::vector<IpAddress>& addresses);
@@ -59,6 +73,9 @@ class NftBackend final : public Dataplane {
   EndpointTable live_;  // the endpoint state the kernel holds now
   std::unordered_map<EndpointId, std::vector<Element>> installed_;
   std::size_t last_cut_ = 0;
+  // Counters of carried_policy_'s rules from tables since replaced.
+  std::shared_ptr<const CompiledPolicy> carried_policy_;
+  std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> carried_;
 };
 
 }  // namespace tierwall::dataplane::nft
