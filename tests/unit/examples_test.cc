@@ -91,6 +91,7 @@ TEST_P(Example, ReadmeExplainAnswersHold) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, Example,
-                         ::testing::Values("nist-800-190", "dev-test-prod", "pci-cardholder"));
+                         ::testing::Values("nist-800-190", "dev-test-prod", "pci-cardholder",
+                                           "shop-demo"));
 
 }  // namespace
