@@ -9,24 +9,17 @@
 // (inet twtest<pid>), never the default one; only that table is deleted
 // afterwards. Containers are named twap-<pid>-* and removed in TearDown,
 // pass or fail; the br_netfilter sysctls are restored.
-#include <arpa/inet.h>
 #include <array>
-#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <map>
-#include <netinet/in.h>
-#include <optional>
-#include <sstream>
 #include <string>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -34,11 +27,23 @@
 
 #include <gtest/gtest.h>
 
+#include "tierwall/testsupport/podman.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 using Millis = std::chrono::milliseconds;
+
+using tierwall::testsupport::free_loopback_port;
+using tierwall::testsupport::http_get;
+using tierwall::testsupport::read_text;
+using tierwall::testsupport::shell;
+using tierwall::testsupport::ShellResult;
+using tierwall::testsupport::split_lines;
+using tierwall::testsupport::tier_counts;
+using tierwall::testsupport::trim;
+using tierwall::testsupport::wait_until;
 
 const std::string kTierwalld = TIERWALLD_BINARY;
 const std::string kScript = std::string(TIERWALL_SOURCE_DIR) + "/scripts/podman-setup.sh";
@@ -48,116 +53,6 @@ const std::array<const char*, 2> kBridgeSysctls = {"/proc/sys/net/bridge/bridge-
 
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-struct Cmd {
-  int rc = -1;
-  std::string out;
-};
-
-Cmd run(const std::string& cmd) {
-  Cmd c;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return c;
-  std::array<char, 4096> buf{};
-  std::size_t n = 0;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) c.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  c.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return c;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
-std::vector<std::string> split_lines(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) out.push_back(line);
-  }
-  return out;
-}
-
-std::string read_file(const fs::path& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-bool wait_until(const std::function<bool()>& pred, Millis timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (!pred()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(Millis{100});
-  }
-  return true;
-}
-
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
-  auto* sa = reinterpret_cast<sockaddr*>(&a);
-  int port = 0;
-  if (::bind(fd, sa, sizeof(a)) == 0 && ::getsockname(fd, sa, &len) == 0) port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
-
-// GET path from 127.0.0.1:port; the body, or nullopt.
-std::optional<std::string> http_get(int port, const std::string& path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return std::nullopt;
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<std::uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    ::close(fd);
-    return std::nullopt;
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    return std::nullopt;
-  }
-  std::string resp;
-  std::array<char, 8192> buf{};
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-    if (n <= 0) break;
-    resp.append(buf.data(), static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  const auto body = resp.find("\r\n\r\n");
-  if (resp.rfind("HTTP/1.", 0) != 0 || body == std::string::npos) return std::nullopt;
-  return resp.substr(body + 4);
-}
-
-// tierwall_endpoints{tier="..."} values.
-std::map<std::string, long> tier_counts(const std::string& metrics) {
-  std::map<std::string, long> out;
-  const std::string prefix = "tierwall_endpoints{tier=\"";
-  for (const auto& line : split_lines(metrics)) {
-    if (line.rfind(prefix, 0) != 0) continue;
-    const auto q = line.find('"', prefix.size());
-    const auto sp = line.rfind(' ');
-    if (q == std::string::npos || sp == std::string::npos) continue;
-    out[line.substr(prefix.size(), q - prefix.size())] = std::stol(line.substr(sp + 1));
-  }
-  return out;
 }
 
 class AgentPodmanTest : public ::testing::Test {
@@ -176,9 +71,9 @@ class AgentPodmanTest : public ::testing::Test {
     dir_ = tmpl;
     log_ = dir_ / "tierwalld.log";
 
-    Cmd setup = run(kScript);
+    ShellResult setup = shell(kScript);
     ASSERT_EQ(setup.rc, 0) << "scripts/podman-setup.sh failed:\n" << setup.out;
-    Cmd service = run(kScript + " service start " + socket_);
+    ShellResult service = shell(kScript + " service start " + socket_);
     service_started_ = true;
     ASSERT_EQ(service.rc, 0) << "podman service did not start:\n" << service.out;
     std::printf("[ timing   ] podman setup + service: %.0f ms\n", ms_since(t0_));
@@ -186,7 +81,7 @@ class AgentPodmanTest : public ::testing::Test {
     // Bridged traffic on podman0 must pass the inet hooks to be policed.
     for (const char* key : kBridgeSysctls) {
       if (!fs::exists(key)) continue;
-      saved_sysctls_.emplace_back(key, trim(read_file(key)));
+      saved_sysctls_.emplace_back(key, trim(read_text(key)));
       std::ofstream(key) << "1\n";
     }
     if (saved_sysctls_.empty()) GTEST_SKIP() << "br_netfilter is not available";
@@ -207,18 +102,19 @@ class AgentPodmanTest : public ::testing::Test {
       }
       agent_pid_ = -1;
     }
-    if (HasFailure() && fs::exists(log_)) std::cerr << "tierwalld log:\n" << read_file(log_);
-    if (!table_.empty()) run("nft delete table inet " + table_);
+    if (HasFailure() && fs::exists(log_)) std::cerr << "tierwalld log:\n" << read_text(log_);
+    if (!table_.empty()) shell("nft delete table inet " + table_);
     if (!prefix_.empty()) {
-      Cmd names = run("podman ps -a --filter name=^" + prefix_ + " --format '{{.Names}}'");
+      ShellResult names =
+          shell("podman ps -a --filter name=^" + prefix_ + " --format '{{.Names}}'");
       std::string all;
       for (const auto& n : split_lines(names.out)) all += " " + n;
       if (!all.empty()) {
-        Cmd rm = run("podman rm -f -t 0" + all);
+        ShellResult rm = shell("podman rm -f -t 0" + all);
         EXPECT_EQ(rm.rc, 0) << rm.out;
       }
     }
-    if (service_started_) run(kScript + " service stop " + socket_);
+    if (service_started_) shell(kScript + " service stop " + socket_);
     for (const auto& [key, value] : saved_sysctls_) std::ofstream(key) << value << "\n";
     if (!dir_.empty()) fs::remove_all(dir_);
     std::printf("[ timing   ] total incl. cleanup: %.0f ms\n", ms_since(t0_));
@@ -252,7 +148,7 @@ class AgentPodmanTest : public ::testing::Test {
   void start_agent() {
     const fs::path policy_file = dir_ / "policy.yaml";
     std::ofstream(policy_file) << policy();
-    metrics_port_ = free_port();
+    metrics_port_ = free_loopback_port();
     ASSERT_GT(metrics_port_, 0);
     const std::string cmd =
         "exec " + kTierwalld + " --policy " + policy_file.string() + " --table " + table_ +
@@ -268,9 +164,13 @@ class AgentPodmanTest : public ::testing::Test {
     agent_pid_ = pid;
   }
 
+  std::string metrics_text() {
+    auto m = http_get(metrics_port_, "/metrics");
+    return m ? m->body : "(none)";
+  }
   std::map<std::string, long> counts() {
     auto m = http_get(metrics_port_, "/metrics");
-    return m ? tier_counts(*m) : std::map<std::string, long>{};
+    return m ? tier_counts(m->body) : std::map<std::string, long>{};
   }
   long count(const std::string& tier) {
     auto c = counts();
@@ -280,21 +180,21 @@ class AgentPodmanTest : public ::testing::Test {
 
   // An echo server on tcp/8080.
   void start(const std::string& suffix, const std::string& image, const std::string& labels) {
-    Cmd c = run("podman run -d --name " + prefix_ + suffix + " " + labels + " " + image +
-                " nc -ll -p 8080 -e cat");
+    ShellResult c = shell("podman run -d --name " + prefix_ + suffix + " " + labels + " " + image +
+                          " nc -ll -p 8080 -e cat");
     ASSERT_EQ(c.rc, 0) << c.out;
   }
   std::string ip(const std::string& suffix) {
     return trim(
-        run("podman inspect --format '{{.NetworkSettings.IPAddress}}' " + prefix_ + suffix).out);
+        shell("podman inspect --format '{{.NetworkSettings.IPAddress}}' " + prefix_ + suffix).out);
   }
   // True when `from` reaches to:8080 and gets its line echoed back.
   bool reaches(const std::string& from, const std::string& to_ip) {
-    Cmd c = run("podman exec " + prefix_ + from + " sh -c 'echo ping-" + pid_ + " | nc -w 1 " +
-                to_ip + " 8080'");
+    ShellResult c = shell("podman exec " + prefix_ + from + " sh -c 'echo ping-" + pid_ +
+                          " | nc -w 1 " + to_ip + " 8080'");
     return c.out.find("ping-" + pid_) != std::string::npos;
   }
-  std::string log() { return read_file(log_); }
+  std::string log() { return read_text(log_); }
 
   Clock::time_point t0_;
   std::string pid_, prefix_, table_, socket_;
@@ -331,7 +231,7 @@ TEST_F(AgentPodmanTest, TiersMetricsTrafficAndChurn) {
       },
       Millis{10000}))
       << "metrics:\n"
-      << http_get(metrics_port_, "/metrics").value_or("(none)") << "\nlog:\n"
+      << metrics_text() << "\nlog:\n"
       << log();
   ASSERT_TRUE(
       wait_until([&] { return log().find("applied policy") != std::string::npos; }, Millis{5000}))
@@ -359,7 +259,7 @@ TEST_F(AgentPodmanTest, TiersMetricsTrafficAndChurn) {
               (is_web ? web_labels + " " + kBusybox : app_labels + " reg.example/shop/api:3.1") +
               " nc -ll -p 8080 -e cat >/dev/null & ";
   }
-  Cmd started = run(starts + "wait");
+  ShellResult started = shell(starts + "wait");
   ASSERT_EQ(started.rc, 0) << started.out;
   EXPECT_TRUE(wait_until([&] { return count("web") == 6 && count("app") == 6; }, Millis{10000}))
       << "web=" << count("web") << " app=" << count("app") << "\n"
@@ -372,7 +272,7 @@ TEST_F(AgentPodmanTest, TiersMetricsTrafficAndChurn) {
   t = Clock::now();
   std::string rms = "podman rm -f -t 0";
   for (int i = 0; i < 10; ++i) rms += " " + prefix_ + "churn" + std::to_string(i);
-  Cmd removed = run(rms);
+  ShellResult removed = shell(rms);
   ASSERT_EQ(removed.rc, 0) << removed.out;
   EXPECT_TRUE(wait_until([&] { return count("web") == 1 && count("app") == 1; }, Millis{10000}))
       << "web=" << count("web") << " app=" << count("app") << "\n"
