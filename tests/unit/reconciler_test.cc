@@ -200,6 +200,17 @@ TEST_F(ReconcilerTest, SnapshotThenUpsertsAreSingleSmallUpdates) {
   EXPECT_EQ(s.sources[static_cast<std::size_t>(Source::Runtime)].endpoints, 2U);
 }
 
+TEST_F(ReconcilerTest, EveryDataplaneCallLatencyIsKeptForTheHistogram) {
+  load(dir_.write("p.yaml", kPolicyV1));
+  rec_.on_upsert(Source::Runtime, ep("api1", "api", {"10.88.0.4"}, "ccc"));
+  rec_.on_upsert(Source::Runtime, ep("api2", "api", {"10.88.0.5"}, "ddd"));
+  rec_.on_upsert(Source::Runtime, ep("api2", "api", {"10.88.0.5"}, "ddd"));  // no call
+  EXPECT_EQ(rec_.take_latencies().size(), 3U);                               // 1 apply + 2 updates
+  EXPECT_TRUE(rec_.take_latencies().empty());
+  rec_.repair_drift();
+  EXPECT_EQ(rec_.take_latencies().size(), 1U);
+}
+
 TEST_F(ReconcilerTest, EndpointsBeforePolicyAreAppliedWithTheFirstGeneration) {
   rec_.on_snapshot(Source::Inventory,
                    {ep("web1", "web", {"10.88.0.2"}), ep("x", "other", {"10.88.0.5"})});

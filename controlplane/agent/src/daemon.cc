@@ -296,8 +296,6 @@ class Daemon final : public AgentControl {
   std::unique_ptr<ApiHandler> api_handler_;
   std::unique_ptr<HttpServer> api_;
   LatencyHistogram apply_latency_;
-  std::uint64_t observed_applies_ = 0;
-  std::uint64_t observed_updates_ = 0;
 };
 
 // A foreign commit is announced as its messages, then NEWGEN: a change is
@@ -362,15 +360,7 @@ void Daemon::read_inotify() {
 }
 
 void Daemon::observe_latencies() {
-  const auto st = reconciler_->status();
-  if (st.applies != observed_applies_) {
-    observed_applies_ = st.applies;
-    apply_latency_.observe(st.last_apply_latency);
-  }
-  if (st.updates != observed_updates_) {
-    observed_updates_ = st.updates;
-    apply_latency_.observe(st.last_update_latency);
-  }
+  for (const auto d : reconciler_->take_latencies()) apply_latency_.observe(d);
 }
 
 void Daemon::start_metrics() {

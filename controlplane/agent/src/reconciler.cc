@@ -175,6 +175,7 @@ void Reconciler::commit(Batch& batch) {
     const auto t0 = std::chrono::steady_clock::now();
     auto err = dataplane_.update_endpoints(changes);
     status_.last_update_latency = std::chrono::steady_clock::now() - t0;
+    latencies_.push_back(status_.last_update_latency);
     if (err) {
       dataplane_failed(*err);
     } else {
@@ -212,6 +213,7 @@ bool Reconciler::full_apply() {
   const auto t0 = std::chrono::steady_clock::now();
   auto err = dataplane_.apply(rules);
   status_.last_apply_latency = std::chrono::steady_clock::now() - t0;
+  latencies_.push_back(status_.last_apply_latency);
   if (err) {
     dataplane_failed(*err);
     return false;
@@ -317,6 +319,10 @@ bool Reconciler::repair_drift() {
   if (!reapply()) return false;
   ++status_.drift_repairs;
   return true;
+}
+
+std::vector<std::chrono::nanoseconds> Reconciler::take_latencies() {
+  return std::exchange(latencies_, {});
 }
 
 ReconcilerStatus Reconciler::status() const {

@@ -141,6 +141,9 @@ class Reconciler {
   bool repair_drift();
 
   [[nodiscard]] ReconcilerStatus status() const;
+  // Every successful dataplane call's latency (full applies and endpoint
+  // updates) since the last call, oldest first; for the metrics histogram.
+  std::vector<std::chrono::nanoseconds> take_latencies();
   [[nodiscard]] std::vector<EndpointView> endpoints() const;  // sorted by id
   // The current compilation, nullptr before the first policy.
   [[nodiscard]] const compiler::Compilation* compilation() const { return compilation_.get(); }
@@ -192,6 +195,7 @@ class Reconciler {
   std::uint64_t next_seq_ = 0;
 
   ReconcilerStatus status_;
+  std::vector<std::chrono::nanoseconds> latencies_;  // not yet taken
 };
 
 }  // namespace tierwall::agent
