@@ -20,6 +20,7 @@
 #include <iostream>
 #include <map>
 #include <string>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -46,6 +47,7 @@ using tierwall::testsupport::trim;
 using tierwall::testsupport::wait_until;
 
 const std::string kTierwalld = TIERWALLD_BINARY;
+const std::string kTierctl = TIERCTL_BINARY;
 const std::string kScript = std::string(TIERWALL_SOURCE_DIR) + "/scripts/podman-setup.sh";
 const std::string kBusybox = "reg.example/tierwall/busybox:1";
 const std::array<const char*, 2> kBridgeSysctls = {"/proc/sys/net/bridge/bridge-nf-call-iptables",
@@ -148,11 +150,16 @@ class AgentPodmanTest : public ::testing::Test {
   void start_agent() {
     const fs::path policy_file = dir_ / "policy.yaml";
     std::ofstream(policy_file) << policy();
+    // The local API on a socket of the test's own; gid 4240 may open it and
+    // has no role.
+    ::chmod(dir_.c_str(), 0755);
+    std::ofstream(dir_ / "agent.yaml") << "api: {socket: api.sock, group: \"4240\"}\n";
     metrics_port_ = free_loopback_port();
     ASSERT_GT(metrics_port_, 0);
     const std::string cmd =
-        "exec " + kTierwalld + " --policy " + policy_file.string() + " --table " + table_ +
-        " --no-bridge-netfilter --runtime-socket " + socket_ +
+        "exec " + kTierwalld + " --config " + (dir_ / "agent.yaml").string() + " --policy " +
+        policy_file.string() + " --table " + table_ + " --no-bridge-netfilter --runtime-socket " +
+        socket_ +
         " --container-cidr 10.88.0.0/16 --metrics 127.0.0.1:" + std::to_string(metrics_port_) +
         " >" + log_.string() + " 2>&1";
     const pid_t pid = ::fork();
@@ -284,6 +291,54 @@ TEST_F(AgentPodmanTest, TiersMetricsTrafficAndChurn) {
   EXPECT_TRUE(reaches("web", api));
   EXPECT_FALSE(reaches("web", db));
   EXPECT_NE(::kill(agent_pid_, 0), -1) << "agent died:\n" << log();
+}
+
+// Fail closed: a container that starts while the agent cannot learn of it
+// (stopped with SIGSTOP, as if busy or slow) is in a container CIDR but
+// not in the endpoint map, so it is quarantined from its first packet;
+// once the agent runs again it moves to its tier. Also: a uid without the
+// admin role is refused `tierctl apply` and nothing changes.
+TEST_F(AgentPodmanTest, UnknownContainerQuarantinedUntilIdentifiedNonAdminRefused) {
+  const std::string web_labels = "--label twtest=" + pid_ + " --label role=web";
+  start("api", "reg.example/shop/api:3.1", "--label twtest=" + pid_);
+  start("web", kBusybox, web_labels);
+  if (HasFatalFailure()) return;
+  const std::string api = ip("api");
+  start_agent();
+  ASSERT_TRUE(wait_until([&] { return count("web") == 1 && count("app") == 1; }, Millis{10000}))
+      << log();
+  ASSERT_TRUE(wait_until([&] { return reaches("web", api); }, Millis{5000})) << log();
+
+  ASSERT_EQ(::kill(agent_pid_, SIGSTOP), 0);
+  start("late", kBusybox, web_labels);  // a web container the agent does not know yet
+  if (HasFatalFailure()) {
+    ::kill(agent_pid_, SIGCONT);
+    return;
+  }
+  // Its first packets and every retry are dropped: quarantine.
+  for (int i = 0; i < 3; ++i) EXPECT_FALSE(reaches("late", api)) << "attempt " << i;
+  EXPECT_TRUE(reaches("web", api));  // the known one is unaffected
+  const auto resumed = Clock::now();
+  ASSERT_EQ(::kill(agent_pid_, SIGCONT), 0);
+  EXPECT_TRUE(wait_until([&] { return reaches("late", api); }, Millis{5000}, Millis{20})) << log();
+  std::printf("[ timing   ] agent resumed -> unknown container reaches its peer: %.0f ms\n",
+              ms_since(resumed));
+  EXPECT_EQ(count("web"), 2);
+
+  // A non-admin caller (gid 4240 may open the socket; no role) is refused.
+  std::ofstream(dir_ / "other.yaml") << "apiVersion: tierwall.io/v1\nkind: SegmentationPolicy\n"
+                                        "metadata: {name: other}\nspec:\n  tiers:\n"
+                                        "    - {name: web, level: 100}\n";
+  ShellResult refused =
+      shell("setpriv --reuid 65534 --regid 4240 --clear-groups " + kTierctl + " apply " +
+            (dir_ / "other.yaml").string() + " --socket " + (dir_ / "api.sock").string());
+  EXPECT_EQ(refused.rc, 1) << refused.out;
+  EXPECT_NE(refused.out.find("apply needs the admin role"), std::string::npos) << refused.out;
+  EXPECT_NE(log().find("event=api-refused action=apply uid=65534 gid=4240"), std::string::npos)
+      << log();
+  ShellResult status = shell(kTierctl + " status -o json --socket " + (dir_ / "api.sock").string());
+  EXPECT_NE(status.out.find("\"name\": \"agent-podman-test\""), std::string::npos) << status.out;
+  EXPECT_TRUE(reaches("late", api));  // the policy did not change
 }
 
 }  // namespace

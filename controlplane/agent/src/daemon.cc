@@ -28,6 +28,7 @@
 
 #include "tierwall/agent/api.h"
 #include "tierwall/agent/http_server.h"
+#include "tierwall/agent/link_monitor.h"
 #include "tierwall/agent/metrics.h"
 #include "tierwall/agent/once.h"
 #include "tierwall/agent/reconciler.h"
@@ -273,6 +274,7 @@ class Daemon final : public AgentControl {
   std::vector<Watch> watches_;
   PostQueue queue_;
   std::unique_ptr<runtime::RuntimeSource> runtime_;  // after queue_: stopped first
+  std::optional<LinkMonitor> links_;                 // rescan hints for runtime_
 
   bool inventory_ready_ = false;
   bool runtime_ready_ = false;
@@ -819,6 +821,12 @@ void Daemon::start_runtime() {
   };
   runtime_ = std::make_unique<runtime::RuntimeSource>(std::move(opts), std::move(cb));
   runtime_->start();
+  std::string error;
+  links_ = LinkMonitor::open(&error);
+  if (!links_) {
+    log_.warn("cannot watch network links (" + error +
+              "): new containers are identified from the runtime's events only");
+  }
 }
 
 bool Daemon::sources_ready() const {
@@ -938,8 +946,10 @@ int Daemon::run() {
     std::vector<pollfd> fds = {{sigfd.get(), POLLIN, 0},
                                {queue_.fd(), POLLIN, 0},
                                {inotify_.get(), POLLIN, 0},
-                               {monitor_ ? monitor_->fd() : -1, POLLIN, 0}};
-    if (metrics_) metrics_->add_fds(fds);  // fds[4...]
+                               {monitor_ ? monitor_->fd() : -1, POLLIN, 0},
+                               {links_ ? links_->fd() : -1, POLLIN, 0}};
+    constexpr std::size_t kServersAt = 5;
+    if (metrics_) metrics_->add_fds(fds);  // fds[kServersAt...]
     const std::size_t api_at = fds.size();
     if (api_) api_->add_fds(fds);
     const int rc = ::poll(fds.data(), fds.size(), static_cast<int>(wait.count()));
@@ -969,7 +979,10 @@ int Daemon::run() {
     if ((fds[1].revents & POLLIN) != 0) queue_.drain();
     if ((fds[2].revents & POLLIN) != 0) read_inotify();
     if ((fds[3].revents & (POLLIN | POLLERR)) != 0) read_monitor();
-    if (metrics_) metrics_->serve(std::span<const pollfd>(fds).subspan(4, api_at - 4));
+    if ((fds[4].revents & (POLLIN | POLLERR)) != 0 && links_->drain()) runtime_->rescan();
+    if (metrics_) {
+      metrics_->serve(std::span<const pollfd>(fds).subspan(kServersAt, api_at - kServersAt));
+    }
     if (api_) api_->serve(std::span<const pollfd>(fds).subspan(api_at));
   }
   if (runtime_) runtime_->stop();

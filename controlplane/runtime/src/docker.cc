@@ -231,12 +231,16 @@ Result<Inspection> DockerClient::inspect(std::string_view id) const {
   return parse_inspect(r->body);
 }
 
-Result<ContainerList> DockerClient::list() const {
+Result<std::vector<std::string>> DockerClient::list_ids() const {
   const std::string target = path("/containers/json");
   auto r = http_.request("GET", target);
   if (!r) return r.error();
   if (r->status != 200) return http_error("GET " + target, r->status, r->reason, r->body);
-  auto ids = parse_container_ids(r->body);
+  return parse_container_ids(r->body);
+}
+
+Result<ContainerList> DockerClient::list() const {
+  auto ids = list_ids();
   if (!ids) return ids.error();
 
   ContainerList out;

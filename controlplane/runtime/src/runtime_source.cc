@@ -1,6 +1,7 @@
 #include "tierwall/runtime/runtime_source.h"
 
 #include <algorithm>
+#include <array>
 #include <utility>
 
 namespace tierwall::runtime {
@@ -10,18 +11,119 @@ RuntimeSource::RuntimeSource(Options options, RuntimeSourceCallbacks callbacks)
 
 RuntimeSource::~RuntimeSource() { stop(); }
 
+namespace {
+
+// When, after a rescan() request, the running containers are listed again.
+constexpr std::array<std::chrono::milliseconds, 7> kRescanSchedule = {
+    std::chrono::milliseconds{0},   std::chrono::milliseconds{20},  std::chrono::milliseconds{50},
+    std::chrono::milliseconds{100}, std::chrono::milliseconds{200}, std::chrono::milliseconds{400},
+    std::chrono::milliseconds{800}};
+// Removals remembered for rescans; older ones cannot matter to a pass.
+constexpr std::size_t kGoneLimit = 4096;
+
+}  // namespace
+
 void RuntimeSource::start() {
   if (thread_.joinable()) return;
   cancel_.reset();
   state_reported_ = false;
+  {
+    std::lock_guard lock(rescan_mu_);
+    stopping_ = false;
+    rescan_requested_ = false;
+  }
   thread_ = std::thread([this] { run(); });
+  rescan_thread_ = std::thread([this] { rescan_loop(); });
 }
 
 void RuntimeSource::stop() {
   if (!thread_.joinable()) return;
+  {
+    std::lock_guard lock(rescan_mu_);
+    stopping_ = true;
+  }
+  rescan_cv_.notify_all();
   cancel_.cancel();
   thread_.join();
+  if (rescan_thread_.joinable()) rescan_thread_.join();
   connected_.store(false, std::memory_order_release);
+}
+
+void RuntimeSource::rescan() {
+  {
+    std::lock_guard lock(rescan_mu_);
+    rescan_requested_ = true;
+  }
+  rescan_cv_.notify_all();
+}
+
+void RuntimeSource::rescan_loop() {
+  const DockerClient client(options_.client, &cancel_);
+  std::unique_lock lock(rescan_mu_);
+  for (;;) {
+    rescan_cv_.wait(lock, [this] { return stopping_ || rescan_requested_; });
+    if (stopping_) return;
+    // One burst; a request during the burst starts the schedule again.
+    auto begin = std::chrono::steady_clock::now();
+    std::size_t step = 0;
+    rescan_requested_ = false;
+    while (step < kRescanSchedule.size()) {
+      const auto due = begin + kRescanSchedule[step];
+      if (rescan_cv_.wait_until(lock, due, [this] { return stopping_ || rescan_requested_; })) {
+        if (stopping_) return;
+        rescan_requested_ = false;
+        begin = std::chrono::steady_clock::now();
+        step = 0;
+        continue;
+      }
+      lock.unlock();
+      if (connected()) rescan_pass(client);  // a new session lists everything anyway
+      lock.lock();
+      ++step;
+    }
+  }
+}
+
+void RuntimeSource::rescan_pass(const DockerClient& client) {
+  std::uint64_t pass_start = 0;
+  {
+    std::lock_guard lock(mu_);
+    pass_start = removals_;
+  }
+  auto ids = client.list_ids();
+  if (!ids) return;  // the session notices a runtime that went away
+  for (const auto& id : ids.value()) {
+    {
+      std::lock_guard lock(mu_);
+      if (known_.count(id) != 0 || skipped_.count(id) != 0) continue;
+    }
+    EventTiming timing;
+    timing.action = "rescan";
+    auto in = client.inspect(id);
+    timing.received = std::chrono::steady_clock::now();
+    timing.received_wall = std::chrono::system_clock::now();
+    timing.runtime_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                            timing.received_wall.time_since_epoch())
+                            .count();
+    if (!in || !in->exists || !in->running || !in->endpoint) continue;  // events will tell
+    std::lock_guard lock(mu_);
+    // Removed by an event since this pass began listing: the listing may be
+    // stale, never resurrect it. Already known (an event was faster): done.
+    if (auto g = gone_.find(in->id); g != gone_.end() && g->second >= pass_start) continue;
+    if (known_.count(in->id) != 0) continue;
+    known_.emplace(in->id, *in->endpoint);
+    if (callbacks_.on_upsert) callbacks_.on_upsert(std::move(*in->endpoint), std::move(timing));
+  }
+}
+
+void RuntimeSource::remove_locked(const std::string& id, bool forget_skip) {
+  gone_[id] = ++removals_;
+  if (gone_.size() > kGoneLimit) {
+    const std::uint64_t keep_from = removals_ - kGoneLimit / 2;
+    std::erase_if(gone_, [&](const auto& kv) { return kv.second < keep_from; });
+  }
+  if (forget_skip) skipped_.erase(id);
+  if (known_.erase(id) != 0 && callbacks_.on_remove) callbacks_.on_remove(id);
 }
 
 void RuntimeSource::run() {
@@ -31,7 +133,10 @@ void RuntimeSource::run() {
     SessionEnd end = session(client);
     if (cancel_.cancelled()) break;
     if (end.had_snapshot) backoff = options_.initial_backoff;
-    set_state(false, end.reason);
+    {
+      std::lock_guard lock(mu_);
+      set_state(false, end.reason);
+    }
     if (!cancel_.sleep_for(backoff)) break;
     backoff = std::min(backoff * 2, options_.max_backoff);
   }
@@ -54,21 +159,24 @@ RuntimeSource::SessionEnd RuntimeSource::session(const DockerClient& client) {
   auto list = client.list();
   if (!list) return {where + ": list: " + list.error().message, false};
 
-  known_.clear();
-  skipped_.clear();
-  for (const auto& ep : list->endpoints) known_.emplace(ep.id, ep);
-  for (const auto& s : list->skipped) skipped_.emplace(s.id, s.reason);
   const std::size_t n_endpoints = list->endpoints.size();
   const std::size_t n_skipped = list->skipped.size();
-  // connected() holds from the moment the snapshot is delivered; the
-  // on_state(true) callback follows it.
-  connected_.store(true, std::memory_order_release);
-  if (callbacks_.on_snapshot) callbacks_.on_snapshot(std::move(list->endpoints));
-  if (callbacks_.on_skipped) {
-    for (auto& s : list->skipped) callbacks_.on_skipped(std::move(s));
+  {
+    std::lock_guard lock(mu_);
+    known_.clear();
+    skipped_.clear();
+    for (const auto& ep : list->endpoints) known_.emplace(ep.id, ep);
+    for (const auto& s : list->skipped) skipped_.emplace(s.id, s.reason);
+    // connected() holds from the moment the snapshot is delivered; the
+    // on_state(true) callback follows it.
+    connected_.store(true, std::memory_order_release);
+    if (callbacks_.on_snapshot) callbacks_.on_snapshot(std::move(list->endpoints));
+    if (callbacks_.on_skipped) {
+      for (auto& s : list->skipped) callbacks_.on_skipped(std::move(s));
+    }
+    set_state(true, "connected to " + where + ": " + std::to_string(n_endpoints) +
+                        " container(s), " + std::to_string(n_skipped) + " without an address");
   }
-  set_state(true, "connected to " + where + ": " + std::to_string(n_endpoints) + " container(s), " +
-                      std::to_string(n_skipped) + " without an address");
 
   for (;;) {
     auto ev = stream->next(options_.ping_interval);
@@ -94,6 +202,7 @@ RuntimeSource::SessionEnd RuntimeSource::session(const DockerClient& client) {
   }
 }
 
+// Under mu_.
 void RuntimeSource::report_skipped(const std::string& id, const std::string& name,
                                    const std::string& reason) {
   auto [it, fresh] = skipped_.try_emplace(id, reason);
@@ -111,8 +220,8 @@ bool RuntimeSource::apply(const DockerClient& client, const RuntimeEvent& event,
 
   // Forgets the container: skip reports too, unless it is skipped again.
   auto remove = [this](const std::string& id, bool forget_skip = true) {
-    if (forget_skip) skipped_.erase(id);
-    if (known_.erase(id) != 0 && callbacks_.on_remove) callbacks_.on_remove(id);
+    std::lock_guard lock(mu_);
+    remove_locked(id, forget_skip);
   };
 
   switch (effect_of(event)) {
@@ -138,8 +247,9 @@ bool RuntimeSource::apply(const DockerClient& client, const RuntimeEvent& event,
     remove(id);
     return true;
   }
+  std::lock_guard lock(mu_);
   if (!c.endpoint) {
-    remove(id, false);
+    remove_locked(id, false);
     report_skipped(id, c.name, c.skip_reason);
     return true;
   }

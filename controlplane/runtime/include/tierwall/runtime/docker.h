@@ -126,6 +126,9 @@ class DockerClient {
   // whole listing (a partial list is never returned as if it were complete).
   [[nodiscard]] Result<ContainerList> list() const;
 
+  // GET /containers/json: the ids of the running containers only.
+  [[nodiscard]] Result<std::vector<std::string>> list_ids() const;
+
   // GET /containers/{id}/json. 404 is a success with exists == false.
   [[nodiscard]] Result<Inspection> inspect(std::string_view id) const;
 

@@ -22,18 +22,32 @@
 // runtime cannot be reached: while disconnected the consumer keeps the last
 // state it was given, and decides itself (from on_state) what that means.
 //
-// Thread contract: every callback runs on the source's own thread, one at a
-// time, in event order; they must not block for long and must not call
-// stop() (it joins that thread). start() and stop() are for the owning
-// thread; connected() may be read from any thread.
+// Rescans: the runtime's event stream can lag well behind the container
+// (Podman's file event logger delivers events up to ~250 ms late), while
+// the container's network is up before its start event is even stamped.
+// rescan() (from any thread; the agent calls it when a network port joins
+// a bridge) makes a second thread list the running containers a few times
+// over the next ~800 ms and upsert those not known yet — so a new
+// container is usually identified before its start event arrives. A
+// container removed by an event while a rescan was listing is never
+// re-added by that rescan (no ghosts), and an unchanged upsert is not
+// delivered twice.
+//
+// Thread contract: callbacks run on the source's threads (the session
+// thread and the rescan thread), one at a time (under one mutex), in the
+// order of what the source learned; they must not block for long and must
+// not call stop() or rescan(). start() and stop() are for the owning
+// thread; connected() and rescan() may be called from any thread.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -85,8 +99,10 @@ class RuntimeSource {
   RuntimeSource(const RuntimeSource&) = delete;
   RuntimeSource& operator=(const RuntimeSource&) = delete;
 
-  // Starts the thread. No effect when running.
+  // Starts the threads. No effect when running.
   void start();
+  // Asks for a burst of listings (see above). Cheap; coalesces.
+  void rescan();
   // Interrupts any request, stream read or backoff sleep, and joins the
   // thread (promptly: no timeout is waited out). No callbacks run after it
   // returns. Idempotent.
@@ -106,18 +122,34 @@ class RuntimeSource {
   bool apply(const DockerClient& client, const RuntimeEvent& event, std::string& why);
   void set_state(bool connected, const std::string& reason);
   void report_skipped(const std::string& id, const std::string& name, const std::string& reason);
+  void rescan_loop();
+  void rescan_pass(const DockerClient& client);
+  // Under mu_: forget `id` and tell the consumer; remember the removal.
+  void remove_locked(const std::string& id, bool forget_skip);
 
   Options options_;
   RuntimeSourceCallbacks callbacks_;
   Canceller cancel_;
   std::thread thread_;
+  std::thread rescan_thread_;
   std::atomic<bool> connected_{false};
 
-  // Thread-owned: what the consumer has been told, by id.
+  // What the consumer has been told, by id; guarded by mu_, as is every
+  // callback invocation.
+  std::mutex mu_;
   std::map<std::string, identity::Endpoint> known_;
   std::map<std::string, std::string> skipped_;  // id -> reason reported
+  // Removals by events: id -> removal number (removals_ when it happened).
+  std::map<std::string, std::uint64_t> gone_;
+  std::uint64_t removals_ = 0;
   bool state_reported_ = false;
   bool last_state_ = false;
+
+  // Rescan requests.
+  std::mutex rescan_mu_;
+  std::condition_variable rescan_cv_;
+  bool rescan_requested_ = false;
+  bool stopping_ = false;
 };
 
 }  // namespace tierwall::runtime
