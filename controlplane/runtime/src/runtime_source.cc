@@ -14,10 +14,10 @@ RuntimeSource::~RuntimeSource() { stop(); }
 namespace {
 
 // When, after a rescan() request, the running containers are listed again.
-constexpr std::array<std::chrono::milliseconds, 7> kRescanSchedule = {
-    std::chrono::milliseconds{0},   std::chrono::milliseconds{20},  std::chrono::milliseconds{50},
-    std::chrono::milliseconds{100}, std::chrono::milliseconds{200}, std::chrono::milliseconds{400},
-    std::chrono::milliseconds{800}};
+// Dense at first (a container usually runs 50-250 ms after its veth joined
+// the bridge), then thinning out; each pass is one GET /containers/json.
+constexpr std::array<int, 16> kRescanScheduleMs = {0,   10,  20,  35,  50,  70,  95,  125,
+                                                   160, 200, 250, 320, 400, 550, 750, 1000};
 // Removals remembered for rescans; older ones cannot matter to a pass.
 constexpr std::size_t kGoneLimit = 4096;
 
@@ -67,8 +67,8 @@ void RuntimeSource::rescan_loop() {
     auto begin = std::chrono::steady_clock::now();
     std::size_t step = 0;
     rescan_requested_ = false;
-    while (step < kRescanSchedule.size()) {
-      const auto due = begin + kRescanSchedule[step];
+    while (step < kRescanScheduleMs.size()) {
+      const auto due = begin + std::chrono::milliseconds{kRescanScheduleMs[step]};
       if (rescan_cv_.wait_until(lock, due, [this] { return stopping_ || rescan_requested_; })) {
         if (stopping_) return;
         rescan_requested_ = false;
