@@ -421,7 +421,7 @@ void Daemon::start_api() {
 }
 
 std::string Daemon::not_ready() const {
-  const auto st = reconciler_->status();
+  const auto& st = reconciler_->core_status();
   if (holding_) return "adopting the existing table: waiting for the identity sources";
   if (suspended_) return "enforcement flushed through the API by " + suspended_by_;
   if (st.generation == 0) return "no valid policy applied yet";
@@ -479,7 +479,7 @@ void Daemon::resume(const std::string& who) {
   suspended_by_.clear();
   gate_->open = true;
   const bool ok = reconciler_->reapply();
-  const auto st = reconciler_->status();
+  const auto& st = reconciler_->core_status();
   if (ok) {
     log_.info("enforcement resumed by " + who + ": generation " +
                   std::to_string(st.applied_generation) + " applied to table inet " +
@@ -596,7 +596,7 @@ bool Daemon::flush(const Caller& caller, std::string* error) {
 
 void Daemon::check_dataplane() {
   observe_latencies();
-  const auto st = reconciler_->status();
+  const auto& st = reconciler_->core_status();
   if (st.dataplane_ok != dataplane_ok_) {
     if (st.dataplane_ok) {
       log_.info("dataplane recovered: generation " + std::to_string(st.applied_generation) +
@@ -675,12 +675,12 @@ void Daemon::repair_drift() {
     log_.info(what + "; enforcement is flushed, nothing to restore");
     return;
   }
-  if (reconciler_->status().generation == 0) {
+  if (reconciler_->core_status().generation == 0) {
     log_.info(what + "; no policy to restore yet");
     return;
   }
   const bool ok = reconciler_->repair_drift();
-  const auto st = reconciler_->status();
+  const auto& st = reconciler_->core_status();
   if (ok) {
     log_.warn(what + "; restored policy generation " + std::to_string(st.applied_generation) +
               " in " + ms_text(Clock::now() - drift_seen_) + " (apply " +

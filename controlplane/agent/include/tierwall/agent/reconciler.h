@@ -140,7 +140,11 @@ class Reconciler {
   // to be applied yet (no policy).
   bool repair_drift();
 
+  // Everything, counted: O(endpoints).
   [[nodiscard]] ReconcilerStatus status() const;
+  // O(1): status() without what it counts (endpoints, tier_counts,
+  // sources[].endpoints, conflicts), for the checks on every event.
+  [[nodiscard]] const ReconcilerStatus& core_status() const { return status_; }
   // Every successful dataplane call's latency (full applies and endpoint
   // updates) since the last call, oldest first; for the metrics histogram.
   std::vector<std::chrono::nanoseconds> take_latencies();
