@@ -191,6 +191,10 @@ TEST(PlanLogPrefix, RoundTrips) {
   EXPECT_EQ(t->rule, 4242U);
   EXPECT_EQ(t->generation, 77U);
   EXPECT_FALSE(dataplane::nft::parse_log_prefix("tw:x:1:1"));
+  // The shortest prefix: one-digit rule and generation (default-deny at
+  // generations 1-9).
+  ASSERT_TRUE(dataplane::nft::parse_log_prefix("tw:d:3:1"));
+  EXPECT_EQ(dataplane::nft::parse_log_prefix("tw:d:3:1")->rule, 3U);
   EXPECT_FALSE(dataplane::nft::parse_log_prefix("tw:d:1"));
   EXPECT_FALSE(dataplane::nft::parse_log_prefix("tw:d:1:2x"));
   EXPECT_FALSE(dataplane::nft::parse_log_prefix("iptables"));

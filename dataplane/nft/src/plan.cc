@@ -5,6 +5,8 @@
 #include <set>
 #include <sstream>
 
+#include "tierwall/dataplane/nft/flow_events.h"
+
 namespace tierwall::dataplane::nft {
 
 namespace {
@@ -554,20 +556,13 @@ std::string log_prefix(char verdict, RuleId rule, std::uint64_t generation) {
 }
 
 std::optional<LogTag> parse_log_prefix(std::string_view prefix) {
-  if (prefix.size() < 9 || prefix.substr(0, 3) != "tw:" || prefix[4] != ':') return std::nullopt;
-  LogTag tag;
-  tag.verdict = prefix[3];
-  if (tag.verdict != 'd' && tag.verdict != 'a' && tag.verdict != 'l') return std::nullopt;
-  std::string_view rest = prefix.substr(5);
-  const auto colon = rest.find(':');
-  if (colon == std::string_view::npos) return std::nullopt;
-  auto r1 = std::from_chars(rest.data(), rest.data() + colon, tag.rule);
-  auto r2 = std::from_chars(rest.data() + colon + 1, rest.data() + rest.size(), tag.generation);
-  if (r1.ec != std::errc() || r1.ptr != rest.data() + colon || r2.ec != std::errc() ||
-      r2.ptr != rest.data() + rest.size()) {
-    return std::nullopt;
-  }
-  return tag;
+  const auto tag = decode_prefix(prefix);  // the one decoder (flow_events.h)
+  if (!tag) return std::nullopt;
+  LogTag out;
+  out.verdict = tag->verdict == Verdict::Deny ? 'd' : tag->verdict == Verdict::Audit ? 'a' : 'l';
+  out.rule = tag->rule;
+  out.generation = tag->generation;
+  return out;
 }
 
 std::vector<Element> endpoint_elements(const CompiledPolicy& policy, const EndpointTable& table,
