@@ -16,6 +16,9 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libssl-dev
   # runtime tools used by the integration tests and the demo
   nftables iproute2 iperf3 conntrack
+  # flow-log tooling: the jq baseline of tierwall-bench-flowquery, and the
+  # headless browser (with a font) of report_browser_test
+  jq chromium fonts-dejavu-core zlib1g-dev
 )
 
 missing=()

@@ -211,6 +211,29 @@ TEST_F(ReconcilerTest, EveryDataplaneCallLatencyIsKeptForTheHistogram) {
   EXPECT_EQ(rec_.take_latencies().size(), 1U);
 }
 
+TEST_F(ReconcilerTest, AddressLookupAndRemovedEndpointsForTheFlowLog) {
+  load(dir_.write("p.yaml", kPolicyV1));
+  auto web = ep("web1", "web", {"10.88.0.2"}, "aaa");
+  web.image = "reg.example/shop/web:1.4";
+  rec_.on_upsert(Source::Runtime, web);
+  auto v = rec_.find_address(ip("10.88.0.2"));
+  ASSERT_TRUE(v);
+  EXPECT_EQ(v->name, "web1");
+  EXPECT_EQ(v->runtime_id, "aaa");
+  EXPECT_EQ(v->image, "reg.example/shop/web:1.4");
+  EXPECT_EQ(v->tier, "public");
+  EXPECT_FALSE(rec_.find_address(ip("10.88.0.3")));
+  EXPECT_TRUE(rec_.take_removed().empty());
+  rec_.on_remove(Source::Runtime, "aaa");
+  EXPECT_FALSE(rec_.find_address(ip("10.88.0.2")));
+  const auto gone = rec_.take_removed();
+  ASSERT_EQ(gone.size(), 1U);
+  EXPECT_EQ(gone[0].name, "web1");
+  EXPECT_EQ(gone[0].tier, "public");
+  EXPECT_EQ(gone[0].addresses, std::vector<IpAddress>{ip("10.88.0.2")});
+  EXPECT_TRUE(rec_.take_removed().empty());
+}
+
 TEST_F(ReconcilerTest, EndpointsBeforePolicyAreAppliedWithTheFirstGeneration) {
   rec_.on_snapshot(Source::Inventory,
                    {ep("web1", "web", {"10.88.0.2"}), ep("x", "other", {"10.88.0.5"})});

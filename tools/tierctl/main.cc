@@ -5,7 +5,9 @@
 #include <CLI/CLI.hpp>
 
 #include "tierwall/cli/agent_commands.h"
+#include "tierwall/cli/audit_commands.h"
 #include "tierwall/cli/commands.h"
+#include "tierwall/cli/flow_commands.h"
 
 namespace {
 
@@ -14,7 +16,8 @@ using tierwall::cli::kExitUsage;
 int run(int argc, char** argv) {
   CLI::App app{
       "tierctl — validate, lint and explain tierwall segmentation policies, and talk to the\n"
-      "node agent (status, endpoints, apply, reload, flush) through its local API.\n"
+      "node agent (status, endpoints, apply, reload, flush) through its local API; read,\n"
+      "verify and report its flow logs (flows, audit verify, report).\n"
       "Exit codes: 0 success, 1 invalid input or failed check, 2 usage error,\n"
       "3 agent or kernel unreachable.",
       "tierctl"};
@@ -122,6 +125,64 @@ int run(int argc, char** argv) {
   add_agent_flags(fl);
   fl->add_flag("--yes", flush_yes, "confirm: stop enforcing on this node");
 
+  // Flow logs (auditors).
+  tierwall::cli::FlowsOptions flows;
+  auto* fw = app.add_subcommand(
+      "flows",
+      "List and filter the flow log: time range, verdict, tier, endpoint, rule, address, "
+      "port; table or -o json (one record per line); --follow");
+  fw->add_option("--log", flows.log_dir, "flow-log directory")->required();
+  fw->add_option("--since", flows.since, "from (RFC 3339, a date, now, or 15m/2h/7d ago)");
+  fw->add_option("--until", flows.until, "until, exclusive (same forms)");
+  fw->add_option("--verdict", flows.verdicts, "allow, deny or audit (repeatable, or a,b)");
+  fw->add_option("--tier", flows.tiers, "source or destination tier (host, world too)");
+  fw->add_option("--src-tier", flows.src_tiers, "source tier");
+  fw->add_option("--dst-tier", flows.dst_tiers, "destination tier");
+  fw->add_option("--endpoint", flows.endpoints, "source or destination endpoint name (glob)");
+  fw->add_option("--rule", flows.rules, "deciding rule name (glob), or kind when unnamed");
+  fw->add_option("--address", flows.addresses, "source or destination address or CIDR");
+  fw->add_option("--port", flows.ports, "destination port N or range N-M");
+  fw->add_option("--type", flows.types,
+                 "flow, loss, policy, agent, checkpoint or all "
+                 "(default flow and loss)");
+  fw->add_flag("-f,--follow", flows.follow, "keep reading as the log grows (Ctrl-C ends)");
+  fw->add_option("-o,--output", flows.output, "table or json")
+      ->check(CLI::IsMember({"table", "json"}));
+  fw->add_option("--limit", flows.limit, "stop after N matching records");
+
+  auto* audit = app.add_subcommand("audit", "Verify the flow log and export its public key");
+  audit->require_subcommand(1);
+  tierwall::cli::AuditVerifyOptions verify;
+  auto* av = audit->add_subcommand(
+      "verify",
+      "Check the hash chain and the signed checkpoints across every file of DIR; exit "
+      "0 when intact, else 1 naming the first bad record (FILE:LINE) and what is wrong");
+  av->add_option("DIR", verify.dir, "flow-log directory")->required();
+  av->add_option("--pubkey", verify.pubkey,
+                 "the node's public key (PEM); without it, the key named in the log is used");
+  av->add_option("-o,--output", verify.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  std::string pubkey_key{tierwall::cli::kDefaultFlowLogKey};
+  auto* ap_key = audit->add_subcommand("pubkey", "Print the flow log's public key (PEM)");
+  ap_key->add_option("--key", pubkey_key, "the agent's signing key file (its .pub is read)");
+
+  tierwall::cli::ReportOptions report;
+  std::string report_out = "report.html";
+  std::optional<std::string> report_pubkey;
+  bool no_verify = false;
+  auto* rp = app.add_subcommand(
+      "report",
+      "One self-contained HTML report of the flow log (tier heatmap, top denied, "
+      "quarantine, policy generations, loss, verification); -o json for the data");
+  rp->add_option("--log", report.log_dir, "flow-log directory")->required();
+  rp->add_option("-o,--output", report_out,
+                 "FILE (.html or .json), '-' for stdout, or 'json'/'html' for stdout");
+  rp->add_option("--since", report.since, "from (RFC 3339, a date, now, or 15m/2h/7d ago)");
+  rp->add_option("--until", report.until, "until, exclusive");
+  rp->add_option("--top", report.top, "rows of the top-denied tables");
+  rp->add_option("--pubkey", report_pubkey, "verify the chain with this public key (PEM)");
+  rp->add_flag("--no-verify", no_verify, "do not verify the chain (grey badge)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp&) {
@@ -144,6 +205,26 @@ int run(int argc, char** argv) {
   if (*e) return tierwall::cli::explain(explain, std::cout, std::cerr);
   if (*m) return tierwall::cli::matrix(matrix, std::cout, std::cerr);
   if (*c) return tierwall::cli::compile(compile, std::cout, std::cerr);
+  if (*fw) return tierwall::cli::flows(flows, std::cout, std::cerr);
+  if (*av) return tierwall::cli::audit_verify(verify, std::cout, std::cerr);
+  if (*ap_key) return tierwall::cli::audit_pubkey(pubkey_key, std::cout, std::cerr);
+  if (*rp) {
+    if (report_out == "json" || report_out == "html") {
+      report.format = report_out;
+      report.output = "-";
+    } else {
+      report.output = report_out;
+      const bool json =
+          report_out.size() > 5 && report_out.substr(report_out.size() - 5) == ".json";
+      report.format = json ? "json" : "html";
+    }
+    if (!no_verify) {
+      report.verify = [report_pubkey](const std::string& dir) {
+        return tierwall::cli::report_verification(dir, report_pubkey);
+      };
+    }
+    return tierwall::cli::report(report, std::cout, std::cerr);
+  }
   if (*st) return tierwall::cli::agent_status(agent, std::cout, std::cerr);
   if (*ep) return tierwall::cli::agent_endpoints(agent, endpoints_tier, std::cout, std::cerr);
   if (*ap) return tierwall::cli::agent_apply(agent, apply_paths, std::cout, std::cerr);

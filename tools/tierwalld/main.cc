@@ -65,6 +65,11 @@ int main(int argc, char** argv) {
                  "local API socket (tierctl status/endpoints/apply/reload); \"\" disables it");
   app.add_option("--metrics", flags.metrics, "metrics address, ADDR:PORT");
   app.add_option("--node-name", flags.node_name, "this node's name (default: the host name)");
+  app.add_option("--flow-log", flags.flow_log,
+                 "write the flow log (hash-chained JSON Lines, signed checkpoints) to DIR");
+  app.add_option("--flow-log-key", flags.flow_log_key,
+                 "the flow log's Ed25519 signing key (created when missing; default " +
+                     std::string(agent::kDefaultFlowLogKey) + ")");
   auto* log_group =
       app.add_option("--log-group", options.log_group, "NFLOG group for deny/audit/logged flows");
   auto* table = app.add_option("--table", options.table, "name of tierwall's inet table");

@@ -1,5 +1,6 @@
 #include "tierwall/agent/config.h"
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <filesystem>
@@ -76,8 +77,25 @@ class ConfigReader {
     }
     if (const auto* n = field(root, "nft")) read_nft(*n, c.nft);
     if (const auto* n = field(root, "flowLog")) {
-      if (r_.check_map(*n, "flowLog", {"dir"})) {
+      if (r_.check_map(*n, "flowLog", {"dir", "key", "fsync"})) {
         if (const auto* d = field(*n, "dir")) c.flow_log_dir = path_of(*d, "flowLog.dir");
+        if (const auto* k = field(*n, "key")) {
+          if (auto v = path_of(*k, "flowLog.key")) c.flow_log_key = *v;
+        }
+        if (const auto* f = field(*n, "fsync")) {
+          if (auto v = r_.string(*f, "flowLog.fsync")) {
+            static constexpr std::array<std::string_view, 4> kPolicies = {
+                "none", "checkpoint", "interval", "every-record"};
+            if (std::find(kPolicies.begin(), kPolicies.end(), *v) == kPolicies.end()) {
+              r_.error(*f,
+                       "flowLog.fsync must be none, checkpoint, interval or every-record, "
+                       "not '" +
+                           *v + "'");
+            } else {
+              c.flow_log_fsync = *v;
+            }
+          }
+        }
       }
     }
     if (const auto* n = field(root, "api")) {
@@ -257,6 +275,8 @@ bool apply_overrides(AgentConfig& config, const Overrides& flags, policy::Diagno
   if (flags.runtime_socket) config.runtime_socket = flags.runtime_socket;
   if (flags.api_socket) config.api.socket = *flags.api_socket;  // "" disables the API
   if (flags.node_name) config.node.name = *flags.node_name;
+  if (flags.flow_log) config.flow_log_dir = *flags.flow_log;
+  if (flags.flow_log_key) config.flow_log_key = *flags.flow_log_key;
   if (!flags.container_cidrs.empty()) {
     std::vector<Cidr> cidrs;
     for (const auto& text : flags.container_cidrs) {

@@ -33,7 +33,11 @@
 #include "tierwall/agent/once.h"
 #include "tierwall/agent/reconciler.h"
 #include "tierwall/dataplane/nft/backend.h"
+#include "tierwall/dataplane/nft/ct_events.h"
 #include "tierwall/dataplane/nft/monitor.h"
+#include "tierwall/dataplane/nft/nflog.h"
+#include "tierwall/flowlog/writer.h"
+#include "tierwall/flowpipe/enricher.h"
 #include "tierwall/identity/inventory.h"
 #include "tierwall/runtime/runtime_source.h"
 
@@ -230,6 +234,33 @@ std::string describe(const identity::Endpoint& ep) {
   return s + "]";
 }
 
+// The flow log's view of addresses: the reconciler's endpoints, the node's
+// addresses, the container networks.
+class ReconcilerLookup final : public flowpipe::IdentityLookup {
+ public:
+  ReconcilerLookup(const Reconciler& reconciler, std::vector<IpAddress> node,
+                   std::vector<Cidr> containers)
+      : reconciler_(reconciler), node_(std::move(node)), containers_(std::move(containers)) {}
+  std::optional<flowpipe::Identity> endpoint(const IpAddress& address) const override {
+    auto v = reconciler_.find_address(address);
+    if (!v) return std::nullopt;
+    return flowpipe::Identity{std::move(v->name), std::move(v->runtime_id), std::move(v->image),
+                              std::move(v->tier)};
+  }
+  bool is_node(const IpAddress& address) const override {
+    return std::find(node_.begin(), node_.end(), address) != node_.end();
+  }
+  bool in_container_cidr(const IpAddress& address) const override {
+    return std::any_of(containers_.begin(), containers_.end(),
+                       [&](const Cidr& c) { return c.contains(address); });
+  }
+
+ private:
+  const Reconciler& reconciler_;
+  std::vector<IpAddress> node_;
+  std::vector<Cidr> containers_;
+};
+
 class Daemon final : public AgentControl {
  public:
   Daemon(const AgentConfig& config, const DaemonOptions& options, std::ostream& log)
@@ -260,6 +291,10 @@ class Daemon final : public AgentControl {
   void repair_drift();
   void start_metrics();
   void start_api();
+  void start_flow_log(const std::vector<IpAddress>& node_addresses);
+  void flow_policy(const std::string& by);
+  void flow_events(bool conntrack);
+  void stop_flow_log();
   void observe_latencies();
   std::string not_ready() const;
   HttpResponse serve_http(const HttpRequest& request);
@@ -298,6 +333,14 @@ class Daemon final : public AgentControl {
   std::unique_ptr<ApiHandler> api_handler_;
   std::unique_ptr<HttpServer> api_;
   LatencyHistogram apply_latency_;
+
+  // The flow log (flowLog.dir): kernel events -> enricher -> writer.
+  std::unique_ptr<flowlog::FlowLogWriter> flowlog_;
+  std::optional<dataplane::nft::NflogSource> nflog_;
+  std::optional<dataplane::nft::ConntrackEventSource> conntrack_;
+  std::unique_ptr<ReconcilerLookup> lookup_;
+  std::unique_ptr<flowpipe::Enricher> enricher_;
+  std::uint64_t flow_generation_ = 0;  // the last generation written as a policy record
 };
 
 // A foreign commit is announced as its messages, then NEWGEN: a change is
@@ -594,7 +637,105 @@ bool Daemon::flush(const Caller& caller, std::string* error) {
   return true;
 }
 
+// Events read per source and poll round at most, so a flood of them never
+// starves identity events, the API or signals.
+constexpr std::size_t kFlowDatagramsPerRound = 64;
+
+void Daemon::start_flow_log(const std::vector<IpAddress>& node_addresses) {
+  if (!config_.flow_log_dir) return;
+  flowlog::WriterOptions w;
+  w.dir = *config_.flow_log_dir;
+  w.node = config_.node.name;
+  w.key_path = config_.flow_log_key;
+  if (auto f = flowlog::parse_fsync_policy(config_.flow_log_fsync)) w.fsync = *f;
+  auto writer = std::make_unique<flowlog::FlowLogWriter>();
+  std::string error;
+  if (!writer->open(w, &error)) {
+    log_.error("flow log not written: " + error + "; enforcement continues",
+               {{"event", "flowlog-error"}});
+    return;
+  }
+  if (auto torn = writer->recovered()) {
+    log_.warn("flow log: the last run left an incomplete record (" +
+                  std::to_string(torn->data.size()) + " bytes at " + torn->file + ":" +
+                  std::to_string(torn->line) + "); it is kept in an agent 'recovered' record",
+              {{"event", "flowlog-recovered"}});
+  }
+  if (!dataplane::nft::enable_conntrack_accounting(true, &error)) {
+    log_.warn("conntrack accounting: " + error + "; connection ends carry no byte counts");
+  }
+  dataplane::nft::NflogSource::Config nf;
+  nf.group = config_.nft.log_group;
+  nf.max_datagrams_per_drain = kFlowDatagramsPerRound;
+  nflog_ = dataplane::nft::NflogSource::open(nf, &error);
+  if (!nflog_) {
+    log_.error("flow log: cannot read NFLOG group " + std::to_string(nf.group) + ": " + error +
+               "; denied and audited connections are not logged");
+  }
+  dataplane::nft::ConntrackEventSource::Config ct;
+  ct.max_datagrams_per_drain = kFlowDatagramsPerRound;
+  conntrack_ = dataplane::nft::ConntrackEventSource::open(ct, &error);
+  if (!conntrack_) {
+    log_.error("flow log: cannot subscribe to conntrack events: " + error +
+               "; allowed connections are not logged");
+  }
+  lookup_ =
+      std::make_unique<ReconcilerLookup>(*reconciler_, node_addresses, config_.container_cidrs);
+  enricher_ = std::make_unique<flowpipe::Enricher>(flowpipe::Enricher::Options{}, *lookup_);
+  flowlog_ = std::move(writer);
+  log_.info("flow log in " + w.dir + " (key " + w.key_path + ", fsync " +
+            std::string(flowlog::to_string(w.fsync)) + ")");
+}
+
+void Daemon::flow_policy(const std::string& by) {
+  if (!flowlog_) return;
+  const auto* c = reconciler_->compilation();
+  if (c == nullptr || c->policy()->generation == flow_generation_) return;
+  flow_generation_ = c->policy()->generation;
+  enricher_->set_policy(c->policy());
+  flowlog::Policy p;
+  p.generation = c->policy()->generation;
+  p.name = c->policy()->name;
+  p.digest = c->policy()->digest;
+  p.by = by;
+  flowlog_->submit(flowlog::FlowRecord{0, std::move(p)});
+}
+
+void Daemon::flow_events(bool conntrack) {
+  auto sink = [this](const dataplane::nft::RawFlowEvent& e) {
+    if (auto r = enricher_->enrich(e)) flowlog_->submit(std::move(*r));
+  };
+  if (conntrack) {
+    conntrack_->drain(sink);
+  } else {
+    nflog_->drain(sink);
+  }
+}
+
+void Daemon::stop_flow_log() {
+  if (!flowlog_) return;
+  auto sink = [this](const dataplane::nft::RawFlowEvent& e) {
+    if (auto r = enricher_->enrich(e)) flowlog_->submit(std::move(*r));
+  };
+  if (nflog_) nflog_->finish(sink);
+  nflog_.reset();
+  conntrack_.reset();
+  flowlog_->stop();
+  const auto st = flowlog_->stats();
+  log_.info("flow log closed: " + std::to_string(st.records_written) + " records, " +
+            std::to_string(st.lost_queue) + " lost to a full queue, last seq " +
+            std::to_string(st.last_seq));
+  flowlog_.reset();
+}
+
 void Daemon::check_dataplane() {
+  for (auto& gone : reconciler_->take_removed()) {
+    if (!enricher_) continue;
+    for (const auto& a : gone.addresses) {
+      enricher_->endpoint_gone(
+          a, flowpipe::Identity{gone.name, gone.runtime_id, gone.image, gone.tier});
+    }
+  }
   observe_latencies();
   const auto& st = reconciler_->core_status();
   if (st.dataplane_ok != dataplane_ok_) {
@@ -728,6 +869,7 @@ PolicyResult Daemon::reload_policy(const std::string& why, const std::string& wh
               st.policy_digest.substr(0, 12));
     return result;
   }
+  flow_policy(by);
   if (st.dataplane_ok) {
     log_.info("applied policy " + st.policy_name + " (" + why + (who.empty() ? "" : " by " + who) +
                   "): generation " + std::to_string(st.generation) + ", digest " +
@@ -883,11 +1025,11 @@ int Daemon::run() {
   log_.info("starting on node " + config_.node.name + " (" + std::to_string(node_addresses.size()) +
             " node addresses, " + std::to_string(config_.container_cidrs.size()) +
             " container CIDRs, table inet " + config_.nft.table + ")");
-  if (config_.flow_log_dir) log_.warn("the flow log is not written by this version");
   start_metrics();
   start_api();
   setup_watches();
   open_monitor();
+  start_flow_log(node_addresses);
   reload_inventory("start");
   start_runtime();
 
@@ -947,8 +1089,10 @@ int Daemon::run() {
                                {queue_.fd(), POLLIN, 0},
                                {inotify_.get(), POLLIN, 0},
                                {monitor_ ? monitor_->fd() : -1, POLLIN, 0},
-                               {links_ ? links_->fd() : -1, POLLIN, 0}};
-    constexpr std::size_t kServersAt = 5;
+                               {links_ ? links_->fd() : -1, POLLIN, 0},
+                               {nflog_ ? nflog_->fd() : -1, POLLIN, 0},
+                               {conntrack_ ? conntrack_->fd() : -1, POLLIN, 0}};
+    constexpr std::size_t kServersAt = 7;
     if (metrics_) metrics_->add_fds(fds);  // fds[kServersAt...]
     const std::size_t api_at = fds.size();
     if (api_) api_->add_fds(fds);
@@ -980,12 +1124,15 @@ int Daemon::run() {
     if ((fds[2].revents & POLLIN) != 0) read_inotify();
     if ((fds[3].revents & (POLLIN | POLLERR)) != 0) read_monitor();
     if ((fds[4].revents & (POLLIN | POLLERR)) != 0 && links_->drain()) runtime_->rescan();
+    if ((fds[5].revents & (POLLIN | POLLERR)) != 0) flow_events(false);
+    if ((fds[6].revents & (POLLIN | POLLERR)) != 0) flow_events(true);
     if (metrics_) {
       metrics_->serve(std::span<const pollfd>(fds).subspan(kServersAt, api_at - kServersAt));
     }
     if (api_) api_->serve(std::span<const pollfd>(fds).subspan(api_at));
   }
   if (runtime_) runtime_->stop();
+  stop_flow_log();
   log_.info("stopped");
   return 0;
 }

@@ -114,6 +114,10 @@ void Reconciler::upsert(Batch& batch, const Key& key, identity::Endpoint endpoin
 
 void Reconciler::remove(Batch& batch, std::map<Key, Record>::iterator it) {
   Record& r = it->second;
+  if (!r.owned.empty()) {
+    removed_.push_back(view(it->first, r));
+    if (removed_.size() > 65536) removed_.erase(removed_.begin());  // nobody takes them
+  }
   for (const auto& a : r.owned) owner_.erase(a);
   batch.freed = batch.freed || !r.owned.empty();
   r.owned.clear();
@@ -354,24 +358,35 @@ ReconcilerStatus Reconciler::status() const {
   return s;
 }
 
+EndpointView Reconciler::view(const Key& key, const Record& r) const {
+  EndpointView v;
+  v.id = r.id;
+  v.source = key.source;
+  v.name = r.endpoint.name;
+  v.runtime_id = r.endpoint.id;
+  v.image = r.endpoint.image;
+  if (compilation_ != nullptr) v.tier = compilation_->policy()->tiers.at(r.binding.tier).name;
+  v.addresses = r.owned;
+  return v;
+}
+
 std::vector<EndpointView> Reconciler::endpoints() const {
   std::vector<EndpointView> out;
   out.reserve(records_.size());
-  const dataplane::CompiledPolicy* compiled =
-      compilation_ != nullptr ? compilation_->policy().get() : nullptr;
-  for (const auto& [key, r] : records_) {
-    EndpointView v;
-    v.id = r.id;
-    v.source = key.source;
-    v.name = r.endpoint.name;
-    v.runtime_id = r.endpoint.id;
-    if (compiled != nullptr) v.tier = compiled->tiers.at(r.binding.tier).name;
-    v.addresses = r.owned;
-    out.push_back(std::move(v));
-  }
+  for (const auto& [key, r] : records_) out.push_back(view(key, r));
   std::sort(out.begin(), out.end(),
             [](const EndpointView& a, const EndpointView& b) { return a.id < b.id; });
   return out;
 }
+
+std::optional<EndpointView> Reconciler::find_address(const IpAddress& address) const {
+  auto o = owner_.find(address);
+  if (o == owner_.end()) return std::nullopt;
+  auto r = records_.find(*o->second);
+  if (r == records_.end() || r->second.removed) return std::nullopt;
+  return view(r->first, r->second);
+}
+
+std::vector<EndpointView> Reconciler::take_removed() { return std::exchange(removed_, {}); }
 
 }  // namespace tierwall::agent

@@ -12,7 +12,10 @@
 //   runtime: {socket: /run/podman/podman.sock}   # optional: Docker API socket
 //   dataplane: nft                        # default and only value: nft
 //   nft: {table: tierwall, logGroup: 100} # defaults shown
-//   flowLog: {dir: /var/log/tierwall}     # optional: no flow log when absent
+//   flowLog:                              # optional: no flow log when absent
+//     dir: /var/log/tierwall/flows        # chained JSONL files (docs/flowlog.md)
+//     key: /var/lib/tierwall/flowlog.key  # Ed25519 signing key (default shown)
+//     fsync: interval                     # none | checkpoint | interval | every-record
 //   api:                                  # the local API (tierctl status/apply/...)
 //     socket: /run/tierwall/api.sock      # default shown; "" = no API
 //     group: tierwall                     # optional: socket group (mode 0660)
@@ -44,6 +47,7 @@ inline constexpr std::string_view kDefaultApiSocket = "/run/tierwall/api.sock";
 inline constexpr std::string_view kDefaultMetricsAddress = "127.0.0.1:9641";
 inline constexpr std::string_view kDefaultNftTable = "tierwall";
 inline constexpr std::uint16_t kDefaultLogGroup = 100;
+inline constexpr std::string_view kDefaultFlowLogKey = "/var/lib/tierwall/flowlog.key";
 
 struct AgentConfig {
   struct Node {
@@ -75,6 +79,8 @@ struct AgentConfig {
   std::string dataplane = "nft";
   Nft nft;
   std::optional<std::string> flow_log_dir;
+  std::string flow_log_key{kDefaultFlowLogKey};
+  std::string flow_log_fsync = "interval";
   Api api;
   std::string metrics_address{kDefaultMetricsAddress};
 };
@@ -100,6 +106,8 @@ struct Overrides {
   std::optional<std::string> api_socket;      // --api-socket PATH
   std::optional<std::string> metrics;         // --metrics ADDR:PORT
   std::optional<std::string> node_name;       // --node-name NAME
+  std::optional<std::string> flow_log;        // --flow-log DIR
+  std::optional<std::string> flow_log_key;    // --flow-log-key FILE
 };
 
 // Applies the flags, then checks what only the merged result can tell (a

@@ -85,6 +85,7 @@ struct EndpointView {
   Source source = Source::Inventory;
   std::string name;
   std::string runtime_id;
+  std::string image;
   std::string tier;                  // empty before any policy
   std::vector<IpAddress> addresses;  // the addresses it holds (conflicts excluded)
 };
@@ -149,6 +150,11 @@ class Reconciler {
   // updates) since the last call, oldest first; for the metrics histogram.
   std::vector<std::chrono::nanoseconds> take_latencies();
   [[nodiscard]] std::vector<EndpointView> endpoints() const;  // sorted by id
+  // The endpoint holding `address` now, if any. O(log n).
+  [[nodiscard]] std::optional<EndpointView> find_address(const IpAddress& address) const;
+  // Endpoints removed since the last call, as they were (for the flow log's
+  // identities of late events), oldest first.
+  std::vector<EndpointView> take_removed();
   // The current compilation, nullptr before the first policy.
   [[nodiscard]] const compiler::Compilation* compilation() const { return compilation_.get(); }
 
@@ -200,6 +206,8 @@ class Reconciler {
 
   ReconcilerStatus status_;
   std::vector<std::chrono::nanoseconds> latencies_;  // not yet taken
+  std::vector<EndpointView> removed_;                // not yet taken
+  [[nodiscard]] EndpointView view(const Key& key, const Record& r) const;
 };
 
 }  // namespace tierwall::agent

@@ -1,0 +1,315 @@
+// The flow log end to end: the real tierwalld (in the node namespace of a
+// BridgeLab, nft dataplane, --flow-log) and known traffic between
+// containers, then the records it wrote:
+//   - an allowed TCP connection: a start (allow, its rule, both identities)
+//     and, once conntrack lets go of it, an end with packets and bytes in
+//     both directions;
+//   - denied connection attempts: deny records naming the rule, whose counts
+//     add up to exactly the packets the kernel's rule counter saw;
+//   - audited pings (a staged deny): audit records;
+//   - an unknown container: quarantine, default-deny;
+//   - the policy record (generation, digest, by) and agent start/stop;
+// and the log verifies with the node's public key (`tierctl audit verify`),
+// lists with `tierctl flows`, and renders with `tierctl report`.
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tierwall/dataplane/nft/conntrack.h"
+#include "tierwall/testsupport/netns.h"
+#include "tierwall/testsupport/podman.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using tierwall::testsupport::BridgeLab;
+using tierwall::testsupport::BridgeLabOptions;
+using tierwall::testsupport::in_netns;
+using tierwall::testsupport::Millis;
+using tierwall::testsupport::Outcome;
+using tierwall::testsupport::run_argv;
+using tierwall::testsupport::TcpServer;
+using tierwall::testsupport::TcpSession;
+
+const std::string kTierwalld = TIERWALLD_BINARY;
+const std::string kTierctl = TIERCTL_BINARY;
+
+constexpr const char* kPolicy = R"(apiVersion: tierwall.io/v1
+kind: SegmentationPolicy
+metadata: {name: flowlog-e2e}
+spec:
+  tiers:
+    - {name: web, level: 100}
+    - {name: db, level: 200}
+  assignments:
+    - {name: web, match: {labels: {role: web}}, tier: web}
+    - {name: db, match: {labels: {role: db}}, tier: db}
+  denies:
+    - {name: no-telnet, from: {tier: web}, to: {tier: db}, ports: [tcp/23]}
+    - {name: staged-no-ping, from: {tier: web}, to: {tier: db}, ports: [icmp/echo-request], audit: true}
+  flows:
+    - {name: web-to-db, from: {tier: web}, to: {tier: db}, ports: [tcp/5432]}
+    - {name: web-to-db-ping, from: {tier: web}, to: {tier: db}, ports: [icmp/echo-request]}
+)";
+
+constexpr const char* kInventory = R"(apiVersion: tierwall.io/v1
+kind: Inventory
+node: {name: node-flow, addresses: [10.88.0.1]}
+endpoints:
+  - {name: web-0, id: "c0", image: "reg.example/shop/web:1.4", labels: {role: web}, addresses: [10.88.0.10]}
+  - {name: db-0, id: "c1", labels: {role: db}, addresses: [10.88.0.11]}
+)";
+
+std::string read_file(const fs::path& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+bool wait_until(const std::function<bool()>& pred, Millis timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(Millis{50});
+  }
+  return true;
+}
+
+class FlowLogE2E : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = tierwall::testsupport::netns_unavailable_reason()) GTEST_SKIP() << *why;
+    char tmpl[] = "/tmp/tierwall-flowlog-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    std::ofstream(dir_ / "policy.yaml") << kPolicy;
+    std::ofstream(dir_ / "inventory.yaml") << kInventory;
+    log_ = dir_ / "tierwalld.log";
+    BridgeLabOptions opts;
+    opts.br0_containers = 3;  // web-0, db-0, and one nobody knows
+    opts.br1_containers = 0;
+    opts.bridge_nf_call = true;
+    lab_ = std::make_unique<BridgeLab>(opts);
+    // Connection ends are reported when conntrack forgets the entry: make
+    // closed TCP connections go quickly.
+    for (const char* state : {"time_wait", "close", "close_wait", "fin_wait", "last_ack"}) {
+      tierwall::testsupport::sysctl(
+          lab_->node, std::string("net.netfilter.nf_conntrack_tcp_timeout_") + state, "1");
+    }
+  }
+  void TearDown() override {
+    if (pid_ > 0) lab_->node.stop(pid_);
+    if (HasFailure() && fs::exists(log_)) std::cerr << "tierwalld log:\n" << read_file(log_);
+    lab_.reset();
+    if (!dir_.empty()) fs::remove_all(dir_);
+  }
+
+  std::vector<json> records() {
+    std::vector<json> out;
+    for (const auto& f : tierwall::testsupport::split_lines(
+             tierwall::testsupport::shell("cat " + (dir_ / "flows").string() + "/flows-*.jsonl")
+                 .out)) {
+      out.push_back(json::parse(f));
+    }
+    return out;
+  }
+
+  fs::path dir_, log_;
+  std::unique_ptr<BridgeLab> lab_;
+  pid_t pid_ = -1;
+};
+
+TEST_F(FlowLogE2E, KnownTrafficGivesExactlyTheExpectedRecords) {
+  auto& web = lab_->br0_containers[0];
+  auto& db = lab_->br0_containers[1];
+  auto& stray = lab_->br0_containers[2];
+  ASSERT_EQ(web.v4, "10.88.0.10");
+  ASSERT_EQ(db.v4, "10.88.0.11");
+  TcpServer pg(db.ns, db.v4, 5432);
+  TcpServer telnet(db.ns, db.v4, 23);
+
+  const int metrics_port = 19641;
+  pid_ = lab_->node.spawn(
+      "exec " + kTierwalld + " --policy " + (dir_ / "policy.yaml").string() + " --inventory " +
+          (dir_ / "inventory.yaml").string() +
+          " --container-cidr 10.88.0.0/16 --node-name node-flow" + " --flow-log " +
+          (dir_ / "flows").string() + " --flow-log-key " + (dir_ / "flowlog.key").string() +
+          " --api-socket " + (dir_ / "api.sock").string() +
+          " --metrics 127.0.0.1:" + std::to_string(metrics_port) + " --no-bridge-netfilter",
+      log_.string());
+  ASSERT_TRUE(wait_until(
+      [&] { return read_file(log_).find("applied policy") != std::string::npos; }, Millis{5000}))
+      << read_file(log_);
+
+  // 1. An allowed connection with 20 one-byte exchanges, then closed.
+  std::uint16_t allowed_port = 0;
+  {
+    TcpSession s(web.ns, db.v4, 5432, Millis{1000});
+    allowed_port = s.local_port();
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(s.exchange()) << "exchange " << i;
+  }
+  // 2. Denied attempts (each SYN and its retransmissions are decided).
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(tierwall::testsupport::tcp_probe(web.ns, db.v4, 23, Millis{300}), Outcome::kTimeout);
+  }
+  // 3. Audited pings: passed, and logged as audit.
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(tierwall::testsupport::ping_probe(web.ns, db.v4, Millis{1000}), Outcome::kOk);
+  }
+  // 4. The unknown container: quarantined.
+  EXPECT_EQ(tierwall::testsupport::tcp_probe(stray.ns, db.v4, 5432, Millis{300}),
+            Outcome::kTimeout);
+
+  // The kernel's own count of packets the deny rule decided.
+  std::string metrics;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto m = in_netns(
+            lab_->node, [&] { return tierwall::testsupport::http_get(metrics_port, "/metrics"); });
+        metrics = m ? m->body : "";
+        return !metrics.empty();
+      },
+      Millis{3000}));
+  const auto kernel_denied = tierwall::testsupport::metric_value(
+      metrics, "tierwall_rule_packets_total{rule=\"no-telnet\",kind=\"deny\"}");
+  ASSERT_TRUE(kernel_denied) << metrics;
+  ASSERT_GE(*kernel_denied, 3.0);
+
+  // The connection's end: conntrack forgets it after the short timeouts
+  // (a dump makes the kernel reap expired entries at once).
+  std::this_thread::sleep_for(Millis{1500});
+  in_netns(lab_->node, [] { return tierwall::dataplane::nft::ct_dump().size(); });
+  std::this_thread::sleep_for(Millis{300});
+
+  ASSERT_EQ(::kill(pid_, SIGTERM), 0);
+  lab_->node.stop(pid_, Millis{5000});
+  pid_ = -1;
+
+  const auto recs = records();
+  ASSERT_GE(recs.size(), 6U);
+  std::uint64_t seq = 0;
+  std::map<std::string, int> types;
+  for (const auto& r : recs) {
+    EXPECT_EQ(r["v"], 1);
+    EXPECT_EQ(r["seq"].get<std::uint64_t>(), ++seq);
+    EXPECT_EQ(r["node"], "node-flow");
+    ++types[r["type"].get<std::string>()];
+  }
+  EXPECT_EQ(recs.front()["type"], "agent");
+  EXPECT_EQ(recs.front()["event"], "start");
+  EXPECT_GE(types["agent"], 2);  // start, stop
+  EXPECT_GE(types["checkpoint"], 1);
+  EXPECT_EQ(types["loss"], 0);
+
+  const json* policy = nullptr;
+  const json* start = nullptr;
+  const json* end = nullptr;
+  std::uint64_t denied = 0;
+  int audited = 0, quarantined = 0;
+  for (const auto& r : recs) {
+    if (r["type"] == "policy") policy = &r;
+    if (r["type"] != "flow") continue;
+    const auto& src = r["src"];
+    const auto& dst = r["dst"];
+    if (r["verdict"] == "allow" && r["rule"].value("name", "") == "web-to-db") {
+      EXPECT_EQ(src["name"], "web-0");
+      EXPECT_EQ(src["tier"], "web");
+      EXPECT_EQ(src["id"], "c0");
+      EXPECT_EQ(src["image"], "reg.example/shop/web:1.4");
+      EXPECT_EQ(src["port"], allowed_port);
+      EXPECT_EQ(dst["name"], "db-0");
+      EXPECT_EQ(dst["tier"], "db");
+      EXPECT_EQ(dst["port"], 5432);
+      EXPECT_EQ(r["proto"], "tcp");
+      EXPECT_EQ(r["dataplane"], "nft");
+      EXPECT_EQ(r["generation"], 1);
+      if (r["event"] == "start") start = &r;
+      if (r["event"] == "end") end = &r;
+    }
+    if (r["verdict"] == "deny" && r["rule"].value("name", "") == "no-telnet") {
+      EXPECT_EQ(r["rule"]["kind"], "deny");
+      EXPECT_EQ(src["name"], "web-0");
+      EXPECT_EQ(dst["port"], 23);
+      EXPECT_TRUE(r["packets"].is_null());
+      denied += r["count"].get<std::uint64_t>();
+    }
+    if (r["verdict"] == "audit") {
+      EXPECT_EQ(r["rule"]["name"], "staged-no-ping");
+      EXPECT_EQ(r["proto"], "icmp");
+      EXPECT_EQ(dst["icmpType"], 8);
+      audited += r["event"] == "start" ? static_cast<int>(r["count"].get<std::uint64_t>()) : 0;
+    }
+    if (src.value("tier", "") == "quarantine") {
+      EXPECT_EQ(r["verdict"], "deny");
+      EXPECT_EQ(r["rule"]["kind"], "default-deny");
+      EXPECT_EQ(src["entity"], "endpoint");
+      EXPECT_FALSE(src.contains("name"));
+      ++quarantined;
+    }
+  }
+  ASSERT_NE(policy, nullptr);
+  EXPECT_EQ((*policy)["generation"], 1);
+  EXPECT_EQ((*policy)["name"], "flowlog-e2e");
+  EXPECT_EQ((*policy)["digest"].get<std::string>().size(), 64U);
+  EXPECT_EQ((*policy)["by"], "start");
+  ASSERT_NE(start, nullptr) << "no start record of the allowed connection";
+  ASSERT_NE(end, nullptr) << "no end record of the allowed connection";
+  EXPECT_TRUE((*start)["packets"].is_null());
+  // 20 one-byte exchanges each way, plus handshake and teardown.
+  EXPECT_GE((*end)["packets"]["orig"].get<std::uint64_t>(), 20U);
+  EXPECT_GE((*end)["packets"]["reply"].get<std::uint64_t>(), 20U);
+  EXPECT_GE((*end)["bytes"]["orig"].get<std::uint64_t>(), 20U * 41U);
+  EXPECT_GE((*end)["bytes"]["reply"].get<std::uint64_t>(), 20U * 41U);
+  // Every deny the kernel counted is in the log, exactly.
+  EXPECT_EQ(static_cast<double>(denied), *kernel_denied);
+  EXPECT_GE(audited, 1);
+  EXPECT_GE(quarantined, 1);
+
+  // The auditor's tools on the same log.
+  auto verify = run_argv({kTierctl, "audit", "verify", (dir_ / "flows").string(), "--pubkey",
+                          (dir_ / "flowlog.key.pub").string()});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
+  auto flows = run_argv({kTierctl, "flows", "--log", (dir_ / "flows").string(), "--verdict", "deny",
+                         "--rule", "no-telnet", "-o", "json"});
+  EXPECT_EQ(flows.exit_code, 0) << flows.err;
+  std::uint64_t listed = 0;
+  for (const auto& l : tierwall::testsupport::split_lines(flows.out)) {
+    listed += json::parse(l)["count"].get<std::uint64_t>();
+  }
+  EXPECT_EQ(listed, denied);
+  auto report =
+      run_argv({kTierctl, "report", "--log", (dir_ / "flows").string(), "--pubkey",
+                (dir_ / "flowlog.key.pub").string(), "-o", (dir_ / "report.html").string()});
+  EXPECT_EQ(report.exit_code, 0) << report.err;
+  const std::string html = read_file(dir_ / "report.html");
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("no-telnet"), std::string::npos);
+  // Tampering is caught: one byte of the first flow record changed.
+  auto files = tierwall::testsupport::split_lines(
+      tierwall::testsupport::shell("ls " + (dir_ / "flows").string() + "/flows-*.jsonl").out);
+  ASSERT_FALSE(files.empty());
+  std::string text = read_file(files.front());
+  const auto at = text.find("\"verdict\":\"deny\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, 16, "\"verdict\":\"allo\"");
+  std::ofstream(files.front(), std::ios::trunc) << text;
+  auto tampered = run_argv({kTierctl, "audit", "verify", (dir_ / "flows").string(), "--pubkey",
+                            (dir_ / "flowlog.key.pub").string()});
+  EXPECT_EQ(tampered.exit_code, 1) << tampered.out;
+  EXPECT_NE((tampered.out + tampered.err).find("edited"), std::string::npos)
+      << tampered.out << tampered.err;
+}
+
+}  // namespace
