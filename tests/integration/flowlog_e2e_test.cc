@@ -193,6 +193,16 @@ TEST_F(FlowLogE2E, KnownTrafficGivesExactlyTheExpectedRecords) {
   in_netns(lab_->node, [] { return tierwall::dataplane::nft::ct_dump().size(); });
   std::this_thread::sleep_for(Millis{300});
 
+  // Auditors may also ask the running agent (GET /v1/flows, role auditor+).
+  auto live = run_argv({kTierctl, "flows", "--socket", (dir_ / "api.sock").string(), "--rule",
+                        "no-telnet", "-o", "json"});
+  EXPECT_EQ(live.exit_code, 0) << live.err;
+  std::uint64_t live_denied = 0;
+  for (const auto& l : tierwall::testsupport::split_lines(live.out)) {
+    live_denied += json::parse(l)["count"].get<std::uint64_t>();
+  }
+  EXPECT_EQ(static_cast<double>(live_denied), *kernel_denied) << live.out;
+
   ASSERT_EQ(::kill(pid_, SIGTERM), 0);
   lab_->node.stop(pid_, Millis{5000});
   pid_ = -1;

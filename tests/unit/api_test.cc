@@ -118,6 +118,11 @@ class FakeAgent : public AgentControl {
     flushes.push_back(caller.peer.uid);
     return true;
   }
+  HttpResponse flows(const Caller&, const QueryParams& params) override {
+    flow_params = params;
+    return HttpResponse{200, "application/x-ndjson", "{}\n"};
+  }
+  QueryParams flow_params;
   std::vector<uid_t> reloads, applies, flushes;
   std::vector<tierwall::policy::SourceFile> submitted;
 };
@@ -165,6 +170,7 @@ TEST_F(ApiHandlerTest, EachRoleGetsExactlyWhatItMay) {
                                          {"POST", "/v1/reload", 200, 200, 403, 403},
                                          {"POST", "/v1/policy", 200, 403, 403, 403},
                                          {"POST", "/v1/flush", 200, 403, 403, 403},
+                                         {"GET", "/v1/flows", 200, 200, 200, 403},
                                          {"GET", "/v1/whoami", 200, 200, 200, 200}}) {
     const std::string body = c.path == "/v1/policy" ? apply_body : "";
     EXPECT_EQ(call(c.method, c.path, admin, body).status, c.admin) << c.path;
@@ -177,7 +183,7 @@ TEST_F(ApiHandlerTest, EachRoleGetsExactlyWhatItMay) {
   EXPECT_EQ(agent_.flushes, (std::vector<uid_t>{1000}));
   EXPECT_EQ(agent_.reloads, (std::vector<uid_t>{1000, 2000}));
   // Every refusal was reported with the caller and what was needed.
-  ASSERT_EQ(refusals_.size(), 11U);  // 1 + 2 + 2 + 3 + 3 from the table above
+  ASSERT_EQ(refusals_.size(), 12U);  // 1 + 2 + 2 + 3 + 3 + 1 from the table above
   EXPECT_EQ(refusals_[0].uid, 2002U);
   EXPECT_EQ(refusals_[0].action, "status");
   bool saw_operator_apply = false;
@@ -225,6 +231,19 @@ TEST_F(ApiHandlerTest, ApplyChecksTheBodyAndReturnsDiagnostics) {
   ASSERT_EQ(agent_.submitted.size(), 2U);
   EXPECT_EQ(agent_.submitted[1].path, "b.yaml");
   EXPECT_EQ(agent_.submitted[1].content, "y");
+}
+
+TEST_F(ApiHandlerTest, FlowQueryParametersArriveDecoded) {
+  HttpRequest r;
+  r.method = "GET";
+  r.path = "/v1/flows";
+  r.query = "verdict=deny&tier=db&endpoint=web%2A&since=15m&x=a+b&flag";
+  r.peer = peer(2001, 600);  // auditor
+  EXPECT_EQ(handler_.handle(r).status, 200);
+  const QueryParams want = {{"verdict", "deny"}, {"tier", "db"}, {"endpoint", "web*"},
+                            {"since", "15m"},    {"x", "a b"},   {"flag", ""}};
+  EXPECT_EQ(agent_.flow_params, want);
+  EXPECT_EQ(parse_query("a=%zz&b=%4"), (QueryParams{{"a", "%zz"}, {"b", "%4"}}));
 }
 
 TEST_F(ApiHandlerTest, StatusAndEndpointsJson) {

@@ -131,7 +131,9 @@ int run(int argc, char** argv) {
       "flows",
       "List and filter the flow log: time range, verdict, tier, endpoint, rule, address, "
       "port; table or -o json (one record per line); --follow");
-  fw->add_option("--log", flows.log_dir, "flow-log directory")->required();
+  fw->add_option("--log", flows.log_dir,
+                 "flow-log directory (default: ask the running agent through --socket)");
+  fw->add_option("--socket", agent.socket, "the agent's API socket, when --log is not given");
   fw->add_option("--since", flows.since, "from (RFC 3339, a date, now, or 15m/2h/7d ago)");
   fw->add_option("--until", flows.until, "until, exclusive (same forms)");
   fw->add_option("--verdict", flows.verdicts, "allow, deny or audit (repeatable, or a,b)");
@@ -205,7 +207,13 @@ int run(int argc, char** argv) {
   if (*e) return tierwall::cli::explain(explain, std::cout, std::cerr);
   if (*m) return tierwall::cli::matrix(matrix, std::cout, std::cerr);
   if (*c) return tierwall::cli::compile(compile, std::cout, std::cerr);
-  if (*fw) return tierwall::cli::flows(flows, std::cout, std::cerr);
+  if (*fw) {
+    if (flows.log_dir.empty()) {
+      agent.output = flows.output;
+      return tierwall::cli::agent_flows(agent, flows, std::cout, std::cerr);
+    }
+    return tierwall::cli::flows(flows, std::cout, std::cerr);
+  }
   if (*av) return tierwall::cli::audit_verify(verify, std::cout, std::cerr);
   if (*ap_key) return tierwall::cli::audit_pubkey(pubkey_key, std::cout, std::cerr);
   if (*rp) {

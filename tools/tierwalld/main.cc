@@ -8,10 +8,62 @@
 #include "tierwall/agent/config.h"
 #include "tierwall/agent/daemon.h"
 #include "tierwall/agent/once.h"
+#include "tierwall/cli/commands.h"
+#include "tierwall/cli/flow_commands.h"
 
 namespace {
 
 namespace agent = tierwall::agent;
+
+// GET /v1/flows: the query parameters are tierctl flows' flags.
+int flows_query(const std::string& dir,
+                const std::vector<std::pair<std::string, std::string>>& params, std::ostream& out,
+                std::ostream& err) {
+  constexpr std::uint64_t kDefaultLimit = 1000;
+  constexpr std::uint64_t kMaxLimit = 100000;
+  tierwall::cli::FlowsOptions o;
+  o.log_dir = dir;
+  o.output = "json";
+  o.limit = kDefaultLimit;
+  for (const auto& [key, value] : params) {
+    if (key == "since") {
+      o.since = value;
+    } else if (key == "until") {
+      o.until = value;
+    } else if (key == "verdict") {
+      o.verdicts.push_back(value);
+    } else if (key == "tier") {
+      o.tiers.push_back(value);
+    } else if (key == "src-tier") {
+      o.src_tiers.push_back(value);
+    } else if (key == "dst-tier") {
+      o.dst_tiers.push_back(value);
+    } else if (key == "endpoint") {
+      o.endpoints.push_back(value);
+    } else if (key == "rule") {
+      o.rules.push_back(value);
+    } else if (key == "address") {
+      o.addresses.push_back(value);
+    } else if (key == "port") {
+      o.ports.push_back(value);
+    } else if (key == "type") {
+      o.types.push_back(value);
+    } else if (key == "output" && (value == "json" || value == "table")) {
+      o.output = value;
+    } else if (key == "limit") {
+      try {
+        o.limit = std::min<std::uint64_t>(std::stoull(value), kMaxLimit);
+      } catch (const std::exception&) {
+        err << "limit '" << value << "' is not a number";
+        return tierwall::cli::kExitUsage;
+      }
+    } else {
+      err << "unknown parameter '" << key << "'";
+      return tierwall::cli::kExitUsage;
+    }
+  }
+  return tierwall::cli::flows(o, out, err);
+}
 
 // The configuration file (or the defaults) with the flags applied. nullopt
 // after printing why; `exit_code` is 1 for an invalid file, 2 for bad flags.
@@ -137,5 +189,6 @@ int main(int argc, char** argv) {
   agent::DaemonOptions daemon;
   daemon.bridge_netfilter = !no_bridge;
   daemon.log_json = log_format == "json";
+  daemon.flows_query = flows_query;
   return agent::run_daemon(*config, daemon, std::cerr);
 }

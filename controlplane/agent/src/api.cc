@@ -150,6 +150,41 @@ void sync_directory(const std::string& dir) {
 
 }  // namespace
 
+QueryParams parse_query(std::string_view query) {
+  auto decode = [](std::string_view in) {
+    std::string out;
+    out.reserve(in.size());
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      if (in[i] == '+') {
+        out += ' ';
+      } else if (in[i] == '%' && i + 2 < in.size()) {
+        unsigned v = 0;
+        auto [p, ec] = std::from_chars(in.data() + i + 1, in.data() + i + 3, v, 16);
+        if (ec == std::errc() && p == in.data() + i + 3) {
+          out += static_cast<char>(v);
+          i += 2;
+        } else {
+          out += '%';
+        }
+      } else {
+        out += in[i];
+      }
+    }
+    return out;
+  };
+  QueryParams out;
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view part = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (part.empty()) continue;
+    const auto eq = part.find('=');
+    out.emplace_back(decode(part.substr(0, eq)),
+                     eq == std::string_view::npos ? std::string() : decode(part.substr(eq + 1)));
+  }
+  return out;
+}
+
 std::string_view to_string(Role role) {
   switch (role) {
     case Role::Admin:
@@ -267,9 +302,10 @@ HttpResponse ApiHandler::handle(const HttpRequest& request) {
     Role required;
     std::string_view action;
   };
-  static constexpr std::array<Route, 6> kRoutes = {{
+  static constexpr std::array<Route, 7> kRoutes = {{
       {"GET", "/v1/whoami", Role::Auditor, "whoami"},
       {"GET", "/v1/status", Role::Auditor, "status"},
+      {"GET", "/v1/flows", Role::Auditor, "flows"},
       {"GET", "/v1/endpoints", Role::Operator, "endpoints"},
       {"POST", "/v1/reload", Role::Operator, "reload"},
       {"POST", "/v1/policy", Role::Admin, "apply"},
@@ -310,6 +346,7 @@ HttpResponse ApiHandler::handle(const HttpRequest& request) {
   if (route->action == "status") {
     return HttpResponse{200, "application/json", status_json(control_.state()) + "\n"};
   }
+  if (route->action == "flows") return control_.flows(caller, parse_query(request.query));
   if (route->action == "endpoints") {
     return HttpResponse{200, "application/json", endpoints_json(control_.endpoints()) + "\n"};
   }

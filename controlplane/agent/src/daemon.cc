@@ -274,6 +274,7 @@ class Daemon final : public AgentControl {
   ReloadResult reload(const Caller& caller) override;
   ApplyResult apply(const Caller& caller, std::vector<policy::SourceFile> files) override;
   bool flush(const Caller& caller, std::string* error) override;
+  HttpResponse flows(const Caller& caller, const QueryParams& params) override;
 
  private:
   bool setup_watches();
@@ -618,6 +619,25 @@ ApplyResult Daemon::apply(const Caller& caller, std::vector<policy::SourceFile> 
   }
   r.after = reconciler_->status();
   return r;
+}
+
+HttpResponse Daemon::flows(const Caller& caller, const QueryParams& params) {
+  auto error = [](int status, const std::string& message) {
+    return HttpResponse{status, "application/json",
+                        "{\"error\":\"" + json_escape(message) + "\"}\n"};
+  };
+  if (!config_.flow_log_dir) return error(409, "this agent writes no flow log (flowLog.dir)");
+  if (!options_.flows_query) return error(501, "flow queries are not served by this build");
+  std::ostringstream out;
+  std::ostringstream err;
+  const int rc = options_.flows_query(*config_.flow_log_dir, params, out, err);
+  if (rc == 2) return error(400, err.str());
+  if (rc != 0) return error(500, err.str());
+  log_.info("api: flows read by " + caller.describe(), {{"event", "flows-read"}});
+  const bool table = std::any_of(params.begin(), params.end(), [](const auto& kv) {
+    return kv.first == "output" && kv.second == "table";
+  });
+  return HttpResponse{200, table ? "text/plain; charset=utf-8" : "application/x-ndjson", out.str()};
 }
 
 bool Daemon::flush(const Caller& caller, std::string* error) {

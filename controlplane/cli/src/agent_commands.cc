@@ -308,4 +308,46 @@ int agent_flush(const AgentOptions& options, std::ostream& out, std::ostream& er
   return kExitOk;
 }
 
+int agent_flows(const AgentOptions& options, const FlowsOptions& flows, std::ostream& out,
+                std::ostream& err) {
+  if (flows.follow) {
+    err << "tierctl flows: --follow reads the files: give --log DIR\n";
+    return kExitUsage;
+  }
+  std::string query = "output=" + flows.output;
+  auto add = [&query](const char* key, const std::string& value) {
+    query += std::string("&") + key + "=" + runtime::percent_encode(value);
+  };
+  if (flows.since) add("since", *flows.since);
+  if (flows.until) add("until", *flows.until);
+  for (const auto& v : flows.verdicts) add("verdict", v);
+  for (const auto& v : flows.tiers) add("tier", v);
+  for (const auto& v : flows.src_tiers) add("src-tier", v);
+  for (const auto& v : flows.dst_tiers) add("dst-tier", v);
+  for (const auto& v : flows.endpoints) add("endpoint", v);
+  for (const auto& v : flows.rules) add("rule", v);
+  for (const auto& v : flows.addresses) add("address", v);
+  for (const auto& v : flows.ports) add("port", v);
+  for (const auto& v : flows.types) add("type", v);
+  if (flows.limit) add("limit", std::to_string(*flows.limit));
+  runtime::UnixHttpClient::Options o;
+  o.socket_path = options.socket;
+  o.request_timeout = options.timeout;
+  runtime::UnixHttpClient client(o);
+  auto r = client.request("GET", "/v1/flows?" + query);
+  if (!r) {
+    err << "tierctl: cannot reach the agent at " << options.socket << ": " << r.error().message
+        << "\n";
+    return kExitUnreachable;
+  }
+  if (r->status != 200) {
+    const auto body = json::parse(r->body, nullptr, false);
+    err << "tierctl: the agent refused (" << r->status
+        << "): " << (body.is_object() ? str(body, "error", r->body) : r->body) << "\n";
+    return r->status == 400 ? kExitUsage : kExitInvalid;
+  }
+  out << r->body;
+  return kExitOk;
+}
+
 }  // namespace tierwall::cli

@@ -10,6 +10,11 @@
 //                                  install them as the agent's policy
 //   POST /v1/flush      admin      remove tierwall's table and stop enforcing
 //                                  until the next accepted apply or reload
+//   GET  /v1/flows      auditor+   the flow log, filtered (query parameters as
+//                                  tierctl flows' flags: since, until, verdict,
+//                                  tier, src-tier, dst-tier, endpoint, rule,
+//                                  address, port, type, limit (default 1000,
+//                                  at most 100000), output=json|table)
 //   GET  /v1/whoami     any role   the caller's uid, gid and role
 //
 // Roles are ordered: admin > operator > auditor; a role may do what the
@@ -100,6 +105,10 @@ struct ApplyResult {
   ReconcilerStatus after;
 };
 
+// Query parameters in order, percent-decoded ("a=1&b=x%20y").
+using QueryParams = std::vector<std::pair<std::string, std::string>>;
+QueryParams parse_query(std::string_view query);
+
 class AgentControl {
  public:
   virtual ~AgentControl() = default;
@@ -109,6 +118,9 @@ class AgentControl {
   virtual ApplyResult apply(const Caller& caller, std::vector<policy::SourceFile> files) = 0;
   // false with `error` when the table could not be removed.
   virtual bool flush(const Caller& caller, std::string* error) = 0;
+  // The flow log, filtered: a whole response (200 with the records, 400 for
+  // bad parameters, 409 when the agent writes no flow log).
+  virtual HttpResponse flows(const Caller& caller, const QueryParams& params) = 0;
 };
 
 class ApiHandler {

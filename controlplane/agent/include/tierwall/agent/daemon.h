@@ -45,7 +45,11 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "tierwall/agent/config.h"
 
@@ -56,6 +60,13 @@ struct DaemonOptions {
   bool bridge_netfilter = true;
   std::chrono::milliseconds adopt_timeout{10'000};
   bool log_json = false;  // JSON lines instead of text
+  // Serves GET /v1/flows: filters the flow log in `dir` by `params`, writes
+  // the answer on `out` and problems on `err`; returns tierctl's exit codes
+  // (0 done, 1 unreadable log, 2 bad parameters). Unset: 501.
+  std::function<int(const std::string& dir,
+                    const std::vector<std::pair<std::string, std::string>>& params,
+                    std::ostream& out, std::ostream& err)>
+      flows_query;
   std::chrono::milliseconds tick_interval{1'000};
   // Quiet time after a file change before it is reloaded.
   std::chrono::milliseconds settle{150};

@@ -14,6 +14,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tierwall/cli/flow_commands.h"
+
 namespace tierwall::cli {
 
 inline constexpr std::string_view kDefaultAgentSocket = "/run/tierwall/api.sock";
@@ -32,5 +34,9 @@ int agent_apply(const AgentOptions& options, const std::vector<std::string>& pat
                 std::ostream& out, std::ostream& err);
 int agent_reload(const AgentOptions& options, std::ostream& out, std::ostream& err);
 int agent_flush(const AgentOptions& options, std::ostream& out, std::ostream& err);
+// tierctl flows without --log: the agent filters its own flow log
+// (GET /v1/flows; role auditor). --follow is not served this way.
+int agent_flows(const AgentOptions& options, const FlowsOptions& flows, std::ostream& out,
+                std::ostream& err);
 
 }  // namespace tierwall::cli
