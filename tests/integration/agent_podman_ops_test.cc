@@ -723,7 +723,10 @@ TEST_F(AgentPodmanOps, KillDashNineDuringChurn) {
 
   start_churn();
   if (HasFatalFailure()) return;
-  ASSERT_TRUE(wait_until([&] { return count_of(log(), "runtime start") >= 3; }, Millis{20000}))
+  // Containers identified: by their start event or, earlier, by a rescan.
+  ASSERT_TRUE(wait_until(
+      [&] { return count_of(log(), "runtime start") + count_of(log(), "runtime rescan") >= 3; },
+      Millis{20000}))
       << log();
 
   // kill -9 mid-churn.

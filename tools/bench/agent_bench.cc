@@ -1137,7 +1137,11 @@ struct LatencyResults {
 std::vector<double> agent_reported(const std::string& log, const std::string& prefix) {
   std::vector<double> out;
   for (const auto& line : split_lines(log)) {
-    if (line.find("runtime start: " + prefix) == std::string::npos) continue;
+    // An upsert from the start event or from a rescan (runtime_source.h).
+    if (line.find("runtime start: " + prefix) == std::string::npos &&
+        line.find("runtime rescan: " + prefix) == std::string::npos) {
+      continue;
+    }
     const auto at = line.find(" enforced ");
     if (at == std::string::npos) continue;
     out.push_back(std::strtod(line.c_str() + at + 10, nullptr));
