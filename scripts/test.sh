@@ -89,8 +89,9 @@ if [[ -f tests/fuzz/CMakeLists.txt ]]; then
     -DTIERWALL_FUZZ=ON
 
   stage="build (fuzz)"
-  banner "Building fuzz_policy_parser"
-  cmake --build "$FUZZ_DIR" -j"$JOBS" --target fuzz_policy_parser
+  banner "Building the fuzz harnesses"
+  cmake --build "$FUZZ_DIR" -j"$JOBS" --target fuzz_policy_parser fuzz_nflog_parse \
+    flowlog_verify_fuzz
 
   if [[ -f scripts/run-fuzz.sh ]]; then
     stage="run-fuzz"
