@@ -77,7 +77,16 @@ class ConfigReader {
     }
     if (const auto* n = field(root, "nft")) read_nft(*n, c.nft);
     if (const auto* n = field(root, "flowLog")) {
-      if (r_.check_map(*n, "flowLog", {"dir", "key", "fsync"})) {
+      if (r_.check_map(*n, "flowLog", {"dir", "key", "fsync", "receiveBuffer"})) {
+        if (const auto* b = field(*n, "receiveBuffer")) {
+          if (auto v = r_.integer(*b, "flowLog.receiveBuffer")) {
+            if (*v < 4096 || *v > (1LL << 30)) {
+              r_.error(*b, "flowLog.receiveBuffer must be between 4096 and 1073741824 bytes");
+            } else {
+              c.flow_log_receive_buffer = static_cast<int>(*v);
+            }
+          }
+        }
         if (const auto* d = field(*n, "dir")) c.flow_log_dir = path_of(*d, "flowLog.dir");
         if (const auto* k = field(*n, "key")) {
           if (auto v = path_of(*k, "flowLog.key")) c.flow_log_key = *v;

@@ -686,6 +686,7 @@ void Daemon::start_flow_log(const std::vector<IpAddress>& node_addresses) {
   }
   dataplane::nft::NflogSource::Config nf;
   nf.group = config_.nft.log_group;
+  nf.receive_buffer = config_.flow_log_receive_buffer;
   nf.max_datagrams_per_drain = kFlowDatagramsPerRound;
   nflog_ = dataplane::nft::NflogSource::open(nf, &error);
   if (!nflog_) {
@@ -693,6 +694,7 @@ void Daemon::start_flow_log(const std::vector<IpAddress>& node_addresses) {
                "; denied and audited connections are not logged");
   }
   dataplane::nft::ConntrackEventSource::Config ct;
+  ct.receive_buffer = config_.flow_log_receive_buffer;
   ct.max_datagrams_per_drain = kFlowDatagramsPerRound;
   conntrack_ = dataplane::nft::ConntrackEventSource::open(ct, &error);
   if (!conntrack_) {

@@ -16,6 +16,7 @@
 //     dir: /var/log/tierwall/flows        # chained JSONL files (docs/flowlog.md)
 //     key: /var/lib/tierwall/flowlog.key  # Ed25519 signing key (default shown)
 //     fsync: interval                     # none | checkpoint | interval | every-record
+//     receiveBuffer: 67108864             # bytes per kernel event socket (NFLOG, conntrack)
 //   api:                                  # the local API (tierctl status/apply/...)
 //     socket: /run/tierwall/api.sock      # default shown; "" = no API
 //     group: tierwall                     # optional: socket group (mode 0660)
@@ -81,6 +82,7 @@ struct AgentConfig {
   std::optional<std::string> flow_log_dir;
   std::string flow_log_key{kDefaultFlowLogKey};
   std::string flow_log_fsync = "interval";
+  int flow_log_receive_buffer = 64 << 20;  // bytes; the kernel doubles it
   Api api;
   std::string metrics_address{kDefaultMetricsAddress};
 };
