@@ -16,9 +16,12 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libssl-dev
   # runtime tools used by the integration tests and the demo
   nftables iproute2 iperf3 conntrack
-  # flow-log tooling: the jq baseline of tierwall-bench-flowquery, and the
-  # headless browser (with a font) of report_browser_test
-  jq chromium fonts-dejavu-core zlib1g-dev
+  # flow-log tooling: the jq baseline of tierwall-bench-flowquery, the
+  # ulogd2 baseline of tierwall-bench-flowlog, and the headless browser
+  # (with a font) of report_browser_test
+  jq ulogd2 ulogd2-json chromium fonts-dejavu-core zlib1g-dev
+  # IPFIX export: ipfix_test checks its messages with Wireshark's dissector
+  tshark
 )
 
 missing=()

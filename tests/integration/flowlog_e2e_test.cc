@@ -146,10 +146,22 @@ TEST_F(FlowLogE2E, KnownTrafficGivesExactlyTheExpectedRecords) {
   TcpServer pg(db.ns, db.v4, 5432);
   TcpServer telnet(db.ns, db.v4, 23);
 
+  // An IPFIX collector in the node namespace (the agent exports there too).
+  const int collector = in_netns(lab_->node, [] {
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(14739);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int rcvbuf = 4 << 20;
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    return ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 ? fd : -1;
+  });
+  ASSERT_GE(collector, 0);
   const int metrics_port = 19641;
   pid_ = lab_->node.spawn(
-      "exec " + kTierwalld + " --policy " + (dir_ / "policy.yaml").string() + " --inventory " +
-          (dir_ / "inventory.yaml").string() +
+      "exec " + kTierwalld + " --ipfix 127.0.0.1:14739 --policy " +
+          (dir_ / "policy.yaml").string() + " --inventory " + (dir_ / "inventory.yaml").string() +
           " --container-cidr 10.88.0.0/16 --node-name node-flow" + " --flow-log " +
           (dir_ / "flows").string() + " --flow-log-key " + (dir_ / "flowlog.key").string() +
           " --api-socket " + (dir_ / "api.sock").string() +
@@ -212,6 +224,28 @@ TEST_F(FlowLogE2E, KnownTrafficGivesExactlyTheExpectedRecords) {
   ASSERT_EQ(::kill(pid_, SIGTERM), 0);
   lab_->node.stop(pid_, Millis{5000});
   pid_ = -1;
+
+  // IPFIX: version-10 messages with template and data sets arrived.
+  std::size_t messages = 0, data_sets = 0, template_sets = 0;
+  std::array<std::uint8_t, 65536> buf{};
+  for (;;) {
+    const ssize_t n = ::recv(collector, buf.data(), buf.size(), 0);
+    if (n < 16) break;
+    if (buf[0] != 0 || buf[1] != 10) continue;
+    ++messages;
+    for (std::size_t off = 16; off + 4 <= static_cast<std::size_t>(n);) {
+      const unsigned id = static_cast<unsigned>(buf[off] << 8 | buf[off + 1]);
+      const unsigned len = static_cast<unsigned>(buf[off + 2] << 8 | buf[off + 3]);
+      if (len < 4) break;
+      if (id == 2) ++template_sets;
+      if (id >= 256) ++data_sets;
+      off += len;
+    }
+  }
+  ::close(collector);
+  EXPECT_GT(messages, 0U);
+  EXPECT_GT(template_sets, 0U);
+  EXPECT_GT(data_sets, 0U);
 
   const auto recs = records();
   ASSERT_GE(recs.size(), 6U);

@@ -135,6 +135,35 @@ api:
   EXPECT_TRUE(bad2.has_errors());
 }
 
+TEST(AgentConfig, FlowLogOptions) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(policy: p.yaml
+flowLog:
+  dir: flows
+  key: /var/lib/tierwall/k
+  fsync: every-record
+  receiveBuffer: 65536
+  ipfix: {collector: "[2001:db8::9]:4739"}
+)",
+                        "/etc/tierwall/a.yaml", diags);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->flow_log_dir, "/etc/tierwall/flows");
+  EXPECT_EQ(c->flow_log_key, "/var/lib/tierwall/k");
+  EXPECT_EQ(c->flow_log_fsync, "every-record");
+  EXPECT_EQ(c->flow_log_receive_buffer, 65536);
+  EXPECT_EQ(c->ipfix_collector, "[2001:db8::9]:4739");
+  policy::Diagnostics bad;
+  EXPECT_FALSE(parse_config("flowLog: {fsync: sometimes, receiveBuffer: 1}\n", "a.yaml", bad));
+  EXPECT_EQ(bad.error_count(), 2U);
+  // IPFIX without a flow log is refused.
+  auto d = parse_config("policy: p.yaml\n", "/etc/a.yaml", diags);
+  ASSERT_TRUE(d);
+  Overrides o;
+  o.ipfix = "127.0.0.1:4739";
+  policy::Diagnostics flags;
+  EXPECT_FALSE(apply_overrides(*d, o, flags));
+}
+
 TEST(AgentConfig, FlagsOverrideTheFile) {
   policy::Diagnostics diags;
   auto c = parse_config(

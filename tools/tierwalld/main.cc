@@ -119,6 +119,8 @@ int main(int argc, char** argv) {
   app.add_option("--node-name", flags.node_name, "this node's name (default: the host name)");
   app.add_option("--flow-log", flags.flow_log,
                  "write the flow log (hash-chained JSON Lines, signed checkpoints) to DIR");
+  app.add_option("--ipfix", flags.ipfix,
+                 "also export the flow log's flows over IPFIX (UDP) to HOST:PORT");
   app.add_option("--flow-log-key", flags.flow_log_key,
                  "the flow log's Ed25519 signing key (created when missing; default " +
                      std::string(agent::kDefaultFlowLogKey) + ")");

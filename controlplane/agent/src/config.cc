@@ -7,6 +7,7 @@
 #include <memory>
 #include <unistd.h>
 
+#include "tierwall/ipfix/ipfix.h"
 #include "tierwall/policy/loader.h"
 #include "tierwall/policy/model.h"
 #include "tierwall/policy/yaml.h"
@@ -77,7 +78,23 @@ class ConfigReader {
     }
     if (const auto* n = field(root, "nft")) read_nft(*n, c.nft);
     if (const auto* n = field(root, "flowLog")) {
-      if (r_.check_map(*n, "flowLog", {"dir", "key", "fsync", "receiveBuffer"})) {
+      if (r_.check_map(*n, "flowLog", {"dir", "key", "fsync", "receiveBuffer", "ipfix"})) {
+        if (const auto* x = field(*n, "ipfix")) {
+          if (r_.check_map(*x, "flowLog.ipfix", {"collector"})) {
+            if (const auto* col = field(*x, "collector")) {
+              if (auto v = nonempty(*col, "flowLog.ipfix.collector")) {
+                std::string host;
+                std::uint16_t port = 0;
+                if (ipfix::parse_collector(*v, host, port)) {
+                  c.ipfix_collector = *v;
+                } else {
+                  r_.error(*col, "invalid flowLog.ipfix.collector '" + *v +
+                                     "': expected HOST:PORT, HOST or [IPv6]:PORT");
+                }
+              }
+            }
+          }
+        }
         if (const auto* b = field(*n, "receiveBuffer")) {
           if (auto v = r_.integer(*b, "flowLog.receiveBuffer")) {
             if (*v < 4096 || *v > (1LL << 30)) {
@@ -286,6 +303,18 @@ bool apply_overrides(AgentConfig& config, const Overrides& flags, policy::Diagno
   if (flags.node_name) config.node.name = *flags.node_name;
   if (flags.flow_log) config.flow_log_dir = *flags.flow_log;
   if (flags.flow_log_key) config.flow_log_key = *flags.flow_log_key;
+  if (flags.ipfix) {
+    std::string host;
+    std::uint16_t port = 0;
+    if (ipfix::parse_collector(*flags.ipfix, host, port)) {
+      config.ipfix_collector = *flags.ipfix;
+    } else {
+      diags.error(where, "invalid --ipfix '" + *flags.ipfix + "': expected HOST:PORT");
+    }
+  }
+  if (config.ipfix_collector && !config.flow_log_dir) {
+    diags.error(where, "IPFIX export needs the flow log: set flowLog.dir or --flow-log DIR");
+  }
   if (!flags.container_cidrs.empty()) {
     std::vector<Cidr> cidrs;
     for (const auto& text : flags.container_cidrs) {

@@ -39,6 +39,7 @@
 #include "tierwall/flowlog/writer.h"
 #include "tierwall/flowpipe/enricher.h"
 #include "tierwall/identity/inventory.h"
+#include "tierwall/ipfix/ipfix.h"
 #include "tierwall/runtime/runtime_source.h"
 
 namespace tierwall::agent {
@@ -295,6 +296,7 @@ class Daemon final : public AgentControl {
   void start_flow_log(const std::vector<IpAddress>& node_addresses);
   void flow_policy(const std::string& by);
   void flow_events(bool conntrack);
+  void flow_event(const dataplane::nft::RawFlowEvent& e);
   void stop_flow_log();
   void observe_latencies();
   std::string not_ready() const;
@@ -341,7 +343,8 @@ class Daemon final : public AgentControl {
   std::optional<dataplane::nft::ConntrackEventSource> conntrack_;
   std::unique_ptr<ReconcilerLookup> lookup_;
   std::unique_ptr<flowpipe::Enricher> enricher_;
-  std::uint64_t flow_generation_ = 0;  // the last generation written as a policy record
+  std::uint64_t flow_generation_ = 0;            // the last generation written as a policy record
+  std::unique_ptr<ipfix::IpfixExporter> ipfix_;  // flowLog.ipfix.collector
 };
 
 // A foreign commit is announced as its messages, then NEWGEN: a change is
@@ -705,6 +708,18 @@ void Daemon::start_flow_log(const std::vector<IpAddress>& node_addresses) {
       std::make_unique<ReconcilerLookup>(*reconciler_, node_addresses, config_.container_cidrs);
   enricher_ = std::make_unique<flowpipe::Enricher>(flowpipe::Enricher::Options{}, *lookup_);
   flowlog_ = std::move(writer);
+  if (config_.ipfix_collector) {
+    ipfix::ExporterOptions x;
+    x.collector = *config_.ipfix_collector;
+    x.node = config_.node.name;
+    auto exporter = std::make_unique<ipfix::IpfixExporter>();
+    if (exporter->open(x, &error)) {
+      ipfix_ = std::move(exporter);
+      log_.info("flows also exported over IPFIX to " + x.collector);
+    } else {
+      log_.error("IPFIX export to " + x.collector + " not started: " + error);
+    }
+  }
   log_.info("flow log in " + w.dir + " (key " + w.key_path + ", fsync " +
             std::string(flowlog::to_string(w.fsync)) + ")");
 }
@@ -723,10 +738,15 @@ void Daemon::flow_policy(const std::string& by) {
   flowlog_->submit(flowlog::FlowRecord{0, std::move(p)});
 }
 
+void Daemon::flow_event(const dataplane::nft::RawFlowEvent& e) {
+  if (auto r = enricher_->enrich(e)) {
+    if (ipfix_) ipfix_->export_record(*r);
+    flowlog_->submit(std::move(*r));
+  }
+}
+
 void Daemon::flow_events(bool conntrack) {
-  auto sink = [this](const dataplane::nft::RawFlowEvent& e) {
-    if (auto r = enricher_->enrich(e)) flowlog_->submit(std::move(*r));
-  };
+  auto sink = [this](const dataplane::nft::RawFlowEvent& e) { flow_event(e); };
   if (conntrack) {
     conntrack_->drain(sink);
   } else {
@@ -736,12 +756,14 @@ void Daemon::flow_events(bool conntrack) {
 
 void Daemon::stop_flow_log() {
   if (!flowlog_) return;
-  auto sink = [this](const dataplane::nft::RawFlowEvent& e) {
-    if (auto r = enricher_->enrich(e)) flowlog_->submit(std::move(*r));
-  };
+  auto sink = [this](const dataplane::nft::RawFlowEvent& e) { flow_event(e); };
   if (nflog_) nflog_->finish(sink);
   nflog_.reset();
   conntrack_.reset();
+  if (ipfix_) {
+    ipfix_->close();
+    ipfix_.reset();
+  }
   flowlog_->stop();
   const auto st = flowlog_->stats();
   log_.info("flow log closed: " + std::to_string(st.records_written) + " records, " +
@@ -1088,6 +1110,7 @@ int Daemon::run() {
     }
     if (drift_due_ && now >= *drift_due_) repair_drift();
     if (now >= next_tick) {
+      if (ipfix_) ipfix_->flush();
       reconciler_->tick();
       check_dataplane();
       next_tick = now + options_.tick_interval;

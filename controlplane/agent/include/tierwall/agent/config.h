@@ -17,6 +17,7 @@
 //     key: /var/lib/tierwall/flowlog.key  # Ed25519 signing key (default shown)
 //     fsync: interval                     # none | checkpoint | interval | every-record
 //     receiveBuffer: 67108864             # bytes per kernel event socket (NFLOG, conntrack)
+//     ipfix: {collector: "192.0.2.9:4739"}  # optional: also export flows over IPFIX/UDP
 //   api:                                  # the local API (tierctl status/apply/...)
 //     socket: /run/tierwall/api.sock      # default shown; "" = no API
 //     group: tierwall                     # optional: socket group (mode 0660)
@@ -82,7 +83,8 @@ struct AgentConfig {
   std::optional<std::string> flow_log_dir;
   std::string flow_log_key{kDefaultFlowLogKey};
   std::string flow_log_fsync = "interval";
-  int flow_log_receive_buffer = 64 << 20;  // bytes; the kernel doubles it
+  int flow_log_receive_buffer = 64 << 20;      // bytes; the kernel doubles it
+  std::optional<std::string> ipfix_collector;  // HOST:PORT; flows are also exported there
   Api api;
   std::string metrics_address{kDefaultMetricsAddress};
 };
@@ -110,6 +112,7 @@ struct Overrides {
   std::optional<std::string> node_name;       // --node-name NAME
   std::optional<std::string> flow_log;        // --flow-log DIR
   std::optional<std::string> flow_log_key;    // --flow-log-key FILE
+  std::optional<std::string> ipfix;           // --ipfix HOST:PORT
 };
 
 // Applies the flags, then checks what only the merged result can tell (a
