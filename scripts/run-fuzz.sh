@@ -3,14 +3,16 @@
 #   fuzz_policy_parser   policy YAML (tests/fuzz/corpus, yaml.dict)   SECONDS
 #   fuzz_nflog_parse     NFLOG/ctnetlink messages (corpus-nflog)      SECONDS/2
 #   flowlog_verify_fuzz  flow-log files to the verifier (corpus-flowlog) SECONDS/2
+#   fuzz_dpdk_parse      frames to the DPDK packet parser (corpus-dpdk) SECONDS/2
 #
 #   scripts/run-fuzz.sh [BUILD_DIR] [SECONDS]
 #
 # BUILD_DIR: a clang build with -DTIERWALL_FUZZ=ON that has built the
 #   harnesses (default: $TIERWALL_FUZZ_BUILD_DIR, else build/fuzz):
 #     CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DTIERWALL_FUZZ=ON
-#     cmake --build build/fuzz --target fuzz_policy_parser fuzz_nflog_parse flowlog_verify_fuzz
-# SECONDS: fuzzing time of the policy parser; the two others get half each
+#     cmake --build build/fuzz --target fuzz_policy_parser fuzz_nflog_parse flowlog_verify_fuzz \
+#       fuzz_dpdk_parse
+# SECONDS: fuzzing time of the policy parser; the others get half each
 #   (default: $TIERWALL_FUZZ_SECONDS, else 60).
 #
 # Each seed corpus is copied to a temporary directory, so new inputs never
@@ -76,3 +78,4 @@ HALF=$(((SECONDS_TOTAL + 1) / 2))
 fuzz fuzz_policy_parser corpus "$SECONDS_TOTAL" -dict="$REPO_ROOT/tests/fuzz/yaml.dict"
 fuzz fuzz_nflog_parse corpus-nflog "$HALF"
 fuzz flowlog_verify_fuzz corpus-flowlog "$HALF"
+fuzz fuzz_dpdk_parse corpus-dpdk "$HALF"

@@ -91,7 +91,7 @@ if [[ -f tests/fuzz/CMakeLists.txt ]]; then
   stage="build (fuzz)"
   banner "Building the fuzz harnesses"
   cmake --build "$FUZZ_DIR" -j"$JOBS" --target fuzz_policy_parser fuzz_nflog_parse \
-    flowlog_verify_fuzz
+    flowlog_verify_fuzz fuzz_dpdk_parse
 
   if [[ -f scripts/run-fuzz.sh ]]; then
     stage="run-fuzz"

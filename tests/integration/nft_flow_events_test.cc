@@ -9,7 +9,7 @@
 //               close, End with packets and bytes per direction (IPv4, IPv6).
 //   Loss:       a UDP flood through a 64 KiB receive buffer read slowly:
 //               events + Loss counts == the rules' kernel counters, exactly.
-//   Rate:       TIERWALL_NFLOG_BENCH=SECONDS measures the receive rate.
+//   (Rates are measured by `tierwall-bench flowlog`, tools/bench.)
 //
 // Everything runs in the test's own namespaces (the lab deletes them, and
 // the table with the node namespace, also when an assertion fails).
@@ -17,9 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <map>
 #include <memory>
 #include <netinet/in.h>
@@ -600,95 +598,6 @@ TEST(NftFlowEvents, FloodThroughASmallBufferIsFullyAccounted) {
   EXPECT_EQ(st.malformed, 0U);
   EXPECT_EQ(st.foreign, 0U);
   EXPECT_EQ(st.reordered, 0U);
-}
-
-// TIERWALL_NFLOG_BENCH=SECONDS [TIERWALL_NFLOG_BENCH_SENDERS=N]: floods for
-// SECONDS from N containers (default 2) and reports the receive rate.
-TEST(NftFlowEvents, NflogReceiveRate) {
-  const char* env = std::getenv("TIERWALL_NFLOG_BENCH");
-  if (env == nullptr) GTEST_SKIP() << "set TIERWALL_NFLOG_BENCH=SECONDS to measure";
-  if (auto why = testsupport::netns_unavailable_reason()) GTEST_SKIP() << *why;
-  const int seconds = std::max(1, std::atoi(env));
-  const char* senders_env = std::getenv("TIERWALL_NFLOG_BENCH_SENDERS");
-  const int senders = std::clamp(senders_env ? std::atoi(senders_env) : 2, 1, 3);
-  Capture cap;
-  auto& lab = cap.lab();
-  auto& nflog = cap.nflog();
-  std::uint64_t events = 0;
-  std::uint64_t lost = 0;
-  const auto sink = [&](const RawFlowEvent& e) {
-    if (e.kind == FlowEventKind::Start) ++events;
-    if (e.kind == FlowEventKind::Loss) lost += e.loss_count;
-  };
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> gens;
-  std::atomic<std::uint64_t> sent{0};
-  for (int i = 0; i < senders; ++i) {
-    gens.emplace_back([&, i] {
-      const auto& from = lab.br0_containers[static_cast<std::size_t>(i)];
-      const auto& to = lab.br0_containers[static_cast<std::size_t>(i + 1)];
-      sent += udp_flood(from.ns, to.v4, kFloodPort, ~std::uint64_t{0}, &stop);
-    });
-  }
-  // Phase 1, live: senders and reader run together; the reader's own CPU
-  // time says what receiving and parsing cost per event.
-  const auto thread_cpu = [] {
-    timespec ts{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-  };
-  const auto t0 = std::chrono::steady_clock::now();
-  const double cpu0 = thread_cpu();
-  const auto end = t0 + std::chrono::seconds(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    nflog.drain(sink);
-    pollfd p{nflog.fd(), POLLIN, 0};
-    poll(&p, 1, 10);
-  }
-  stop = true;
-  for (auto& g : gens) g.join();
-  const double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const double live_cpu = thread_cpu() - cpu0;
-  const std::uint64_t live_events = events;
-  for (int idle = 0; idle < 5;) {
-    idle = nflog.drain(sink) == 0 ? idle + 1 : 0;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  // Phase 2, backlog: the reader pauses while 200k events queue up in the
-  // (128 MiB) receive buffer, then drains them as fast as it can: the
-  // receive + parse ceiling, without the senders competing for the CPUs.
-  constexpr std::uint64_t kBacklog = 200'000;
-  udp_flood(lab.br0_containers[0].ns, lab.br0_containers[1].v4, kFloodPort, kBacklog);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  const std::uint64_t before_backlog = events + lost;
-  const auto b0 = std::chrono::steady_clock::now();
-  while (nflog.drain(sink) != 0) {
-  }
-  const double backlog_s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - b0).count();
-  const std::uint64_t backlog_events = events + lost - before_backlog;
-  for (int i = 0; i < 20 && lost + events < logged_packets(cap); ++i) {
-    udp_flood(lab.br0_containers[0].ns, lab.br0_containers[1].v4, kFloodPort, 1);
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    nflog.drain(sink);
-  }
-  nflog.finish(sink);
-  const std::uint64_t counted = logged_packets(cap);
-  std::printf(
-      "  NFLOG bench live: %d senders, %.2f s, sent %llu, received %llu (%.0f events/s), "
-      "reader CPU %.2f s (%.0f events per CPU-second), datagrams %llu, rcvbuf %d\n",
-      senders, elapsed, static_cast<unsigned long long>(sent.load()),
-      static_cast<unsigned long long>(live_events), static_cast<double>(live_events) / elapsed,
-      live_cpu, static_cast<double>(live_events) / live_cpu,
-      static_cast<unsigned long long>(nflog.stats().datagrams), nflog.receive_buffer());
-  std::printf("  NFLOG bench backlog: %llu events drained in %.3f s (%.0f events/s)\n",
-              static_cast<unsigned long long>(backlog_events), backlog_s,
-              static_cast<double>(backlog_events) / backlog_s);
-  std::printf("  NFLOG bench total: counter %llu, received %llu, lost %llu\n",
-              static_cast<unsigned long long>(counted), static_cast<unsigned long long>(events),
-              static_cast<unsigned long long>(lost));
-  EXPECT_EQ(events + lost, counted);
 }
 
 }  // namespace
