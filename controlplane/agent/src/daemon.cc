@@ -1125,6 +1125,11 @@ int Daemon::run() {
       if (server == nullptr) continue;
       if (auto d = server->next_deadline()) wake = std::min(wake, *d);
     }
+    // Backpressure: while the flow-log writer's queue is nearly full, the
+    // kernel sockets are not read: their (large) buffers hold the events
+    // instead of the writer counting them as lost. Checked again shortly.
+    const bool flow_held = flowlog_ && flowlog_->congested();
+    if (flow_held) wake = std::min(wake, Clock::now() + std::chrono::milliseconds{5});
     now = Clock::now();
     const auto wait = wake > now ? std::chrono::ceil<std::chrono::milliseconds>(wake - now)
                                  : std::chrono::milliseconds{0};
@@ -1135,8 +1140,8 @@ int Daemon::run() {
                                {inotify_.get(), POLLIN, 0},
                                {monitor_ ? monitor_->fd() : -1, POLLIN, 0},
                                {links_ ? links_->fd() : -1, POLLIN, 0},
-                               {nflog_ ? nflog_->fd() : -1, POLLIN, 0},
-                               {conntrack_ ? conntrack_->fd() : -1, POLLIN, 0}};
+                               {nflog_ && !flow_held ? nflog_->fd() : -1, POLLIN, 0},
+                               {conntrack_ && !flow_held ? conntrack_->fd() : -1, POLLIN, 0}};
     constexpr std::size_t kServersAt = 7;
     if (metrics_) metrics_->add_fds(fds);  // fds[kServersAt...]
     const std::size_t api_at = fds.size();

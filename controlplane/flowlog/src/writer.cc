@@ -675,6 +675,12 @@ void FlowLogWriter::stop() {
   impl_->thread.join();
 }
 
+bool FlowLogWriter::congested() const {
+  if (!impl_) return false;
+  std::lock_guard lock(impl_->mu);
+  return impl_->queue.size() * 4 >= impl_->opt.queue_capacity * 3;
+}
+
 WriterStats FlowLogWriter::stats() const {
   WriterStats s;
   if (!impl_) return s;

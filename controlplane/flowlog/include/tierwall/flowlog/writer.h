@@ -111,6 +111,10 @@ class FlowLogWriter {
   void stop();
 
   WriterStats stats() const;
+  // The queue is at least 3/4 full: a producer that can wait (a kernel
+  // socket buffer behind it) should hold back rather than have events
+  // counted as lost. Any thread.
+  [[nodiscard]] bool congested() const;
 
   // The torn tail open() recovered, if any (for the agent's log).
   std::optional<TornTail> recovered() const;
