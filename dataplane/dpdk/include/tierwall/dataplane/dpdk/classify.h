@@ -1,0 +1,147 @@
+// The DPDK dataplane's decision core: a RuleSet compiled into an immutable
+// Generation of fast-path tables that decides a new connection with a few
+// memory lookups and no rule scan, and reproduces the reference evaluator
+// (`decide()` in evaluator.h) exactly: the same verdict and the same deciding
+// rule id for every (src, dst, protocol, port). docs/dpdk.md, "Decision
+// core", has the layout, the choices and the measured cost.
+//
+// Layout of a Generation:
+//  * address -> peer: two open-addressing hash tables (IPv4 keys, IPv6 keys),
+//    linear probing, load <= 1/2, power-of-two capacity. A slot holds the
+//    kind (endpoint or host), the endpoint id, its tier and its interned
+//    selector profile, so one lookup (usually one cache line) resolves an
+//    endpoint. rte_hash is not used: it needs rte_malloc (hence an EAL) to
+//    create, and we want the same tables in unit tests on any machine.
+//  * every other address -> (in a container CIDR?, world class): a sorted
+//    array of elementary address intervals cut by the container CIDRs and the
+//    world CIDRs that rules mention, searched by binary search (one array per
+//    family; log2(2 x prefixes) probes). A world class is the interned set of
+//    rule world-peers whose CIDR list contains the address. Exact for any
+//    prefix lengths, O(prefixes) memory, no hugepages (rte_lpm/rte_lpm6 need
+//    an EAL); the unknown-address path is the slow one anyway.
+//  * decisions: peers are grouped into classes (one per tier, host, world);
+//    for every (src class, dst class, protocol bucket) the rules that can
+//    match are pre-selected in policy order (denies, then flows), each entry
+//    carrying only its residual checks: a port/type range and at most one
+//    selector (binary search in the endpoint's sorted profile) or world class
+//    bit per side. Per pair, the intra-tier allow and the "deny is audited"
+//    answers are precomputed. A decision is: self check, one pair lookup,
+//    a scan of the (usually short) candidate list with early exit.
+//
+// Thread contract: build_generation() runs on the control thread. A built
+// Generation is never mutated; any number of lcores may call its const
+// methods concurrently. Lifetime is managed by GenerationStore (RCU).
+// Costs: classify() is O(1) hash probes + O(log prefixes) for non-endpoint
+// addresses + O(candidates of the pair); no allocation, lock, log or system
+// call. build_generation() is O(addresses + rules x matching pairs).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tierwall/dataplane/address.h"
+#include "tierwall/dataplane/evaluator.h"
+#include "tierwall/dataplane/ruleset.h"
+
+namespace tierwall::dataplane::dpdk {
+
+// An address resolved against a Generation (the fast path's ResolvedPeer).
+struct PeerClass {
+  PeerMatch::Entity entity = PeerMatch::Entity::World;
+  std::uint32_t cls = 0;                   // decision class: tier, host or world
+  EndpointId endpoint = kUnknownEndpoint;  // Endpoint only
+  std::uint32_t profile = 0;               // Endpoint only: selector profile
+  std::uint32_t world_class = 0;           // World only
+};
+
+// What the fast path needs from a decision: the evaluator's Decision
+// without the rule pointer (rule_id says which rule, as Decision::rule_id()).
+struct FastDecision {
+  Verdict verdict = Verdict::Deny;
+  RuleKind kind = RuleKind::DefaultDeny;
+  RuleId rule_id = kRuleDefaultDeny;
+
+  friend bool operator==(const FastDecision&, const FastDecision&) = default;
+};
+
+struct GenerationOptions {
+  // Generation id stamped on flows; 0 takes the policy's generation.
+  std::uint64_t id = 0;
+};
+
+class Generation;
+
+struct BuildResult {
+  std::unique_ptr<const Generation> generation;  // null on error
+  std::string error;                             // why, when null
+};
+
+// Compiles `rules` (both halves non-null) into fast-path tables. Fails (no
+// exception) on an inconsistent RuleSet: an endpoint or rule naming a tier
+// the policy does not have.
+BuildResult build_generation(const RuleSet& rules, const GenerationOptions& options = {});
+
+class Generation {
+ public:
+  Generation(const Generation&) = delete;
+  Generation& operator=(const Generation&) = delete;
+  ~Generation();
+
+  // The decision for a connection's first packet, as decide(rules, c).
+  [[nodiscard]] FastDecision classify(const IpAddress& src, const IpAddress& dst,
+                                      std::uint8_t protocol, std::uint16_t port) const;
+  [[nodiscard]] FastDecision classify(const Connection& c) const {
+    return classify(c.src, c.dst, c.protocol, c.port);
+  }
+  // The two halves of classify(), for callers that resolve once.
+  [[nodiscard]] PeerClass resolve(const IpAddress& address) const;
+  [[nodiscard]] FastDecision decide(const PeerClass& src, const PeerClass& dst,
+                                    std::uint8_t protocol, std::uint16_t port) const;
+  // Burst pipelining (see FlowTable::process_burst): prefetch the address
+  // hash slot of `address`; then, once resolved, the pair's range, flags
+  // and both profiles' offsets; then the candidate list and selector lists.
+  void prefetch(const IpAddress& address) const;
+  void prefetch_pair(const PeerClass& src, const PeerClass& dst, std::uint8_t protocol) const;
+  void prefetch_candidates(const PeerClass& src, const PeerClass& dst, std::uint8_t protocol) const;
+
+  // The generation id (GenerationOptions::id, else the policy's generation):
+  // for logs and flow records.
+  [[nodiscard]] std::uint64_t id() const { return id_; }
+  // Unique per build_generation() call in the process (monotonic): what
+  // flow entries are stamped with, so that a rebuild for an endpoint change
+  // under the same policy generation still re-checks established flows.
+  [[nodiscard]] std::uint64_t serial() const { return serial_; }
+  // The RuleSet this generation was built from (for explain / flow logs).
+  [[nodiscard]] const RuleSet& rules() const { return rules_; }
+
+  struct Stats {
+    std::size_t endpoint_addresses = 0;  // v4 + v6 keys, host addresses included
+    std::size_t hash_bytes = 0;          // both address hashes
+    std::size_t profile_bytes = 0;
+    std::size_t interval_count = 0;  // v4 + v6 elementary intervals
+    std::size_t interval_bytes = 0;
+    std::size_t world_classes = 0;
+    std::size_t classes = 0;            // tiers + host + world
+    std::size_t candidate_entries = 0;  // over all (pair, protocol) lists
+    std::size_t max_candidates = 0;     // longest (pair, protocol) list
+    std::size_t decision_bytes = 0;
+    std::size_t total_bytes = 0;
+  };
+  [[nodiscard]] const Stats& stats() const { return stats_; }
+
+ private:
+  friend BuildResult build_generation(const RuleSet&, const GenerationOptions&);
+  struct Impl;
+  explicit Generation(std::unique_ptr<Impl> impl);
+
+  std::unique_ptr<Impl> impl_;
+  std::uint64_t id_ = 0;
+  std::uint64_t serial_ = 0;
+  RuleSet rules_;
+  Stats stats_;
+};
+
+}  // namespace tierwall::dataplane::dpdk

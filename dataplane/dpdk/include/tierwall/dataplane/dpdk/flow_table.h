@@ -1,0 +1,147 @@
+// Per-lcore stateful flow table of the DPDK dataplane: the decision of a
+// connection's first packet, cached so that later packets in either
+// direction cost one hash probe instead of a decision.
+//
+// Layout: set-associative, 8 ways per bucket. A bucket is 8 x 32-bit
+// signatures (32 bytes, half a cache line); the entries (64 bytes, one cache
+// line each: the direction-normalised 5-tuple, expiry, generation, verdict,
+// rule id, TCP state) sit in a parallel array. A lookup reads the signature
+// line and, on a signature match, one entry line. When a bucket is full, an
+// expired entry is reused, else the entry closest to expiry is evicted
+// (LRU-ish: every packet pushes its flow's expiry forward). Capacity is
+// fixed at construction; nothing is allocated afterwards.
+//
+// Semantics:
+//  * Only allowed or audited connections are remembered (as nft keeps no
+//    conntrack entry for a dropped packet): a denied first packet is decided
+//    again when it is retried, and spoofed denied traffic cannot fill the
+//    table.
+//  * Generation change: an entry remembers the generation that decided it
+//    (the low 32 bits of Generation::serial(), unique per build).
+//    When a packet of the flow arrives under another generation, the flow
+//    is re-checked lazily against the new one, with the initiator's
+//    original (src, dst, protocol, port): if the new generation denies it,
+//    the entry is removed and the packet dropped (Outcome::Cut), as the nft
+//    dataplane cuts connections that a new ruleset denies; otherwise the
+//    flow keeps its original decision and is re-stamped.
+//  * Timeouts per protocol and TCP state (New until the responder sends,
+//    Established, Closing after FIN/RST), configurable; time is injected
+//    (`now_ns`, any monotonic nanosecond clock: tests use a fake one).
+//
+// Thread contract: single-threaded; one FlowTable per lcore, no sharing.
+// Costs: process() is O(ways) on a hit, plus Generation::classify() on a
+// miss or a re-check. No allocation, lock, log or system call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "tierwall/dataplane/address.h"
+#include "tierwall/dataplane/dpdk/classify.h"
+#include "tierwall/dataplane/dpdk/parser.h"
+
+namespace tierwall::dataplane::dpdk {
+
+inline constexpr std::uint64_t kNsPerSecond = 1'000'000'000ULL;
+
+struct FlowTimeouts {
+  std::uint64_t tcp_new_ns = 30 * kNsPerSecond;  // until the responder answers
+  std::uint64_t tcp_established_ns = 7200 * kNsPerSecond;
+  std::uint64_t tcp_closing_ns = 10 * kNsPerSecond;  // after FIN or RST
+  std::uint64_t udp_ns = 30 * kNsPerSecond;
+  std::uint64_t icmp_ns = 10 * kNsPerSecond;
+  std::uint64_t other_ns = 60 * kNsPerSecond;
+};
+
+struct FlowTableOptions {
+  std::size_t capacity = std::size_t{1} << 20;  // entries; rounded up to 8 x 2^k
+  FlowTimeouts timeouts;
+};
+
+// The part of a packet the flow table needs. For ICMP/ICMPv6 both ports are
+// the echo identifier (so a request and its reply share a flow) and
+// `decision_port` is the ICMP type; for TCP/UDP/SCTP `decision_port` is the
+// destination port.
+struct FlowPacket {
+  IpAddress src;
+  IpAddress dst;
+  std::uint16_t src_port = 0;
+  std::uint16_t dst_port = 0;
+  std::uint16_t decision_port = 0;
+  std::uint8_t protocol = 0;
+  std::uint8_t tcp_flags = 0;
+};
+
+// From a parsed packet (status Ok).
+FlowPacket flow_packet(const PacketInfo& p);
+
+enum class FlowOutcome : std::uint8_t {
+  Hit,      // an entry of the same generation: cached decision
+  Recheck,  // an entry of an older generation the new one still lets through
+  New,      // no entry: decided, and remembered
+  Denied,   // no entry: decided Deny, not remembered
+  Cut,      // an entry the new generation denies: removed, packet dropped
+};
+
+struct FlowResult {
+  FastDecision decision;
+  FlowOutcome outcome = FlowOutcome::New;
+  // True when the packet may pass (Allow, or Audit: logged, not dropped).
+  [[nodiscard]] bool pass() const { return decision.verdict != Verdict::Deny; }
+};
+
+struct FlowCounters {
+  std::uint64_t hits = 0;
+  std::uint64_t rechecks = 0;
+  std::uint64_t inserts = 0;
+  std::uint64_t denied = 0;
+  std::uint64_t cuts = 0;
+  std::uint64_t expired = 0;  // entries found expired (on lookup or reuse)
+  std::uint64_t evicted = 0;  // live entries pushed out of a full bucket
+};
+
+class FlowTable {
+ public:
+  explicit FlowTable(const FlowTableOptions& options = {});
+  ~FlowTable();
+  FlowTable(const FlowTable&) = delete;
+  FlowTable& operator=(const FlowTable&) = delete;
+
+  static constexpr std::size_t kMaxBurst = 32;
+
+  // The fast path: the decision for `p` under `generation` at `now_ns`.
+  FlowResult process(const Generation& generation, const FlowPacket& p, std::uint64_t now_ns);
+  // process() for a burst, results[i] for packets[i], in order (so the
+  // second packet of a flow in one burst hits the entry the first made).
+  // Hashes the whole burst first and prefetches the buckets, then the
+  // entries (or, for new connections, the endpoint slots, then the
+  // decision structure), hiding memory latency as rte_hash_lookup_bulk
+  // does. Returns min(sizes).
+  std::size_t process_burst(const Generation& generation, std::span<const FlowPacket> packets,
+                            std::span<FlowResult> results, std::uint64_t now_ns);
+
+  // The cached decision of p's flow (either direction), or nullopt-like
+  // false when there is no live entry. Does not refresh the entry.
+  bool peek(const FlowPacket& p, std::uint64_t now_ns, FastDecision& out,
+            std::uint64_t* generation_low32 = nullptr) const;
+
+  // Live (unexpired at `now_ns`) entries; O(capacity), for tests and stats.
+  [[nodiscard]] std::size_t live(std::uint64_t now_ns) const;
+  [[nodiscard]] std::size_t capacity() const;
+  [[nodiscard]] std::size_t memory_bytes() const;
+  [[nodiscard]] const FlowCounters& counters() const { return counters_; }
+  void clear();
+
+ private:
+  struct Impl;
+  // `classes`: the resolved (src, dst) when the burst pipeline has them.
+  FlowResult process_keyed(const Generation& g, const FlowPacket& p, const void* key,
+                           std::uint64_t hash, bool src_is_a, std::uint64_t now_ns,
+                           const PeerClass* classes);
+  std::unique_ptr<Impl> impl_;
+  FlowCounters counters_;
+};
+
+}  // namespace tierwall::dataplane::dpdk

@@ -1,0 +1,631 @@
+// The DPDK dataplane's decision core (tw_dpdk_classify): table-driven cases
+// per rule kind, a differential test against the reference evaluator over
+// generated policies, the flow table (injected clock), and RCU publication
+// with real reader threads.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <span>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../common/random_policy.h"
+#include <gtest/gtest.h>
+
+#include "tierwall/compiler/compiler.h"
+#include "tierwall/dataplane/dpdk/classify.h"
+#include "tierwall/dataplane/dpdk/flow_table.h"
+#include "tierwall/dataplane/dpdk/generation_store.h"
+#include "tierwall/dataplane/evaluator.h"
+#include "tierwall/identity/inventory.h"
+#include "tierwall/policy/loader.h"
+
+namespace tierwall::dataplane::dpdk {
+namespace {
+
+IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
+Cidr cidr(const std::string& s) { return *Cidr::parse(s); }
+
+FastDecision reference(const RuleSet& rules, const IpAddress& s, const IpAddress& d,
+                       std::uint8_t protocol, std::uint16_t port) {
+  const Decision want = dataplane::decide(rules, Connection{s, d, protocol, port});
+  return FastDecision{want.verdict, want.kind, want.rule_id()};
+}
+
+std::string describe(const FastDecision& d) {
+  std::ostringstream o;
+  o << to_string(d.verdict) << "/" << to_string(d.kind) << "/rule " << d.rule_id;
+  return o.str();
+}
+
+// ------------------------------------------------------------ hand-built policy
+//
+// tiers: 0 quarantine, 1 web, 2 app, 3 db (audit mode), 4 dev
+// selectors: 0 role=front, 1 env=prod, 2 pci
+// endpoints: web1 (web, {0}) 10.0.0.10 fd00::10, web2 (web, {0,1}) 10.0.0.11,
+//   app1 (app, {1}) 10.0.0.20 fd00::20, db1 (db, {2}) 10.0.0.30,
+//   dev1 (dev, {}) 10.0.0.40, q1 (quarantine) 10.0.0.50
+// node: 10.0.0.1 fd00::1; container CIDRs 10.0.0.0/16 fd00::/64
+
+PeerMatch tiers(std::vector<TierId> t, std::optional<SelectorId> sel = std::nullopt) {
+  PeerMatch p;
+  p.tiers = std::move(t);
+  p.selector = sel;
+  return p;
+}
+PeerMatch world(std::vector<std::string> cidrs) {
+  PeerMatch p;
+  p.entity = PeerMatch::Entity::World;
+  for (const auto& c : cidrs) p.cidrs.push_back(cidr(c));
+  return p;
+}
+PeerMatch host() {
+  PeerMatch p;
+  p.entity = PeerMatch::Entity::Host;
+  return p;
+}
+PortMatch port(std::uint8_t protocol, std::uint16_t lo, std::uint16_t hi) {
+  return PortMatch{false, protocol, lo, hi};
+}
+
+Rule rule(RuleId id, PeerMatch from, PeerMatch to, std::vector<PortMatch> ports,
+          bool staged = false) {
+  Rule r;
+  r.id = id;
+  r.origin.name = "r" + std::to_string(id);
+  r.from = std::move(from);
+  r.to = std::move(to);
+  r.ports = ports.empty() ? std::vector<PortMatch>{PortMatch::any_port()} : std::move(ports);
+  r.staged = staged;
+  return r;
+}
+
+RuleSet hand_rules(bool intra_allow = true, Mode policy_mode = Mode::Enforce) {
+  auto pol = std::make_shared<CompiledPolicy>();
+  pol->name = "hand";
+  pol->generation = 7;
+  pol->mode = policy_mode;
+  pol->intra_tier_allow = intra_allow;
+  pol->tiers = {{"quarantine", -1, Mode::Enforce, false},
+                {"web", 10, Mode::Enforce, true},
+                {"app", 20, Mode::Enforce, true},
+                {"db", 30, Mode::Audit, true},
+                {"dev", 40, Mode::Enforce, true}};
+  pol->selectors = {{"role=front"}, {"env=prod"}, {"pci"}};
+  pol->denies = {
+      rule(16, tiers({4}), tiers({3}), {}),
+      rule(17, tiers({1}), tiers({3}), {port(proto::kTcp, 5432, 5432)}, true),
+      rule(18, world({"0.0.0.0/0"}), tiers({}), {port(proto::kTcp, 22, 22)}),
+  };
+  pol->flows = {
+      rule(19, tiers({1}, 0), tiers({2}), {port(proto::kTcp, 8080, 8090)}),
+      rule(20, tiers({2}), tiers({3}, 2), {port(proto::kTcp, 5432, 5432)}),
+      rule(21, tiers({1}), tiers({3}), {port(proto::kTcp, 5432, 5432)}),
+      rule(22, world({"198.51.100.0/24", "2001:db8::/32"}), tiers({1}),
+           {port(proto::kTcp, 443, 443)}),
+      rule(23, tiers({2}), world({"203.0.113.0/24"}),
+           {port(proto::kTcp, 443, 443), port(proto::kUdp, 53, 53)}),
+      rule(24, host(), tiers({}), {port(proto::kIcmp, 8, 8)}),
+      rule(25, tiers({1}), tiers({2}), {port(proto::kIcmpv6, 128, 128)}),
+      rule(26, tiers({0}), host(), {port(proto::kUdp, 67, 67)}),
+      rule(27, tiers({4}), tiers({2}), {}),
+  };
+  auto eps = std::make_shared<EndpointTable>();
+  auto add = [&](EndpointId id, std::vector<std::string> addrs, TierId tier,
+                 std::vector<SelectorId> sel) {
+    std::vector<IpAddress> a;
+    for (const auto& s : addrs) a.push_back(ip(s));
+    EXPECT_TRUE(eps->upsert(id, a, tier, sel));
+  };
+  add(0, {"10.0.0.10", "fd00::10"}, 1, {0});
+  add(1, {"10.0.0.11"}, 1, {0, 1});
+  add(2, {"10.0.0.20", "fd00::20"}, 2, {1});
+  add(3, {"10.0.0.30"}, 3, {2});
+  add(4, {"10.0.0.40"}, 4, {});
+  add(5, {"10.0.0.50"}, 0, {});
+  eps->set_node_addresses({ip("10.0.0.1"), ip("fd00::1")});
+  eps->set_container_cidrs({cidr("10.0.0.0/16"), cidr("fd00::/64")});
+  return RuleSet{pol, eps};
+}
+
+struct Case {
+  const char* what;
+  const char* src;
+  const char* dst;
+  std::uint8_t protocol;
+  std::uint16_t port;
+  Verdict verdict;
+  RuleId rule;
+};
+
+constexpr Verdict A = Verdict::Allow;
+constexpr Verdict D = Verdict::Deny;
+constexpr Verdict U = Verdict::Audit;
+constexpr std::uint8_t TCP = proto::kTcp;
+constexpr std::uint8_t UDP = proto::kUdp;
+
+const Case kCases[] = {
+    {"flow with selector", "10.0.0.10", "10.0.0.20", TCP, 8080, A, 19},
+    {"port range upper edge", "10.0.0.10", "10.0.0.20", TCP, 8090, A, 19},
+    {"port range lower edge", "10.0.0.11", "10.0.0.20", TCP, 8080, A, 19},
+    {"past the range", "10.0.0.10", "10.0.0.20", TCP, 8091, D, kRuleDefaultDeny},
+    {"udp on a tcp rule", "10.0.0.10", "10.0.0.20", UDP, 8080, D, kRuleDefaultDeny},
+    {"dst selector", "10.0.0.20", "10.0.0.30", TCP, 5432, A, 20},
+    {"enforced deny", "10.0.0.40", "10.0.0.30", TCP, 80, D, 16},
+    {"staged deny over a flow", "10.0.0.10", "10.0.0.30", TCP, 5432, U, 17},
+    {"default deny, enforce side", "10.0.0.10", "10.0.0.30", TCP, 80, D, kRuleDefaultDeny},
+    {"default deny, audit tier only", "10.0.0.30", "8.8.8.8", TCP, 80, U, kRuleDefaultDeny},
+    {"self", "10.0.0.10", "10.0.0.10", TCP, 1, A, kRuleSelf},
+    {"self across families", "10.0.0.10", "fd00::10", TCP, 1, A, kRuleSelf},
+    {"intra-tier", "10.0.0.10", "10.0.0.11", TCP, 1234, A, kRuleIntraTier},
+    {"quarantine never intra-tier", "10.0.0.50", "10.0.9.9", TCP, 1, D, kRuleDefaultDeny},
+    {"unknown in container CIDR", "10.0.9.9", "10.0.0.1", UDP, 67, A, 26},
+    {"quarantine to host", "10.0.0.50", "10.0.0.1", UDP, 67, A, 26},
+    {"world CIDR in", "198.51.100.7", "10.0.0.10", TCP, 443, A, 22},
+    {"world outside CIDR", "8.8.8.8", "10.0.0.10", TCP, 443, D, kRuleDefaultDeny},
+    {"world deny", "8.8.8.8", "10.0.0.10", TCP, 22, D, 18},
+    {"world deny to quarantine", "8.8.8.8", "10.0.9.9", TCP, 22, D, 18},
+    {"to world tcp", "10.0.0.20", "203.0.113.5", TCP, 443, A, 23},
+    {"to world udp", "10.0.0.20", "203.0.113.200", UDP, 53, A, 23},
+    {"to world outside", "10.0.0.20", "8.8.8.8", UDP, 53, D, kRuleDefaultDeny},
+    {"world to world, enforce policy", "8.8.8.8", "203.0.113.5", TCP, 80, D, kRuleDefaultDeny},
+    {"host icmp echo", "10.0.0.1", "10.0.0.30", proto::kIcmp, 8, A, 24},
+    {"host icmp other type", "10.0.0.1", "10.0.0.30", proto::kIcmp, 0, U, kRuleDefaultDeny},
+    {"host to enforce tier", "10.0.0.1", "10.0.0.10", proto::kIcmp, 3, D, kRuleDefaultDeny},
+    {"icmpv6 type", "fd00::10", "fd00::20", proto::kIcmpv6, 128, A, 25},
+    {"icmpv6 other type", "fd00::10", "fd00::20", proto::kIcmpv6, 129, D, kRuleDefaultDeny},
+    {"ipv6 world CIDR", "2001:db8::5", "fd00::10", TCP, 443, A, 22},
+    {"ipv6 world outside", "2001:db9::5", "fd00::10", TCP, 443, D, kRuleDefaultDeny},
+    {"ipv6 unknown in container CIDR", "fd00::99", "fd00::1", UDP, 67, A, 26},
+    {"any ports: gre", "10.0.0.40", "10.0.0.20", 47, 0, A, 27},
+    {"any ports: sctp", "10.0.0.40", "10.0.0.20", proto::kSctp, 9, A, 27},
+};
+
+TEST(DpdkClassify, TableCases) {
+  const RuleSet rules = hand_rules();
+  const auto built = build_generation(rules);
+  ASSERT_TRUE(built.generation) << built.error;
+  const Generation& g = *built.generation;
+  EXPECT_EQ(g.id(), 7U);
+  for (const Case& c : kCases) {
+    const FastDecision want = reference(rules, ip(c.src), ip(c.dst), c.protocol, c.port);
+    EXPECT_EQ(want.verdict, c.verdict) << c.what << " (fixture vs evaluator)";
+    EXPECT_EQ(want.rule_id, c.rule) << c.what << " (fixture vs evaluator)";
+    const FastDecision got = g.classify(ip(c.src), ip(c.dst), c.protocol, c.port);
+    EXPECT_EQ(got, want) << c.what << ": got " << describe(got) << ", want " << describe(want);
+  }
+}
+
+TEST(DpdkClassify, IntraTierOffAndAuditPolicy) {
+  const RuleSet off = hand_rules(false, Mode::Audit);
+  const auto g = build_generation(off).generation;
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->classify(ip("10.0.0.10"), ip("10.0.0.11"), TCP, 1234),
+            (FastDecision{D, RuleKind::DefaultDeny, kRuleDefaultDeny}));
+  // No endpoint on either side: the policy's mode decides.
+  EXPECT_EQ(g->classify(ip("8.8.8.8"), ip("203.0.113.5"), TCP, 80),
+            (FastDecision{U, RuleKind::DefaultDeny, kRuleDefaultDeny}));
+  EXPECT_EQ(g->classify(ip("10.0.0.1"), ip("8.8.8.8"), TCP, 80),
+            (FastDecision{U, RuleKind::DefaultDeny, kRuleDefaultDeny}));
+}
+
+TEST(DpdkClassify, RejectsInconsistentRuleSets) {
+  RuleSet rules = hand_rules();
+  auto pol = std::make_shared<CompiledPolicy>(*rules.policy);
+  pol->flows.push_back(rule(99, tiers({9}), tiers({1}), {}));
+  EXPECT_FALSE(build_generation(RuleSet{pol, rules.endpoints}).generation);
+  EXPECT_FALSE(build_generation(RuleSet{nullptr, rules.endpoints}).generation);
+}
+
+TEST(DpdkClassify, EveryPortOfEveryProtocol) {
+  const RuleSet rules = hand_rules();
+  const auto g = build_generation(rules).generation;
+  const char* addrs[] = {"10.0.0.10", "10.0.0.20", "10.0.0.30",    "10.0.0.40",
+                         "10.0.0.1",  "8.8.8.8",   "198.51.100.1", "203.0.113.9"};
+  int compared = 0;
+  for (const char* s : addrs) {
+    for (const char* d : addrs) {
+      for (std::uint8_t pr : {proto::kTcp, proto::kUdp, proto::kIcmp, std::uint8_t{47}}) {
+        std::vector<std::uint32_t> ports{0,    7,    8,    9,    21,   22,   23,   52,   53,
+                                         54,   66,   67,   68,   128,  442,  443,  444,  5431,
+                                         5432, 5433, 8079, 8080, 8085, 8090, 8091, 65535};
+        for (std::uint32_t p = 1; p < 65536; p += 61) ports.push_back(p);
+        for (const std::uint32_t p : ports) {
+          const auto port = static_cast<std::uint16_t>(p);
+          const FastDecision want = reference(rules, ip(s), ip(d), pr, port);
+          const FastDecision got = g->classify(ip(s), ip(d), pr, port);
+          ASSERT_EQ(got, want) << s << " -> " << d << " " << int(pr) << "/" << p;
+          ++compared;
+        }
+      }
+    }
+  }
+  EXPECT_GT(compared, 100000);
+}
+
+// ------------------------------------------------------------ differential
+
+RuleSet compile_case(const testkit::GeneratedCase& gen, std::uint64_t generation) {
+  policy::Diagnostics d;
+  auto p = policy::parse_policy(gen.policy_yaml, "gen.yaml", d);
+  auto i = identity::parse_inventory(gen.inventory_yaml, "inv.yaml", d);
+  if (!p || !i) {
+    ADD_FAILURE() << "generated case does not load:\n" << gen.policy_yaml;
+    return {};
+  }
+  return compiler::compile(*p, *i, generation,
+                           {cidr(gen.container_cidr4), cidr(gen.container_cidr6)});
+}
+
+std::vector<std::string> case_addresses(const testkit::GeneratedCase& gen, bool v6) {
+  std::vector<std::string> a = v6 ? gen.endpoint_v6 : gen.endpoint_v4;
+  for (const auto& x : v6 ? gen.unknown_v6 : gen.unknown_v4) a.push_back(x);
+  for (const auto& x : v6 ? gen.world_v6 : gen.world_v4) a.push_back(x);
+  for (const auto& x : v6 ? gen.node_v6 : gen.node_v4) a.push_back(x);
+  return a;
+}
+
+struct Probe {
+  std::uint8_t protocol;
+  std::uint16_t port;
+};
+
+std::vector<Probe> probes(bool v6, std::mt19937& rng) {
+  std::vector<Probe> out{{proto::kTcp, 80},
+                         {proto::kTcp, 443},
+                         {proto::kTcp, 442},
+                         {proto::kTcp, 5432},
+                         {proto::kTcp, 5433},
+                         {proto::kTcp, 8080},
+                         {proto::kTcp, 4000},
+                         {proto::kUdp, 53},
+                         {proto::kUdp, 5000},
+                         {proto::kSctp, 80},
+                         {47, 0}};
+  if (v6) {
+    out.push_back({proto::kIcmpv6, 128});
+    out.push_back({proto::kIcmpv6, 129});
+  } else {
+    out.push_back({proto::kIcmp, 8});
+    out.push_back({proto::kIcmp, 0});
+  }
+  for (int i = 0; i < 4; ++i) {
+    const std::uint8_t prs[] = {proto::kTcp, proto::kUdp, proto::kIcmp, proto::kIcmpv6};
+    out.push_back({prs[rng() % 4], static_cast<std::uint16_t>(rng() % 65536)});
+  }
+  return out;
+}
+
+TEST(DpdkClassifyDifferential, EqualsReferenceEvaluator) {
+  long compared = 0;
+  int policies = 0;
+  for (std::uint32_t seed = 1; seed <= 200; ++seed) {
+    const auto gen = testkit::generate_case(seed, seed % 4 == 0 ? 40 : 8);
+    const RuleSet rules = compile_case(gen, seed);
+    ASSERT_TRUE(rules.policy);
+    const auto built = build_generation(rules);
+    ASSERT_TRUE(built.generation) << built.error;
+    const Generation& g = *built.generation;
+    ++policies;
+    std::mt19937 rng(seed);
+    for (bool v6 : {false, true}) {
+      const auto addrs = case_addresses(gen, v6);
+      const auto prs = probes(v6, rng);
+      for (const auto& s : addrs) {
+        for (const auto& d : addrs) {
+          for (const Probe& pr : prs) {
+            const FastDecision want = reference(rules, ip(s), ip(d), pr.protocol, pr.port);
+            const FastDecision got = g.classify(ip(s), ip(d), pr.protocol, pr.port);
+            ASSERT_EQ(got, want) << "seed " << seed << ": " << s << " -> " << d << " proto "
+                                 << int(pr.protocol) << "/" << pr.port << ": got " << describe(got)
+                                 << ", want " << describe(want) << "\n"
+                                 << gen.policy_yaml << gen.inventory_yaml;
+            ++compared;
+          }
+        }
+      }
+    }
+  }
+  std::printf("[differential] %d policies, %ld probes, 0 mismatches\n", policies, compared);
+  EXPECT_GE(policies, 150);
+  EXPECT_GT(compared, 500000);
+}
+
+// ------------------------------------------------------------ flow table
+
+FlowPacket pkt(const char* s, const char* d, std::uint8_t protocol, std::uint16_t sport,
+               std::uint16_t dport, std::uint8_t tcp_flags = 0) {
+  FlowPacket p;
+  p.src = ip(s);
+  p.dst = ip(d);
+  p.protocol = protocol;
+  p.src_port = sport;
+  p.dst_port = dport;
+  p.decision_port = dport;
+  p.tcp_flags = tcp_flags;
+  return p;
+}
+
+constexpr std::uint64_t kSec = kNsPerSecond;
+
+TEST(DpdkFlowTable, CachesBothDirectionsAndTimesOut) {
+  const auto g = build_generation(hand_rules()).generation;
+  FlowTable ft({64, {}});
+  const auto syn = pkt("10.0.0.10", "10.0.0.20", TCP, 40000, 8080, 0x02);
+  const auto synack = pkt("10.0.0.20", "10.0.0.10", TCP, 8080, 40000, 0x12);
+  auto r = ft.process(*g, syn, 0);
+  EXPECT_EQ(r.outcome, FlowOutcome::New);
+  EXPECT_EQ(r.decision.rule_id, 19U);
+  // The reply would be denied as a new connection (app -> web): the flow
+  // entry lets it through.
+  r = ft.process(*g, synack, 1 * kSec);
+  EXPECT_EQ(r.outcome, FlowOutcome::Hit);
+  EXPECT_TRUE(r.pass());
+  EXPECT_EQ(r.decision.rule_id, 19U);
+  // Established: long timeout.
+  r = ft.process(*g, syn, 3000 * kSec);
+  EXPECT_EQ(r.outcome, FlowOutcome::Hit);
+  // FIN: closing timeout (10 s).
+  r = ft.process(*g, pkt("10.0.0.10", "10.0.0.20", TCP, 40000, 8080, 0x11), 3001 * kSec);
+  EXPECT_EQ(r.outcome, FlowOutcome::Hit);
+  EXPECT_EQ(ft.live(3010 * kSec), 1U);
+  EXPECT_EQ(ft.live(3012 * kSec), 0U);
+  r = ft.process(*g, synack, 3012 * kSec);
+  EXPECT_EQ(r.outcome, FlowOutcome::Denied);
+  EXPECT_EQ(ft.counters().expired, 1U);
+}
+
+TEST(DpdkFlowTable, TimeoutsPerProtocol) {
+  const auto g = build_generation(hand_rules()).generation;
+  FlowTimeouts t;
+  t.tcp_new_ns = 5 * kSec;
+  t.udp_ns = 30 * kSec;
+  t.icmp_ns = 10 * kSec;
+  FlowTable ft({64, t});
+  const auto udp = pkt("10.0.0.20", "203.0.113.5", UDP, 5353, 53);
+  const auto syn = pkt("10.0.0.10", "10.0.0.20", TCP, 1, 8080, 0x02);
+  FlowPacket echo = pkt("10.0.0.1", "10.0.0.30", proto::kIcmp, 77, 77);
+  echo.decision_port = 8;
+  FlowPacket reply = pkt("10.0.0.30", "10.0.0.1", proto::kIcmp, 77, 77);
+  reply.decision_port = 0;
+  EXPECT_EQ(ft.process(*g, udp, 0).outcome, FlowOutcome::New);
+  EXPECT_EQ(ft.process(*g, syn, 0).outcome, FlowOutcome::New);
+  EXPECT_EQ(ft.process(*g, echo, 0).outcome, FlowOutcome::New);
+  EXPECT_EQ(ft.process(*g, reply, 1 * kSec).outcome, FlowOutcome::Hit);  // same flow
+  EXPECT_EQ(ft.live(4 * kSec), 3U);
+  EXPECT_EQ(ft.live(6 * kSec), 2U);   // SYN unanswered: gone after 5 s
+  EXPECT_EQ(ft.live(11 * kSec), 1U);  // ICMP: 10 s after the reply
+  EXPECT_EQ(ft.live(29 * kSec), 1U);
+  EXPECT_EQ(ft.process(*g, udp, 29 * kSec).outcome, FlowOutcome::Hit);  // refreshes
+  EXPECT_EQ(ft.live(58 * kSec), 1U);
+  EXPECT_EQ(ft.live(60 * kSec), 0U);
+  FastDecision d;
+  EXPECT_FALSE(ft.peek(udp, 60 * kSec, d));
+  EXPECT_TRUE(ft.peek(udp, 58 * kSec, d));
+  EXPECT_EQ(d.rule_id, 23U);
+}
+
+TEST(DpdkFlowTable, DeniedFlowsAreNotRemembered) {
+  const auto g = build_generation(hand_rules()).generation;
+  FlowTable ft({64, {}});
+  const auto p = pkt("8.8.8.8", "10.0.0.10", TCP, 1, 22);
+  EXPECT_EQ(ft.process(*g, p, 0).outcome, FlowOutcome::Denied);
+  EXPECT_EQ(ft.process(*g, p, 1).outcome, FlowOutcome::Denied);
+  EXPECT_EQ(ft.live(2), 0U);
+  EXPECT_EQ(ft.counters().denied, 2U);
+}
+
+TEST(DpdkFlowTable, EvictsTheFlowClosestToExpiryWhenFull) {
+  const auto g = build_generation(hand_rules()).generation;
+  FlowTable ft({8, {}});  // one bucket of 8 ways
+  ASSERT_EQ(ft.capacity(), 8U);
+  for (std::uint16_t i = 0; i < 9; ++i) {
+    const auto p = pkt("10.0.0.20", "203.0.113.5", UDP, static_cast<std::uint16_t>(1000 + i), 53);
+    EXPECT_EQ(ft.process(*g, p, i * kSec).outcome, FlowOutcome::New);
+  }
+  EXPECT_EQ(ft.counters().evicted, 1U);
+  EXPECT_EQ(ft.live(9 * kSec), 8U);
+  FastDecision d;
+  EXPECT_FALSE(ft.peek(pkt("10.0.0.20", "203.0.113.5", UDP, 1000, 53), 9 * kSec, d));
+  EXPECT_TRUE(ft.peek(pkt("10.0.0.20", "203.0.113.5", UDP, 1001, 53), 9 * kSec, d));
+  // An expired entry is reused before a live one is evicted.
+  EXPECT_EQ(ft.process(*g, pkt("10.0.0.20", "203.0.113.5", UDP, 2000, 53), 100 * kSec).outcome,
+            FlowOutcome::New);
+  EXPECT_EQ(ft.counters().evicted, 1U);
+}
+
+TEST(DpdkFlowTable, NewGenerationRechecksLazily) {
+  const RuleSet base = hand_rules();
+  const auto g1 = build_generation(base, {1}).generation;
+  // Generation 2: the same rules. Generation 3: web -> app flow removed.
+  const auto g2 = build_generation(base, {2}).generation;
+  auto pol3 = std::make_shared<CompiledPolicy>(*base.policy);
+  pol3->flows.erase(pol3->flows.begin());
+  const auto g3 = build_generation(RuleSet{pol3, base.endpoints}, {3}).generation;
+  FlowTable ft({64, {}});
+  const auto syn = pkt("10.0.0.10", "10.0.0.20", TCP, 40000, 8080, 0x02);
+  const auto ack = pkt("10.0.0.20", "10.0.0.10", TCP, 8080, 40000, 0x10);
+  EXPECT_EQ(ft.process(*g1, syn, 0).outcome, FlowOutcome::New);
+  EXPECT_EQ(ft.process(*g1, ack, 1).outcome, FlowOutcome::Hit);
+  auto r = ft.process(*g2, ack, 2);  // reply direction re-checks the initiator's
+  EXPECT_EQ(r.outcome, FlowOutcome::Recheck);
+  EXPECT_EQ(r.decision.rule_id, 19U);
+  EXPECT_EQ(ft.process(*g2, syn, 3).outcome, FlowOutcome::Hit);
+  r = ft.process(*g3, ack, 4);
+  EXPECT_EQ(r.outcome, FlowOutcome::Cut);
+  EXPECT_FALSE(r.pass());
+  EXPECT_EQ(ft.process(*g3, syn, 5).outcome, FlowOutcome::Denied);
+  EXPECT_EQ(ft.counters().cuts, 1U);
+  EXPECT_EQ(ft.live(6), 0U);
+}
+
+TEST(DpdkFlowTable, EndpointChangeUnderTheSamePolicyGenerationRechecks) {
+  const RuleSet base = hand_rules();
+  const auto g1 = build_generation(base).generation;
+  // app1 moves to the db tier; the policy (and its generation) stay.
+  auto moved = std::make_shared<EndpointTable>(*base.endpoints);
+  const IpAddress app1[] = {ip("10.0.0.20"), ip("fd00::20")};
+  ASSERT_TRUE(moved->upsert(2, app1, 3, std::vector<SelectorId>{1}));
+  const auto g2 = build_generation(RuleSet{base.policy, moved}).generation;
+  ASSERT_EQ(g1->id(), g2->id());
+  EXPECT_NE(g1->serial(), g2->serial());
+  FlowTable ft({64, {}});
+  const auto syn = pkt("10.0.0.10", "10.0.0.20", TCP, 40000, 8080, 0x02);
+  EXPECT_EQ(ft.process(*g1, syn, 0).outcome, FlowOutcome::New);
+  EXPECT_EQ(ft.process(*g2, syn, 1).outcome, FlowOutcome::Cut);
+}
+
+TEST(DpdkFlowTable, BurstEqualsOneAtATime) {
+  const auto g = build_generation(hand_rules()).generation;
+  const char* addrs[] = {"10.0.0.10", "10.0.0.11", "10.0.0.20",    "10.0.0.30",  "10.0.0.40",
+                         "10.0.0.1",  "8.8.8.8",   "198.51.100.1", "203.0.113.9"};
+  std::mt19937 rng(5);
+  std::vector<FlowPacket> packets;
+  for (int i = 0; i < 1000; ++i) {
+    const std::uint16_t ports[] = {8080, 5432, 443, 53, 22, 67};
+    packets.push_back(pkt(addrs[rng() % 9], addrs[rng() % 9], rng() % 2 ? TCP : UDP,
+                          static_cast<std::uint16_t>(1000 + rng() % 2), ports[rng() % 6]));
+  }
+  FlowTable one({256, {}});
+  FlowTable burst({256, {}});
+  std::vector<FlowResult> got(packets.size());
+  for (std::size_t i = 0; i < packets.size(); i += 37) {  // 37: crosses kMaxBurst
+    const std::size_t n = std::min<std::size_t>(37, packets.size() - i);
+    EXPECT_EQ(
+        burst.process_burst(*g, std::span(packets.data() + i, n), std::span(got.data() + i, n), i),
+        n);
+  }
+  for (std::size_t i = 0; i < packets.size(); ++i) {
+    const FlowResult want = one.process(*g, packets[i], i - i % 37);
+    ASSERT_EQ(got[i].decision, want.decision) << i;
+    ASSERT_EQ(got[i].outcome, want.outcome) << i;
+  }
+  EXPECT_GT(burst.counters().hits, 20U);  // 49 with this seed
+}
+
+TEST(DpdkFlowTable, FlowPacketFromParsedPacket) {
+  PacketInfo p;
+  p.src = ip("10.0.0.1");
+  p.dst = ip("10.0.0.2");
+  p.protocol = proto::kIcmp;
+  p.flags = kFlagIcmp;
+  p.icmp_type = 8;
+  p.icmp_id = 99;
+  const FlowPacket f = flow_packet(p);
+  EXPECT_EQ(f.decision_port, 8);
+  EXPECT_EQ(f.src_port, 99);
+  EXPECT_EQ(f.dst_port, 99);
+  EXPECT_EQ(to_connection(p).port, f.decision_port);
+}
+
+// ------------------------------------------------------------ RCU
+
+TEST(DpdkGenerationStore, GracePeriodWaitsForOnlineReaders) {
+  GenerationStore store;
+  const RuleSet rules = hand_rules();
+  const int r0 = store.register_reader();
+  const int r1 = store.register_reader();
+  ASSERT_GE(r0, 0);
+  ASSERT_GE(r1, 0);
+  EXPECT_EQ(store.publish(build_generation(rules, {1}).generation), 0U);
+  store.online(r0);
+  const Generation* held = store.current();
+  EXPECT_EQ(held->id(), 1U);
+  EXPECT_EQ(store.publish(build_generation(rules, {2}).generation), 1U);  // r0 may hold g1
+  EXPECT_EQ(held->id(), 1U);
+  EXPECT_EQ(store.reclaim(), 1U);
+  store.quiescent(r0);
+  EXPECT_EQ(store.reclaim(), 0U);
+  EXPECT_EQ(store.current()->id(), 2U);
+  // r1 is registered but offline: it never holds a grace period back.
+  store.offline(r0);
+  EXPECT_EQ(store.publish(build_generation(rules, {3}).generation), 0U);
+  store.unregister_reader(r0);
+  store.unregister_reader(r1);
+}
+
+TEST(DpdkGenerationStore, ReadersDecideUnderOneGenerationWhileWriterSwaps) {
+  constexpr int kPool = 12;
+  constexpr int kSwaps = 1000;
+  std::vector<RuleSet> pool;
+  std::vector<std::string> addrs;
+  for (int i = 0; i < kPool; ++i) {
+    const auto gen = testkit::generate_case(static_cast<std::uint32_t>(1000 + i));
+    pool.push_back(compile_case(gen, 1));
+    if (i == 0) addrs = case_addresses(gen, false);
+  }
+  std::vector<IpAddress> ips;
+  for (const auto& a : addrs) ips.push_back(ip(a));
+  GenerationStore store;
+  ASSERT_EQ(store.publish(build_generation(pool[0], {1}).generation), 0U);
+  std::atomic<bool> stop{false};
+  std::atomic<long> decided{0};
+  std::atomic<long> mismatches{0};
+  std::atomic<long> bursts{0};
+  std::mutex first_mu;
+  std::string first;
+  auto reader = [&](unsigned seed) {
+    const int id = store.register_reader();
+    ASSERT_GE(id, 0);
+    store.online(id);
+    std::mt19937 rng(seed);
+    const std::uint8_t prs[] = {proto::kTcp, proto::kUdp, proto::kIcmp};
+    const std::uint16_t ports[] = {80, 443, 5432, 8080, 53, 8, 0};
+    std::uint64_t last_id = 0;
+    while (!stop.load(std::memory_order_relaxed)) {
+      const Generation* g = store.current();  // one generation per burst
+      if (g->id() < last_id) mismatches.fetch_add(1);
+      last_id = g->id();
+      for (int i = 0; i < 16; ++i) {
+        const IpAddress& s = ips[rng() % ips.size()];
+        const IpAddress& d = ips[rng() % ips.size()];
+        const std::uint8_t pr = prs[rng() % 3];
+        const std::uint16_t port = ports[rng() % 7];
+        const FastDecision got = g->classify(s, d, pr, port);
+        const FastDecision want = reference(g->rules(), s, d, pr, port);
+        if (!(got == want)) {
+          if (mismatches.fetch_add(1) == 0) {
+            std::lock_guard lock(first_mu);
+            first = "generation " + std::to_string(g->id()) + ": " + s.to_string() + " -> " +
+                    d.to_string() + " " + std::to_string(pr) + "/" + std::to_string(port) +
+                    ": got " + describe(got) + ", want " + describe(want);
+          }
+        }
+        decided.fetch_add(1, std::memory_order_relaxed);
+      }
+      store.quiescent(id);
+      bursts.fetch_add(1, std::memory_order_relaxed);
+    }
+    store.offline(id);
+    store.unregister_reader(id);
+  };
+  std::thread t1(reader, 1U);
+  std::thread t2(reader, 2U);
+  std::size_t max_waiting = 0;
+  for (int i = 1; i <= kSwaps; ++i) {
+    auto built = build_generation(pool[static_cast<std::size_t>(i % kPool)],
+                                  {static_cast<std::uint64_t>(i + 1)});
+    ASSERT_TRUE(built.generation);
+    max_waiting = std::max(max_waiting, store.publish(std::move(built.generation)));
+    if (i % 50 == 0) std::this_thread::yield();
+  }
+  // Let the readers see the last generation for a while.
+  const long seen = bursts.load();
+  while (bursts.load() < seen + 100) std::this_thread::yield();
+  stop = true;
+  t1.join();
+  t2.join();
+  store.synchronize();
+  EXPECT_EQ(mismatches.load(), 0) << first;
+  EXPECT_GT(decided.load(), 1000);
+  EXPECT_EQ(store.current()->id(), static_cast<std::uint64_t>(kSwaps + 1));
+  std::printf("[rcu] %d swaps, %ld decisions in %ld bursts, max %zu generations waiting\n", kSwaps,
+              decided.load(), bursts.load(), max_waiting);
+}
+
+}  // namespace
+}  // namespace tierwall::dataplane::dpdk
