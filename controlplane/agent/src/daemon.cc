@@ -36,6 +36,7 @@
 #include "tierwall/dataplane/nft/ct_events.h"
 #include "tierwall/dataplane/nft/monitor.h"
 #include "tierwall/dataplane/nft/nflog.h"
+#include "tierwall/flowlog/record.h"
 #include "tierwall/flowlog/writer.h"
 #include "tierwall/flowpipe/enricher.h"
 #include "tierwall/identity/inventory.h"
@@ -51,37 +52,10 @@ using Clock = std::chrono::steady_clock;
 // key=value fields (text) or one JSON object per line (json).
 using Fields = std::vector<std::pair<std::string, std::string>>;
 
-std::string json_escape(std::string_view s) {
+// `s` as a JSON string literal, quotes included (the flow log's escaping).
+std::string json_quote(std::string_view s) {
   std::string out;
-  out.reserve(s.size() + 2);
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += ch;
-        }
-    }
-  }
+  flowlog::append_json_string(out, s);
   return out;
 }
 
@@ -98,14 +72,13 @@ class Logger {
   void log(spdlog::level::level_enum level, const std::string& message, const Fields& fields) {
     std::string line;
     if (json_) {
-      line = "\"msg\":\"" + json_escape(message) + "\"";
-      for (const auto& [k, v] : fields)
-        line += ",\"" + json_escape(k) + "\":\"" + json_escape(v) + "\"";
+      line = "\"msg\":" + json_quote(message);
+      for (const auto& [k, v] : fields) line += "," + json_quote(k) + ":" + json_quote(v);
     } else {
       line = message;
       for (const auto& [k, v] : fields) {
         const bool quote = v.empty() || v.find_first_of(" \"=") != std::string::npos;
-        line += " " + k + "=" + (quote ? "\"" + json_escape(v) + "\"" : v);
+        line += " " + k + "=" + (quote ? json_quote(v) : v);
       }
     }
     logger_->log(level, spdlog::string_view_t(line));
@@ -626,8 +599,7 @@ ApplyResult Daemon::apply(const Caller& caller, std::vector<policy::SourceFile> 
 
 HttpResponse Daemon::flows(const Caller& caller, const QueryParams& params) {
   auto error = [](int status, const std::string& message) {
-    return HttpResponse{status, "application/json",
-                        "{\"error\":\"" + json_escape(message) + "\"}\n"};
+    return HttpResponse{status, "application/json", "{\"error\":" + json_quote(message) + "}\n"};
   };
   if (!config_.flow_log_dir) return error(409, "this agent writes no flow log (flowLog.dir)");
   if (!options_.flows_query) return error(501, "flow queries are not served by this build");
