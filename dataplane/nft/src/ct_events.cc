@@ -95,32 +95,7 @@ ConntrackEventSource::ConntrackEventSource(mnl_socket* socket, Config config)
   parsed_.reserve(256);
 }
 
-ConntrackEventSource::ConntrackEventSource(ConntrackEventSource&& other) noexcept
-    : socket_(std::exchange(other.socket_, nullptr)),
-      config_(std::move(other.config_)),
-      buffer_(std::move(other.buffer_)),
-      parsed_(std::move(other.parsed_)),
-      last_error_(other.last_error_),
-      stats_(other.stats_) {}
-
-ConntrackEventSource& ConntrackEventSource::operator=(ConntrackEventSource&& other) noexcept {
-  if (this != &other) {
-    if (socket_ != nullptr) mnl_socket_close(socket_);
-    socket_ = std::exchange(other.socket_, nullptr);
-    config_ = std::move(other.config_);
-    buffer_ = std::move(other.buffer_);
-    parsed_ = std::move(other.parsed_);
-    last_error_ = other.last_error_;
-    stats_ = other.stats_;
-  }
-  return *this;
-}
-
-ConntrackEventSource::~ConntrackEventSource() {
-  if (socket_ != nullptr) mnl_socket_close(socket_);
-}
-
-int ConntrackEventSource::fd() const { return mnl_socket_get_fd(socket_); }
+int ConntrackEventSource::fd() const { return mnl_socket_get_fd(socket_.get()); }
 
 int ConntrackEventSource::receive_buffer() const {
   int value = 0;

@@ -119,26 +119,7 @@ std::optional<ChangeMonitor> ChangeMonitor::open(std::string table, std::uint32_
 ChangeMonitor::ChangeMonitor(mnl_socket* socket, std::string table, std::uint32_t own_portid)
     : socket_(socket), table_(std::move(table)), own_portid_(own_portid) {}
 
-ChangeMonitor::ChangeMonitor(ChangeMonitor&& other) noexcept
-    : socket_(std::exchange(other.socket_, nullptr)),
-      table_(std::move(other.table_)),
-      own_portid_(other.own_portid_) {}
-
-ChangeMonitor& ChangeMonitor::operator=(ChangeMonitor&& other) noexcept {
-  if (this != &other) {
-    if (socket_ != nullptr) mnl_socket_close(socket_);
-    socket_ = std::exchange(other.socket_, nullptr);
-    table_ = std::move(other.table_);
-    own_portid_ = other.own_portid_;
-  }
-  return *this;
-}
-
-ChangeMonitor::~ChangeMonitor() {
-  if (socket_ != nullptr) mnl_socket_close(socket_);
-}
-
-int ChangeMonitor::fd() const { return mnl_socket_get_fd(socket_); }
+int ChangeMonitor::fd() const { return mnl_socket_get_fd(socket_.get()); }
 
 ChangeReport ChangeMonitor::drain() {
   ChangeReport report;

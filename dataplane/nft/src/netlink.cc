@@ -921,25 +921,6 @@ KernelCounts expected_counts(const Plan& plan) {
 NftSocket::NftSocket(mnl_socket* socket)
     : socket_(socket), seq_(static_cast<std::uint32_t>(std::time(nullptr))) {}
 
-NftSocket::NftSocket(NftSocket&& other) noexcept
-    : socket_(std::exchange(other.socket_, nullptr)),
-      seq_(other.seq_),
-      last_batch_(other.last_batch_) {}
-
-NftSocket& NftSocket::operator=(NftSocket&& other) noexcept {
-  if (this != &other) {
-    if (socket_ != nullptr) mnl_socket_close(socket_);
-    socket_ = std::exchange(other.socket_, nullptr);
-    seq_ = other.seq_;
-    last_batch_ = other.last_batch_;
-  }
-  return *this;
-}
-
-NftSocket::~NftSocket() {
-  if (socket_ != nullptr) mnl_socket_close(socket_);
-}
-
 std::optional<NftSocket> NftSocket::open(std::string* error) {
   mnl_socket* nl = mnl_socket_open(NETLINK_NETFILTER);
   if (nl == nullptr) {
@@ -960,9 +941,9 @@ std::optional<NftSocket> NftSocket::open(std::string* error) {
   return s;
 }
 
-int NftSocket::fd() const { return mnl_socket_get_fd(socket_); }
+int NftSocket::fd() const { return mnl_socket_get_fd(socket_.get()); }
 
-std::uint32_t NftSocket::portid() const { return mnl_socket_get_portid(socket_); }
+std::uint32_t NftSocket::portid() const { return mnl_socket_get_portid(socket_.get()); }
 
 std::uint32_t NftSocket::next_seq(std::uint32_t n) {
   const std::uint32_t first = seq_;
@@ -990,7 +971,7 @@ int NftSocket::exchange(std::span<const std::uint8_t> bytes, std::size_t expecte
   drain();
   ensure_send_buffer(bytes.size());
   ensure_receive_buffer(expected * kAckTruesize + (1U << 20));
-  if (mnl_socket_sendto(socket_, bytes.data(), bytes.size()) < 0) return errno;
+  if (mnl_socket_sendto(socket_.get(), bytes.data(), bytes.size()) < 0) return errno;
   std::vector<char> buf(kReceiveBuffer);
   bool failed = false;
   std::size_t got = 0;
@@ -1019,7 +1000,7 @@ int NftSocket::request(nlmsghdr* req, const ReplyFn& on_reply) {
   req->nlmsg_seq = next_seq();
   if (!dump) req->nlmsg_flags = static_cast<std::uint16_t>(req->nlmsg_flags | NLM_F_ACK);
   drain();
-  if (mnl_socket_sendto(socket_, req, req->nlmsg_len) < 0) return errno;
+  if (mnl_socket_sendto(socket_.get(), req, req->nlmsg_len) < 0) return errno;
   std::vector<char> buf(kReceiveBuffer);
   bool interrupted = false;
   for (;;) {

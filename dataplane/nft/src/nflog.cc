@@ -135,36 +135,7 @@ NflogSource::NflogSource(mnl_socket* socket, const Config& config)
   parsed_.reserve(1024);
 }
 
-NflogSource::NflogSource(NflogSource&& other) noexcept
-    : socket_(std::exchange(other.socket_, nullptr)),
-      config_(std::move(other.config_)),
-      buffer_(std::move(other.buffer_)),
-      parsed_(std::move(other.parsed_)),
-      expected_seq_(other.expected_seq_),
-      enobufs_pending_(other.enobufs_pending_),
-      last_error_(other.last_error_),
-      stats_(other.stats_) {}
-
-NflogSource& NflogSource::operator=(NflogSource&& other) noexcept {
-  if (this != &other) {
-    if (socket_ != nullptr) mnl_socket_close(socket_);
-    socket_ = std::exchange(other.socket_, nullptr);
-    config_ = std::move(other.config_);
-    buffer_ = std::move(other.buffer_);
-    parsed_ = std::move(other.parsed_);
-    expected_seq_ = other.expected_seq_;
-    enobufs_pending_ = other.enobufs_pending_;
-    last_error_ = other.last_error_;
-    stats_ = other.stats_;
-  }
-  return *this;
-}
-
-NflogSource::~NflogSource() {
-  if (socket_ != nullptr) mnl_socket_close(socket_);
-}
-
-int NflogSource::fd() const { return mnl_socket_get_fd(socket_); }
+int NflogSource::fd() const { return mnl_socket_get_fd(socket_.get()); }
 
 int NflogSource::receive_buffer() const {
   int value = 0;

@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "tierwall/dataplane/nft/flow_events.h"
+#include "tierwall/dataplane/nft/mnl_socket.h"
 #include "tierwall/dataplane/ruleset.h"
 
 struct mnl_socket;
@@ -93,11 +94,11 @@ class ConntrackEventSource {
 
   static std::optional<ConntrackEventSource> open(Config config, std::string* error = nullptr);
 
-  ConntrackEventSource(ConntrackEventSource&& other) noexcept;
-  ConntrackEventSource& operator=(ConntrackEventSource&& other) noexcept;
+  ConntrackEventSource(ConntrackEventSource&&) noexcept = default;
+  ConntrackEventSource& operator=(ConntrackEventSource&&) noexcept = default;
   ConntrackEventSource(const ConntrackEventSource&) = delete;
   ConntrackEventSource& operator=(const ConntrackEventSource&) = delete;
-  ~ConntrackEventSource();
+  ~ConntrackEventSource() = default;
 
   [[nodiscard]] int fd() const;
   [[nodiscard]] int receive_buffer() const;
@@ -114,7 +115,7 @@ class ConntrackEventSource {
  private:
   ConntrackEventSource(mnl_socket* socket, Config config);
 
-  mnl_socket* socket_ = nullptr;
+  MnlSocketPtr socket_;
   Config config_;
   std::vector<std::uint8_t> buffer_;
   std::vector<CtEventMessage> parsed_;

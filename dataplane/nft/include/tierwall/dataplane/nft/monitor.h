@@ -18,6 +18,8 @@
 #include <optional>
 #include <string>
 
+#include "tierwall/dataplane/nft/mnl_socket.h"
+
 struct mnl_socket;
 
 namespace tierwall::dataplane::nft {
@@ -51,11 +53,11 @@ class ChangeMonitor {
   static std::optional<ChangeMonitor> open(std::string table, std::uint32_t own_portid,
                                            std::string* error = nullptr);
 
-  ChangeMonitor(ChangeMonitor&& other) noexcept;
-  ChangeMonitor& operator=(ChangeMonitor&& other) noexcept;
+  ChangeMonitor(ChangeMonitor&&) noexcept = default;
+  ChangeMonitor& operator=(ChangeMonitor&&) noexcept = default;
   ChangeMonitor(const ChangeMonitor&) = delete;
   ChangeMonitor& operator=(const ChangeMonitor&) = delete;
-  ~ChangeMonitor();
+  ~ChangeMonitor() = default;
 
   // For poll(POLLIN).
   [[nodiscard]] int fd() const;
@@ -67,7 +69,7 @@ class ChangeMonitor {
  private:
   ChangeMonitor(mnl_socket* socket, std::string table, std::uint32_t own_portid);
 
-  mnl_socket* socket_ = nullptr;
+  MnlSocketPtr socket_;
   std::string table_;
   std::uint32_t own_portid_ = 0;
 };

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "tierwall/dataplane/address.h"
+#include "tierwall/dataplane/nft/mnl_socket.h"
 #include "tierwall/dataplane/nft/plan.h"
 #include "tierwall/dataplane/ruleset.h"
 
@@ -164,11 +165,11 @@ class NftSocket {
   // ACKs, and raises the receive buffer (SO_RCVBUFFORCE when permitted).
   static std::optional<NftSocket> open(std::string* error = nullptr);
 
-  NftSocket(NftSocket&& other) noexcept;
-  NftSocket& operator=(NftSocket&& other) noexcept;
+  NftSocket(NftSocket&&) noexcept = default;
+  NftSocket& operator=(NftSocket&&) noexcept = default;
   NftSocket(const NftSocket&) = delete;
   NftSocket& operator=(const NftSocket&) = delete;
-  ~NftSocket();
+  ~NftSocket() = default;
 
   // The ruleset generation id (NFT_MSG_GETGEN); pass it to apply_* to detect
   // concurrent writers. nullopt (and *error) when the query fails.
@@ -240,7 +241,7 @@ class NftSocket {
   void ensure_receive_buffer(std::size_t bytes);
   void drain();
 
-  mnl_socket* socket_ = nullptr;
+  MnlSocketPtr socket_;
   std::uint32_t seq_ = 0;
   BatchStats last_batch_;
 };

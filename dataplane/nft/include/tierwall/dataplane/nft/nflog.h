@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "tierwall/dataplane/nft/flow_events.h"
+#include "tierwall/dataplane/nft/mnl_socket.h"
 
 struct mnl_socket;
 
@@ -83,11 +84,11 @@ class NflogSource {
   // *error) when the kernel refuses (EBUSY: another reader has the group).
   static std::optional<NflogSource> open(const Config& config, std::string* error = nullptr);
 
-  NflogSource(NflogSource&& other) noexcept;
-  NflogSource& operator=(NflogSource&& other) noexcept;
+  NflogSource(NflogSource&&) noexcept = default;
+  NflogSource& operator=(NflogSource&&) noexcept = default;
   NflogSource(const NflogSource&) = delete;
   NflogSource& operator=(const NflogSource&) = delete;
-  ~NflogSource();
+  ~NflogSource() = default;
 
   // Non-blocking; for poll(POLLIN).
   [[nodiscard]] int fd() const;
@@ -111,7 +112,7 @@ class NflogSource {
   void emit_loss(LossReason reason, std::uint64_t count, bool lower_bound,
                  WallClock::time_point now, const Sink& sink);
 
-  mnl_socket* socket_ = nullptr;
+  MnlSocketPtr socket_;
   Config config_;
   std::vector<std::uint8_t> buffer_;
   std::vector<NflogMessage> parsed_;
