@@ -13,6 +13,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest
   libnftnl-dev libmnl-dev
   dpdk-dev libdpdk-dev
+  # dpdk-test-acl: the rte_acl baseline of tierwall-bench-dpdk
+  dpdk
   nlohmann-json3-dev libcli11-dev libssl-dev
   # runtime tools used by the integration tests and the demo
   nftables iproute2 iperf3 conntrack

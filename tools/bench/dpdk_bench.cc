@@ -1,0 +1,639 @@
+// tierwall-bench-dpdk: the DPDK dataplane's figures in one run (issue "DPDK
+// dataplane": benchmark), TSC cycles per packet and Mpps per core, 64-byte
+// frames, 10,000 rules, 100,000 endpoints, 1M flows:
+//   established (flow-table hit), new connection (endpoint lookups +
+//   decision + insert), the VXLAN-GBP path (outer + inner parse, decision on
+//   the inner packet), each as parse + decide and decide only; the
+//   reference evaluator's linear scan as the floor; bytes per flow and per
+//   endpoint; and Debian's dpdk-test-acl classifying the same policy
+//   exported as an IP-expanded 5-tuple ACL over the traced packets.
+//   tierwall-bench dpdk [--json] [--quick] [--flows N]
+// Shared setup with tierwall-bench-dpdkclassify: dpdk_bench_common.h.
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <unordered_map>
+#include <vector>
+
+#include "dpdk_bench_common.h"
+
+#include "tierwall/dataplane/dpdk/encap.h"
+
+using namespace tierwall_bench;  // NOLINT(google-build-using-namespace): bench-local helpers
+
+namespace {
+
+constexpr double kTargetEstablished = 80;
+constexpr double kTargetNew = 200;
+constexpr double kTargetAclRatio = 3;
+
+std::uint32_t v4_value(const IpAddress& a) {
+  return (std::uint32_t{a.bytes[0]} << 24) | (std::uint32_t{a.bytes[1]} << 16) |
+         (std::uint32_t{a.bytes[2]} << 8) | a.bytes[3];
+}
+
+std::string dotted(std::uint32_t a) {
+  return std::to_string(a >> 24) + "." + std::to_string((a >> 16) & 0xff) + "." +
+         std::to_string((a >> 8) & 0xff) + "." + std::to_string(a & 0xff);
+}
+
+// The benchmark policy's view of an IPv4 address, from its construction
+// (dpdk_bench_common.h): an endpoint index with its tier and selectors, or a
+// world address.
+struct Peer {
+  int endpoint = -1;  // -1: world
+  dp::TierId tier = 0;
+  std::array<dp::SelectorId, 2> selectors{};
+};
+
+Peer peer_of(std::uint32_t a) {
+  Peer p;
+  const std::int64_t i = static_cast<std::int64_t>(a) - endpoint_v4(0);
+  if (i >= 0 && i < kEndpoints) {
+    p.endpoint = static_cast<int>(i);
+    p.tier = tier_of(p.endpoint);
+    p.selectors = {static_cast<dp::SelectorId>(p.tier * kSelectorsPerTier +
+                                               (p.endpoint / kTiers) % kSelectorsPerTier),
+                   static_cast<dp::SelectorId>((kTiers + 1) * kSelectorsPerTier + p.endpoint % 50)};
+  }
+  return p;
+}
+
+bool matches(const dp::PeerMatch& m, const Peer& p, std::uint32_t addr) {
+  if (m.entity == dp::PeerMatch::Entity::World) {
+    if (p.endpoint >= 0) return false;
+    return std::any_of(m.cidrs.begin(), m.cidrs.end(), [&](const Cidr& c) {
+      const std::uint32_t mask = c.prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - c.prefix);
+      return (addr & mask) == (v4_value(c.base) & mask);
+    });
+  }
+  if (m.entity != dp::PeerMatch::Entity::Endpoint || p.endpoint < 0) return false;
+  if (!m.tiers.empty() && !std::binary_search(m.tiers.begin(), m.tiers.end(), p.tier)) {
+    return false;
+  }
+  return !m.selector || *m.selector == p.selectors[0] || *m.selector == p.selectors[1];
+}
+
+// The IP-expanded ACL for dpdk-test-acl: per rule (in evaluation order), one
+// line per traced (src, dst) pair whose addresses the rule's peers select,
+// with the rule's protocol and destination-port ranges; first match wins
+// (test-acl gives line n priority MAX - n). Self and intra-tier become
+// address-pair lines at their place in the order. Staged denies only turn
+// an allow into audit (still passed) and are left out. `pass[n]` is line n's
+// action: an enforced deny in an audit-mode tier passes.
+struct AclExport {
+  std::vector<std::string> lines;
+  std::vector<bool> pass;
+  std::size_t traced = 0;  // trace packets covered (a prefix of the trace)
+};
+
+AclExport export_acl(const Setup& s, std::span<const dpdk::FlowPacket> trace, std::size_t cap) {
+  const dp::CompiledPolicy& pol = *s.rules.policy;
+  auto audited = [&](const Peer& a, const Peer& b) {
+    bool any = false;
+    for (const Peer* p : {&a, &b}) {
+      if (p->endpoint < 0) continue;
+      any = true;
+      if (pol.tiers[p->tier].mode != dp::Mode::Audit) return false;
+    }
+    return any || pol.mode == dp::Mode::Audit;
+  };
+  struct Pair {
+    std::uint32_t src, dst;
+    Peer ps, pd;
+  };
+  // Distinct pairs, bucketed by (src tier, dst tier), tier 0 = world.
+  std::vector<Pair> pairs;
+  std::unordered_map<std::uint64_t, std::size_t> seen;
+  std::vector<std::vector<std::uint32_t>> bucket((kTiers + 1) * (kTiers + 1));
+  auto add_pairs_until = [&](std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::uint32_t a = v4_value(trace[i].src);
+      const std::uint32_t b = v4_value(trace[i].dst);
+      if (!seen.emplace((std::uint64_t{a} << 32) | b, pairs.size()).second) continue;
+      const Peer pa = peer_of(a);
+      const Peer pb = peer_of(b);
+      bucket[static_cast<std::size_t>(pa.tier) * (kTiers + 1) + pb.tier].push_back(
+          static_cast<std::uint32_t>(pairs.size()));
+      pairs.push_back({a, b, pa, pb});
+    }
+  };
+  auto port_text = [](const tierwall::PortMatch& pm) {
+    if (pm.any) return std::string("0 : 65535 0 : 65535 0/0");
+    return "0 : 65535 " + std::to_string(pm.lo) + " : " + std::to_string(pm.hi) + " " +
+           std::to_string(pm.protocol) + "/0xff";
+  };
+  auto tiers_of = [&](const dp::PeerMatch& m) {
+    std::vector<int> out;
+    if (m.entity == dp::PeerMatch::Entity::World) {
+      out.push_back(0);
+    } else if (m.tiers.empty()) {
+      for (int t = 1; t <= kTiers; ++t) out.push_back(t);
+    } else {
+      out.assign(m.tiers.begin(), m.tiers.end());
+    }
+    return out;
+  };
+  auto expand = [&](AclExport& out) {
+    auto emit = [&](const Pair& p, const std::string& ports, bool pass) {
+      out.lines.push_back("@" + dotted(p.src) + "/32 " + dotted(p.dst) + "/32 " + ports);
+      out.pass.push_back(pass);
+    };
+    for (const Pair& p : pairs) {
+      if (p.src == p.dst && p.ps.endpoint >= 0) emit(p, "0 : 65535 0 : 65535 0/0", true);
+    }
+    auto rule_lines = [&](const dp::Rule& r, bool deny) {
+      for (int ts : tiers_of(r.from)) {
+        for (int td : tiers_of(r.to)) {
+          for (std::uint32_t k : bucket[static_cast<std::size_t>(ts * (kTiers + 1) + td)]) {
+            const Pair& p = pairs[k];
+            if (!matches(r.from, p.ps, p.src) || !matches(r.to, p.pd, p.dst)) continue;
+            for (const auto& pm : r.ports) emit(p, port_text(pm), !deny || audited(p.ps, p.pd));
+          }
+        }
+      }
+    };
+    for (const dp::Rule& r : pol.denies) {
+      if (!r.staged) rule_lines(r, true);
+    }
+    for (const dp::Rule& r : pol.flows) rule_lines(r, false);
+    if (pol.intra_tier_allow) {
+      for (const Pair& p : pairs) {
+        if (p.ps.endpoint >= 0 && p.pd.endpoint >= 0 && p.ps.tier == p.pd.tier &&
+            pol.tiers[p.ps.tier].declared) {
+          emit(p, "0 : 65535 0 : 65535 0/0", true);
+        }
+      }
+    }
+  };
+  // Halve the traced prefix until the expansion fits the cap.
+  std::size_t n = trace.size();
+  for (;;) {
+    pairs.clear();
+    seen.clear();
+    for (auto& b : bucket) b.clear();
+    add_pairs_until(n);
+    AclExport out;
+    expand(out);
+    if (out.lines.size() <= cap || n <= 256) {
+      out.traced = n;
+      return out;
+    }
+    n /= 2;
+  }
+}
+
+struct AclRun {
+  std::optional<double> cycles;
+  std::string reason;  // why cycles is null
+  std::size_t rules = 0;
+  std::size_t traces = 0;
+  std::size_t agree = 0;  // traced packets whose verdict equals ours
+  double build_s = 0;
+};
+
+std::string find_test_acl() {
+  if (const char* e = std::getenv("DPDK_TEST_ACL"); e != nullptr && *e != 0) return e;
+  for (const char* d : {"/usr/bin", "/usr/local/bin", "/usr/sbin"}) {
+    const std::string p = std::string(d) + "/dpdk-test-acl";
+    if (access(p.c_str(), X_OK) == 0) return p;
+  }
+  return {};
+}
+
+// Runs `cmd` through the shell; its stdout+stderr and exit status.
+int run_capture(const std::string& cmd, std::string& out) {
+  out.clear();
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (f == nullptr) return -1;
+  std::array<char, 4096> buf{};
+  std::size_t n = 0;
+  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
+  const int st = pclose(f);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+std::string last_lines(const std::string& s, int n) {
+  std::size_t pos = s.size();
+  for (int i = 0; i <= n && pos > 0; ++i) {
+    pos = s.rfind('\n', pos - 1);
+    if (pos == std::string::npos) return s;
+  }
+  return s.substr(pos + 1);
+}
+
+AclRun run_test_acl(const Setup& s, const dpdk::Generation& g,
+                    std::span<const dpdk::FlowPacket> trace, std::size_t cap, int iters) {
+  AclRun r;
+  const std::string bin = find_test_acl();
+  if (bin.empty()) {
+    r.reason = "dpdk-test-acl not found (apt-get install dpdk, or set DPDK_TEST_ACL)";
+    return r;
+  }
+  const AclExport acl = export_acl(s, trace, cap);
+  r.rules = acl.lines.size();
+  r.traces = acl.traced;
+  std::string dir_tmpl = (std::filesystem::temp_directory_path() / "tw-dpdk-bench-XXXXXX").string();
+  if (mkdtemp(dir_tmpl.data()) == nullptr) {
+    r.reason = std::string("mkdtemp: ") + std::strerror(errno);
+    return r;
+  }
+  const std::string dir = dir_tmpl;
+  const std::string rules_path = dir + "/rules.acl";
+  const std::string trace_path = dir + "/trace.acl";
+  {
+    FILE* f = std::fopen(rules_path.c_str(), "w");
+    FILE* t = std::fopen(trace_path.c_str(), "w");
+    if (f == nullptr || t == nullptr) {
+      r.reason = "cannot write the ACL files in " + dir;
+      if (f != nullptr) std::fclose(f);
+      if (t != nullptr) std::fclose(t);
+      std::filesystem::remove_all(dir);
+      return r;
+    }
+    std::fprintf(f, "# tierwall-bench dpdk: IP-expanded 5-tuple ACL, %zu lines\n", r.rules);
+    for (const auto& l : acl.lines) std::fprintf(f, "%s\n", l.c_str());
+    for (std::size_t i = 0; i < acl.traced; ++i) {
+      const auto& p = trace[i];
+      std::fprintf(t, "0x%08x 0x%08x %u %u %u\n", v4_value(p.src), v4_value(p.dst),
+                   unsigned{p.src_port}, unsigned{p.dst_port}, unsigned{p.protocol});
+    }
+    std::fclose(f);
+    std::fclose(t);
+  }
+  const std::string base = "timeout 200 " + bin +
+                           " --no-huge --no-pci -l 0 -m 2048 --log-level=lib.eal:error -- "
+                           "--rulesf=" +
+                           rules_path + " --tracef=" + trace_path +
+                           " --rulenum=" + std::to_string(r.rules + 1) +
+                           " --tracenum=" + std::to_string(acl.traced) + " --tracestep=32";
+  // 1. Verdicts: one pass with every packet's matching line.
+  std::string out;
+  const auto t0 = std::chrono::steady_clock::now();
+  int rc = run_capture(base + " --iter=1 --verbose=2", out);
+  r.build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (rc != 0) {
+    r.reason = "dpdk-test-acl exited with " + std::to_string(rc) + ": " + last_lines(out, 3);
+    std::filesystem::remove_all(dir);
+    return r;
+  }
+  std::vector<std::int64_t> line_of(acl.traced, -2);
+  for (std::size_t pos = 0; (pos = out.find("ipv4_5tuple: ", pos)) != std::string::npos;) {
+    unsigned long k = 0, cat = 0, res = 0;
+    if (std::sscanf(out.c_str() + pos, "ipv4_5tuple: %lu, category: %lu, result: %lu", &k, &cat,
+                    &res) == 3 &&
+        k >= 1 && k <= acl.traced) {
+      line_of[k - 1] = res >= acl.lines.size() ? -1 : static_cast<std::int64_t>(res);
+    }
+    pos += 12;
+  }
+  for (std::size_t i = 0; i < acl.traced; ++i) {
+    const auto& p = trace[i];
+    const bool ours =
+        g.classify(p.src, p.dst, p.protocol, p.decision_port).verdict != dp::Verdict::Deny;
+    bool theirs = false;
+    if (line_of[i] >= 0) {
+      theirs = acl.pass[static_cast<std::size_t>(line_of[i])];
+    } else if (line_of[i] == -1) {  // no line: default deny, audited or not
+      const dpdk::FastDecision d = g.classify(p.src, p.dst, p.protocol, p.decision_port);
+      theirs = d.kind == dp::RuleKind::DefaultDeny && d.verdict == dp::Verdict::Audit;
+    } else {
+      continue;  // not reported
+    }
+    if (ours == theirs) ++r.agree;
+  }
+  // 2. Timing: --iter passes over the trace, bursts of 32 (as our lcore).
+  rc = run_capture(base + " --iter=" + std::to_string(iters) + " --verbose=0", out);
+  std::filesystem::remove_all(dir);
+  if (rc != 0) {
+    r.reason = "dpdk-test-acl exited with " + std::to_string(rc) + ": " + last_lines(out, 3);
+    return r;
+  }
+  const std::size_t pos = out.find(" cycles/pkt");
+  if (pos == std::string::npos) {
+    r.reason = "no cycles/pkt in dpdk-test-acl output: " + last_lines(out, 3);
+    return r;
+  }
+  std::size_t b = out.rfind(", ", pos);
+  b = b == std::string::npos ? 0 : b + 2;
+  r.cycles = std::strtod(out.c_str() + b, nullptr);
+  return r;
+}
+
+std::string num(std::optional<double> v) {
+  if (!v) return "null";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.2f", *v);
+  return b;
+}
+
+std::string json_str(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      o += '\\';
+      o += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      o += ' ';
+    } else {
+      o += c;
+    }
+  }
+  return o + "\"";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool json = false;
+  bool quick = false;
+  std::size_t flows = 0;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--json") {
+      json = true;
+    } else if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--flows" && i + 1 < argc) {
+      flows = std::max<std::size_t>(1000, std::strtoul(argv[++i], nullptr, 10));
+    } else {
+      std::fprintf(stderr, "usage: tierwall-bench dpdk [--json] [--quick] [--flows N]\n");
+      return 2;
+    }
+  }
+  if (flows == 0) flows = quick ? 100000 : 1000000;
+  const int reps = quick ? 2 : 3;
+  const double hz = tsc_hz(quick ? 50 : 200);
+
+  std::mt19937 rng(20261125);
+  const Setup s = make_ruleset(rng);
+  auto built = dpdk::build_generation(s.rules);
+  if (!built.generation) {
+    std::fprintf(stderr, "tierwall-bench-dpdk: %s\n", built.error.c_str());
+    return 1;
+  }
+  const dpdk::Generation& g = *built.generation;
+  auto packets = make_flows(s, flows, rng);
+  // A reply to source port 4789 would be a VXLAN packet to the parser.
+  for (auto& p : packets) {
+    if (p.src_port == dpdk::kVxlanPort) ++p.src_port;
+  }
+  // Replies of the same flows, shuffled: the established path.
+  std::vector<dpdk::FlowPacket> replies;
+  replies.reserve(flows);
+  for (const auto& p : packets) {
+    dpdk::FlowPacket r = p;
+    std::swap(r.src, r.dst);
+    std::swap(r.src_port, r.dst_port);
+    r.tcp_flags = 0x10;
+    replies.push_back(r);
+  }
+  std::shuffle(replies.begin(), replies.end(), rng);
+  // 64-byte frames of both, and the replies in VXLAN-GBP (IPv4 underlay,
+  // group id = the sender's tier, as a tierwall peer node would send them).
+  std::vector<std::uint8_t> syn_frames(flows * 64);
+  std::vector<std::uint8_t> reply_frames(flows * 64);
+  constexpr std::size_t kVxlanFrame = 64 + dpdk::kVxlanOverheadV4;
+  std::vector<std::uint8_t> vxlan_frames(flows * kVxlanFrame);
+  std::vector<std::uint8_t> vxlan_syn_frames(flows * kVxlanFrame);
+  dpdk::VxlanGbpParams vp;
+  vp.src_ip = v4(0xc0a80002U);
+  vp.dst_ip = v4(0xc0a80001U);
+  vp.vni = 42;
+  for (std::size_t i = 0; i < flows; ++i) {
+    write_frame64(&syn_frames[i * 64], packets[i]);
+    write_frame64(&reply_frames[i * 64], replies[i]);
+    for (int k = 0; k < 2; ++k) {
+      const std::span<const std::uint8_t> inner(
+          k == 0 ? &reply_frames[i * 64] : &syn_frames[i * 64], 64);
+      const auto& fp = k == 0 ? replies[i] : packets[i];
+      const Peer src = peer_of(v4_value(fp.src));
+      vp.group_id = src.tier;
+      vp.gbp = src.endpoint >= 0;
+      vp.src_port = static_cast<std::uint16_t>(0xc000 | (i & 0x3fff));
+      auto& dst = k == 0 ? vxlan_frames : vxlan_syn_frames;
+      dpdk::encap_vxlan_gbp(std::span(&dst[i * kVxlanFrame], kVxlanFrame), inner, vp);
+    }
+  }
+
+  std::uint64_t sink = 0;
+  dpdk::FlowTableOptions fo;
+  fo.capacity = flows * 2;
+  dpdk::FlowTable table(fo);
+  std::uint64_t now = 1;
+  std::vector<dpdk::FlowResult> results(dpdk::FlowTable::kMaxBurst);
+  std::vector<dpdk::FlowPacket> burst(dpdk::FlowTable::kMaxBurst);
+  std::size_t parse_errors = 0;
+  auto decide_bursts = [&](const std::vector<dpdk::FlowPacket>& in) {
+    for (std::size_t i = 0; i < in.size(); i += dpdk::FlowTable::kMaxBurst) {
+      const std::size_t n = std::min(dpdk::FlowTable::kMaxBurst, in.size() - i);
+      table.process_burst(g, std::span(in.data() + i, n), results, now);
+      for (std::size_t j = 0; j < n; ++j) sink += results[j].decision.rule_id;
+    }
+  };
+  // Parse a burst of frames of `size` bytes, then decide it (the lcore loop).
+  auto parse_decide_bursts = [&](const std::vector<std::uint8_t>& frames, std::size_t size) {
+    const std::size_t count = frames.size() / size;
+    for (std::size_t i = 0; i < count; i += dpdk::FlowTable::kMaxBurst) {
+      const std::size_t n = std::min(dpdk::FlowTable::kMaxBurst, count - i);
+      for (std::size_t j = 0; j < n; ++j) {
+        const dpdk::PacketInfo info =
+            dpdk::parse_packet(std::span(frames.data() + (i + j) * size, size));
+        parse_errors += info.status != dpdk::ParseStatus::Ok;
+        burst[j] = dpdk::flow_packet(info);
+      }
+      table.process_burst(g, std::span(burst.data(), n), results, now);
+      for (std::size_t j = 0; j < n; ++j) sink += results[j].decision.rule_id;
+    }
+  };
+  auto clear = [&] { table.clear(); };
+  auto nothing = [] {};
+
+  // New connections: decide only, then parse + decide, into an empty table.
+  const double new_decide = best_of(
+      reps, flows, [&] { decide_bursts(packets); }, clear);
+  const double new_full = best_of(
+      reps, flows, [&] { parse_decide_bursts(syn_frames, 64); }, clear);
+  const double vxlan_new = best_of(
+      reps, flows, [&] { parse_decide_bursts(vxlan_syn_frames, kVxlanFrame); }, clear);
+  const std::size_t remembered = table.live(now);
+  now += 1000;
+  // Established: the replies hit the flows the SYNs left.
+  const std::uint64_t hits0 = table.counters().hits;
+  const double est_decide = best_of(
+      reps, flows, [&] { decide_bursts(replies); }, nothing);
+  const double est_full = best_of(
+      reps, flows, [&] { parse_decide_bursts(reply_frames, 64); }, nothing);
+  const double vxlan_est = best_of(
+      reps, flows, [&] { parse_decide_bursts(vxlan_frames, kVxlanFrame); }, nothing);
+  const double hit_share = static_cast<double>(table.counters().hits - hits0) /
+                           (3.0 * reps * static_cast<double>(flows));
+  // Parse alone (same frames, in order).
+  const double parse64 = best_of(
+      reps, flows,
+      [&] {
+        for (std::size_t i = 0; i < flows; ++i) {
+          sink += dpdk::parse_packet(std::span(&reply_frames[i * 64], 64)).dst_port;
+        }
+      },
+      nothing);
+  const double parse_vxlan = best_of(
+      reps, flows,
+      [&] {
+        for (std::size_t i = 0; i < flows; ++i) {
+          sink +=
+              dpdk::parse_packet(std::span(&vxlan_frames[i * kVxlanFrame], kVxlanFrame)).group_id;
+        }
+      },
+      nothing);
+  // The floor: the reference evaluator's linear scan.
+  const std::size_t naive_n = std::min<std::size_t>(flows, quick ? 2000 : 20000);
+  const double linear = best_of(
+      1, naive_n,
+      [&] {
+        for (std::size_t i = 0; i < naive_n; ++i) {
+          const auto& p = packets[i];
+          sink += dp::decide(s.rules, dp::Connection{p.src, p.dst, p.protocol, p.decision_port})
+                      .rule_id();
+        }
+      },
+      nothing);
+
+  // dpdk-test-acl on the same new-connection packets.
+  const std::size_t trace_n = std::min<std::size_t>(flows, quick ? 8192 : 65536);
+  const AclRun acl = run_test_acl(s, g, std::span(packets.data(), trace_n), quick ? 20000 : 120000,
+                                  quick ? 20 : 200);
+
+  // Our decision alone (no flow table) on exactly test-acl's trace, as many
+  // passes: the like-for-like figure (same packets, same working set).
+  const std::size_t acl_n = acl.traces > 0 ? acl.traces : trace_n;
+  const int trace_passes = quick ? 20 : 200;
+  const double trace_decide = best_of(
+      reps, acl_n * static_cast<std::size_t>(trace_passes),
+      [&] {
+        for (int pass = 0; pass < trace_passes; ++pass) {
+          for (std::size_t i = 0; i < acl_n; i += 32) {
+            const std::size_t n = std::min<std::size_t>(32, acl_n - i);
+            for (std::size_t j = 0; j < n; ++j) {
+              g.prefetch(packets[i + j].src);
+              g.prefetch(packets[i + j].dst);
+            }
+            std::array<std::array<dpdk::PeerClass, 2>, 32> cls;
+            for (std::size_t j = 0; j < n; ++j) {
+              cls[j][0] = g.resolve(packets[i + j].src);
+              cls[j][1] = g.resolve(packets[i + j].dst);
+              g.prefetch_pair(cls[j][0], cls[j][1], packets[i + j].protocol);
+            }
+            for (std::size_t j = 0; j < n; ++j) {
+              g.prefetch_candidates(cls[j][0], cls[j][1], packets[i + j].protocol);
+            }
+            for (std::size_t j = 0; j < n; ++j) {
+              const auto& p = packets[i + j];
+              sink += g.decide(cls[j][0], cls[j][1], p.protocol, p.decision_port).rule_id;
+            }
+          }
+        }
+      },
+      nothing);
+
+  const auto& st = g.stats();
+  const double per_flow_slot =
+      static_cast<double>(table.memory_bytes()) / static_cast<double>(table.capacity());
+  const double per_flow = static_cast<double>(table.memory_bytes()) /
+                          static_cast<double>(std::max<std::size_t>(remembered, 1));
+  const double per_endpoint =
+      static_cast<double>(st.hash_bytes + st.profile_bytes) / static_cast<double>(kEndpoints);
+  auto mpps = [&](double c) { return hz / c / 1e6; };
+  std::optional<double> ratio;        // vs our new-connection path (decide + insert)
+  std::optional<double> ratio_trace;  // vs our decision on the same trace
+  if (acl.cycles && *acl.cycles > 0) {
+    ratio = *acl.cycles / new_decide;
+    ratio_trace = *acl.cycles / trace_decide;
+  }
+  const bool est_met = est_full <= kTargetEstablished;
+  const bool new_met = new_full <= kTargetNew;
+  if (sink == 42) std::puts("");
+
+  if (json) {
+    std::printf(
+        "{\"rules\": %d, \"endpoints\": %d, \"flows\": %zu, \"quick\": %s, \"tsc_hz\": %.0f, "
+        "\"frame_bytes\": 64, \"burst\": %zu,\n"
+        " \"established_cycles_per_packet\": %.1f, \"established_decide_cycles_per_packet\": "
+        "%.1f,\n"
+        " \"new_cycles_per_packet\": %.1f, \"new_decide_cycles_per_packet\": %.1f,\n"
+        " \"vxlan_cycles_per_packet\": %.1f, \"vxlan_new_cycles_per_packet\": %.1f, "
+        "\"vxlan_frame_bytes\": %zu,\n"
+        " \"parse_cycles_per_packet\": %.1f, \"vxlan_parse_cycles_per_packet\": %.1f,\n"
+        " \"linear_cycles_per_packet\": %.1f, \"test_acl_cycles_per_packet\": %s,\n"
+        " \"mpps_per_core\": {\"established\": %.2f, \"established_decide\": %.2f, \"new\": %.2f, "
+        "\"new_decide\": %.2f, \"vxlan\": %.2f, \"vxlan_new\": %.2f, \"linear\": %.4f, "
+        "\"test_acl\": %s},\n"
+        " \"test_acl\": {\"rules\": %zu, \"traces\": %zu, \"verdicts_equal\": %zu, \"reason\": "
+        "%s},\n"
+        " \"trace_decide_cycles_per_packet\": %.1f,\n"
+        " \"ratios\": {\"test_acl_over_new_decide\": %s, \"test_acl_over_trace_decide\": %s, "
+        "\"linear_over_new_decide\": %.1f},\n"
+        " \"targets\": {\"established_max\": %.0f, \"established_met\": %s, \"new_max\": %.0f, "
+        "\"new_met\": %s, \"test_acl_ratio_min\": %.0f, \"test_acl_met\": %s},\n"
+        " \"bytes_per_flow\": %.1f, \"bytes_per_flow_slot\": %.1f, \"bytes_per_endpoint\": %.1f, "
+        "\"flows_remembered\": %zu, \"established_hit_share\": %.3f, \"parse_errors\": %zu}\n",
+        kRules, kEndpoints, flows, quick ? "true" : "false", hz, dpdk::FlowTable::kMaxBurst,
+        est_full, est_decide, new_full, new_decide, vxlan_est, vxlan_new, kVxlanFrame, parse64,
+        parse_vxlan, linear, num(acl.cycles).c_str(), mpps(est_full), mpps(est_decide),
+        mpps(new_full), mpps(new_decide), mpps(vxlan_est), mpps(vxlan_new), mpps(linear),
+        acl.cycles ? num(mpps(*acl.cycles)).c_str() : "null", acl.rules, acl.traces, acl.agree,
+        acl.cycles ? "null" : json_str(acl.reason).c_str(), trace_decide, num(ratio).c_str(),
+        num(ratio_trace).c_str(), linear / new_decide, kTargetEstablished,
+        est_met ? "true" : "false", kTargetNew, new_met ? "true" : "false", kTargetAclRatio,
+        ratio ? (*ratio >= kTargetAclRatio ? "true" : "false") : "null", per_flow, per_flow_slot,
+        per_endpoint, remembered, hit_share, parse_errors);
+    return 0;
+  }
+  std::printf(
+      "DPDK dataplane: %d rules, %d endpoints, %zu flows, 64-byte frames, bursts of %zu, "
+      "TSC %.3f GHz\n",
+      kRules, kEndpoints, flows, dpdk::FlowTable::kMaxBurst, hz / 1e9);
+  std::printf("%-46s %12s %10s\n", "path", "cycles/pkt", "Mpps/core");
+  auto row = [&](const char* name, double c, const char* note) {
+    std::printf("%-46s %12.1f %10.2f  %s\n", name, c, mpps(c), note);
+  };
+  row("established, parse + decide", est_full,
+      est_met ? "(target <= 80: met)" : "(target <= 80: missed)");
+  row("established, decide only", est_decide, "");
+  row("new connection, parse + decide + insert", new_full,
+      new_met ? "(target <= 200: met)" : "(target <= 200: missed)");
+  row("new connection, decide + insert only", new_decide, "");
+  row("VXLAN-GBP established, parse outer+inner + decide", vxlan_est, "");
+  row("VXLAN-GBP new connection", vxlan_new, "");
+  row("parse 64-byte IPv4/TCP", parse64, "");
+  row("parse VXLAN-GBP (114 bytes)", parse_vxlan, "");
+  row("floor: reference evaluator (linear scan)", linear, "");
+  row("decide only, test-acl's trace (no flow table)", trace_decide, "");
+  if (acl.cycles) {
+    row("dpdk-test-acl (same packets, IP-expanded ACL)", *acl.cycles, "");
+    std::printf(
+        "test-acl: %zu ACL lines over %zu traced packets, verdicts equal %zu/%zu; "
+        "test-acl / our new-connection decide = %.2fx (target >= 3: %s), "
+        "/ our decision on its trace = %.2fx\n",
+        acl.rules, acl.traces, acl.agree, acl.traces, *ratio,
+        *ratio >= kTargetAclRatio ? "met" : "missed", *ratio_trace);
+  } else {
+    std::printf("dpdk-test-acl: not measured: %s\n", acl.reason.c_str());
+  }
+  std::printf(
+      "bytes per flow: %.0f per remembered flow (%.0f per slot, %zu remembered); bytes per "
+      "endpoint: %.0f\n",
+      per_flow, per_flow_slot, remembered, per_endpoint);
+  return 0;
+}
