@@ -1,0 +1,117 @@
+// The DPDK dataplane's forwarding loop: an L2 learning bridge between ports
+// (container ports and uplinks) that enforces the policy on IP traffic.
+//
+// One Bridge is one lcore's loop, run() on the calling thread until the
+// given flag turns true. Per iteration and port: rte_eth_rx_burst (up to 32
+// frames) -> parse_packet -> learn the source MAC on the ingress port ->
+//  * malformed (is_malformed): dropped, counted per ParseStatus;
+//  * not IP (ARP, LLDP...) and IPv6 neighbour discovery (ICMPv6 133-137):
+//    forwarded without policy, like the kernel bridge;
+//  * IP, non-first fragment: dropped (no fragment table yet);
+//  * IP: FlowTable::process_burst against the GenerationStore's current
+//    Generation (loaded once per burst; a quiescent state is reported between
+//    bursts); passed (Allow / Audit) -> forwarded, Deny / Cut -> dropped;
+//    no generation published yet -> dropped;
+// forwarded = sent to the port learned for the destination MAC, or flooded
+// to every other port when the destination is unknown, broadcast or
+// multicast (one mbuf, reference-counted, no copy); a frame whose
+// destination was learned on its ingress port is dropped (filtered), as a
+// bridge does. Frames are queued per egress port and sent with
+// rte_eth_tx_burst at the end of each RX burst; what the PMD does not
+// accept is freed and counted.
+//
+// Learning table: open addressing, fixed capacity (BridgeOptions), MAC ->
+// port and last-seen time; entries older than `mac_ageing_ns` are ignored
+// and reused; when full, a new MAC is not learned (its frames flood).
+//
+// Thread contract: construct/destroy on the control thread (they register
+// and unregister a GenerationStore reader); run() on one thread at a time;
+// counters() from any thread at any time (relaxed atomics: each counter is
+// exact, a snapshot is not one instant).
+// Costs per packet: a parse, a learning-table probe or two, a flow-table
+// lookup for IP; no allocation, lock, log or system call (the clock is read
+// once per burst through the vDSO).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "tierwall/dataplane/dpdk/flow_table.h"
+#include "tierwall/dataplane/dpdk/generation_store.h"
+#include "tierwall/dataplane/dpdk/parser.h"
+#include "tierwall/dataplane/dpdk/port.h"
+
+namespace tierwall::dataplane::dpdk {
+
+struct BridgeOptions {
+  FlowTableOptions flows{.capacity = std::size_t{1} << 16, .timeouts = {}};
+  ParseOptions parse;
+  std::size_t mac_capacity = 4096;  // learning-table slots (rounded up to 2^k)
+  std::uint64_t mac_ageing_ns = 300 * kNsPerSecond;
+  // Sleep this long after an iteration that received nothing (0: busy poll,
+  // as a dedicated lcore does; tests and shared machines use a few tens of
+  // microseconds).
+  std::uint32_t idle_sleep_us = 0;
+};
+
+struct BridgeCounters {
+  std::uint64_t rx = 0;              // frames received (all ports)
+  std::uint64_t tx = 0;              // frames accepted by the PMDs (a flood counts per port)
+  std::uint64_t tx_failed = 0;       // refused by tx_burst, freed
+  std::uint64_t forwarded = 0;       // frames sent to one learned port
+  std::uint64_t flooded = 0;         // frames sent to every other port
+  std::uint64_t filtered = 0;        // destination learned on the ingress port
+  std::uint64_t non_ip = 0;          // passed without policy (not IP, or IPv6 ND)
+  std::uint64_t ip_allowed = 0;      // IP frames the policy passed (Allow or Audit)
+  std::uint64_t policy_dropped = 0;  // IP frames denied (new connections and cuts)
+  std::uint64_t policy_cut = 0;      // of which established flows cut by a new generation
+  std::uint64_t no_generation = 0;   // IP frames dropped before the first publish
+  std::uint64_t fragments_dropped = 0;
+  std::array<std::uint64_t, kParseStatusCount> by_status{};  // every frame, per ParseStatus
+  std::uint64_t malformed = 0;   // sum of the malformed statuses (dropped)
+  std::uint64_t learned = 0;     // MACs learned or moved to another port
+  std::uint64_t learn_full = 0;  // MACs not learned: table full
+  std::uint64_t bursts = 0;      // non-empty RX bursts
+};
+
+class Bridge {
+ public:
+  static constexpr std::size_t kMaxPorts = 8;
+  static constexpr std::uint16_t kBurst = 32;
+
+  // `ports` (1..kMaxPorts, outliving the Bridge) in the order of their
+  // indexes. Registers a reader in `store` (which must outlive the Bridge).
+  Bridge(std::span<Port* const> ports, GenerationStore& store, const BridgeOptions& options = {});
+  ~Bridge();
+  Bridge(const Bridge&) = delete;
+  Bridge& operator=(const Bridge&) = delete;
+
+  // The loop: returns once `stop` is true (checked between iterations).
+  // The reader is online while it runs, offline when it returns.
+  void run(const std::atomic<bool>& stop);
+  // One iteration over every port (what run() repeats); returns the number
+  // of frames received. For tests and for callers with their own loop;
+  // the caller reports the reader online first (store.online(reader())).
+  std::size_t poll_once();
+
+  [[nodiscard]] BridgeCounters counters() const;
+  [[nodiscard]] int reader() const { return reader_; }
+  [[nodiscard]] const FlowTable& flows() const { return flows_; }
+  [[nodiscard]] std::size_t port_count() const { return ports_.size(); }
+
+ private:
+  struct Impl;
+  std::vector<Port*> ports_;
+  GenerationStore& store_;
+  BridgeOptions options_;
+  int reader_ = -1;
+  FlowTable flows_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tierwall::dataplane::dpdk

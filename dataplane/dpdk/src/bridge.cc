@@ -1,0 +1,319 @@
+#include "tierwall/dataplane/dpdk/bridge.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <stdexcept>
+#include <time.h>
+#include <unistd.h>
+#include <vector>
+
+#include <rte_ethdev.h>
+#include <rte_mbuf.h>
+
+namespace tierwall::dataplane::dpdk {
+namespace {
+
+enum Counter : std::size_t {
+  kRx,
+  kTx,
+  kTxFailed,
+  kForwarded,
+  kFlooded,
+  kFiltered,
+  kNonIp,
+  kIpAllowed,
+  kPolicyDropped,
+  kPolicyCut,
+  kNoGeneration,
+  kFragmentsDropped,
+  kMalformed,
+  kLearned,
+  kLearnFull,
+  kBursts,
+  kStatusBase,
+  kCounterCount = kStatusBase + kParseStatusCount,
+};
+
+constexpr std::size_t kMacProbes = 16;
+constexpr std::uint64_t kMacValid = std::uint64_t{1} << 63;
+constexpr std::size_t kTxCapacity = 2 * Bridge::kBurst;  // per egress port
+
+std::uint64_t now_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * kNsPerSecond +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+std::uint64_t mac_key(const std::uint8_t* p) {
+  std::uint64_t k = 0;
+  for (int i = 0; i < 6; ++i) k = (k << 8) | p[i];
+  return k | kMacValid;
+}
+
+std::uint64_t mac_hash(std::uint64_t key) {
+  key ^= key >> 33;
+  key *= 0xff51afd7ed558ccdULL;
+  key ^= key >> 33;
+  return key;
+}
+
+bool is_neighbour_discovery(const PacketInfo& p) {
+  return p.ip_version == 6 && p.protocol == 58 && p.has(kFlagIcmp) && p.icmp_type >= 133 &&
+         p.icmp_type <= 137;
+}
+
+}  // namespace
+
+struct Bridge::Impl {
+  struct MacSlot {
+    std::uint64_t key = 0;  // 0: empty
+    std::uint64_t seen_ns = 0;
+    std::uint8_t port = 0;
+  };
+
+  std::vector<MacSlot> macs;
+  std::size_t mac_mask = 0;
+  std::array<std::atomic<std::uint64_t>, kCounterCount> published{};
+  std::array<std::uint64_t, kCounterCount> local{};
+
+  std::array<std::array<rte_mbuf*, kTxCapacity>, kMaxPorts> txq{};
+  std::array<std::uint16_t, kMaxPorts> txn{};
+
+  std::array<rte_mbuf*, kBurst> rx{};
+  std::array<PacketInfo, kBurst> info{};
+  std::array<FlowPacket, kBurst> flow{};
+  std::array<FlowResult, kBurst> result{};
+  std::array<std::uint16_t, kBurst> ip_index{};
+
+  // Port index of `key`, or -1 (unknown or aged out).
+  int lookup(std::uint64_t key, std::uint64_t now, std::uint64_t ageing) const {
+    std::size_t i = mac_hash(key) & mac_mask;
+    for (std::size_t n = 0; n < kMacProbes; ++n, i = (i + 1) & mac_mask) {
+      const MacSlot& s = macs[i];
+      if (s.key == 0) return -1;
+      if (s.key == key) return now - s.seen_ns <= ageing ? s.port : -1;
+    }
+    return -1;
+  }
+
+  void learn(std::uint64_t key, std::uint8_t port, std::uint64_t now, std::uint64_t ageing) {
+    std::size_t i = mac_hash(key) & mac_mask;
+    MacSlot* reuse = nullptr;
+    for (std::size_t n = 0; n < kMacProbes; ++n, i = (i + 1) & mac_mask) {
+      MacSlot& s = macs[i];
+      if (s.key == key) {
+        if (s.port != port || now - s.seen_ns > ageing) ++local[kLearned];
+        s.port = port;
+        s.seen_ns = now;
+        return;
+      }
+      if (s.key == 0) {
+        if (reuse == nullptr) reuse = &s;
+        break;  // the key is not further along the probe sequence
+      }
+      if (reuse == nullptr && now - s.seen_ns > ageing) reuse = &s;
+    }
+    if (reuse == nullptr) {
+      ++local[kLearnFull];
+      return;
+    }
+    // Reusing an aged slot keeps the probe sequence unbroken (never back to 0).
+    reuse->key = key;
+    reuse->port = port;
+    reuse->seen_ns = now;
+    ++local[kLearned];
+  }
+
+  void publish() {
+    for (std::size_t i = 0; i < kCounterCount; ++i) {
+      if (local[i] != 0) {
+        published[i].store(published[i].load(std::memory_order_relaxed) + local[i],
+                           std::memory_order_relaxed);
+        local[i] = 0;
+      }
+    }
+  }
+};
+
+Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const BridgeOptions& options)
+    : ports_(ports.begin(), ports.end()),
+      store_(store),
+      options_(options),
+      flows_(options.flows),
+      impl_(std::make_unique<Impl>()) {
+  if (ports_.empty() || ports_.size() > kMaxPorts) {
+    throw std::invalid_argument("Bridge: 1 to 8 ports");
+  }
+  std::size_t cap = 16;
+  while (cap < options_.mac_capacity) cap <<= 1;
+  impl_->macs.assign(cap, {});
+  impl_->mac_mask = cap - 1;
+  reader_ = store_.register_reader();
+  if (reader_ < 0) throw std::runtime_error("Bridge: no free GenerationStore reader");
+}
+
+Bridge::~Bridge() {
+  for (std::size_t p = 0; p < ports_.size(); ++p) {
+    for (std::uint16_t i = 0; i < impl_->txn[p]; ++i) rte_pktmbuf_free(impl_->txq[p][i]);
+    impl_->txn[p] = 0;
+  }
+  store_.unregister_reader(reader_);
+}
+
+void Bridge::run(const std::atomic<bool>& stop) {
+  store_.online(reader_);
+  while (!stop.load(std::memory_order_relaxed)) {
+    const std::size_t received = poll_once();
+    store_.quiescent(reader_);
+    if (received == 0 && options_.idle_sleep_us != 0) usleep(options_.idle_sleep_us);
+  }
+  store_.offline(reader_);
+}
+
+std::size_t Bridge::poll_once() {
+  Impl& d = *impl_;
+  const std::size_t nports = ports_.size();
+  const std::uint64_t ageing = options_.mac_ageing_ns;
+  std::size_t total = 0;
+
+  auto flush = [&](std::size_t p) {
+    const std::uint16_t n = d.txn[p];
+    if (n == 0) return;
+    const std::uint16_t sent = rte_eth_tx_burst(ports_[p]->id(), 0, d.txq[p].data(), n);
+    for (std::uint16_t i = sent; i < n; ++i) rte_pktmbuf_free(d.txq[p][i]);
+    d.local[kTx] += sent;
+    d.local[kTxFailed] += static_cast<std::uint64_t>(n - sent);
+    d.txn[p] = 0;
+  };
+  auto enqueue = [&](std::size_t p, rte_mbuf* m) {
+    if (d.txn[p] == kTxCapacity) flush(p);
+    d.txq[p][d.txn[p]++] = m;
+  };
+  // L2 forwarding of a frame received on `in` (at least 14 bytes).
+  auto forward = [&](rte_mbuf* m, std::size_t in, std::uint64_t now) {
+    const auto* eth = rte_pktmbuf_mtod(m, const std::uint8_t*);
+    int out = -1;
+    if ((eth[0] & 1) == 0) out = d.lookup(mac_key(eth), now, ageing);
+    if (out >= 0) {
+      if (static_cast<std::size_t>(out) == in) {
+        ++d.local[kFiltered];
+        rte_pktmbuf_free(m);
+        return;
+      }
+      ++d.local[kForwarded];
+      enqueue(static_cast<std::size_t>(out), m);
+      return;
+    }
+    if (nports < 2) {
+      rte_pktmbuf_free(m);
+      return;
+    }
+    ++d.local[kFlooded];
+    rte_mbuf_refcnt_update(m, static_cast<std::int16_t>(nports - 2));
+    for (std::size_t p = 0; p < nports; ++p) {
+      if (p != in) enqueue(p, m);
+    }
+  };
+
+  for (std::size_t in = 0; in < nports; ++in) {
+    const std::uint16_t n = rte_eth_rx_burst(ports_[in]->id(), 0, d.rx.data(), kBurst);
+    if (n == 0) continue;
+    total += n;
+    ++d.local[kBursts];
+    d.local[kRx] += n;
+    const std::uint64_t now = now_ns();
+    const Generation* generation = store_.current();  // one generation per burst
+
+    std::uint16_t ip = 0;
+    for (std::uint16_t i = 0; i < n; ++i) {
+      rte_mbuf* m = d.rx[i];
+      const auto* frame = rte_pktmbuf_mtod(m, const std::uint8_t*);
+      const std::size_t len = rte_pktmbuf_data_len(m);
+      PacketInfo& pi = d.info[i];
+      pi = parse_packet(std::span<const std::uint8_t>(frame, len), options_.parse);
+      ++d.local[kStatusBase + static_cast<std::size_t>(pi.status)];
+      if (is_malformed(pi.status)) {
+        ++d.local[kMalformed];
+        rte_pktmbuf_free(m);
+        d.rx[i] = nullptr;
+        continue;
+      }
+      // Not malformed implies a whole Ethernet header.
+      if ((frame[6] & 1) == 0)
+        d.learn(mac_key(frame + 6), static_cast<std::uint8_t>(in), now, ageing);
+      if (pi.status == ParseStatus::NotIp || is_neighbour_discovery(pi)) {
+        ++d.local[kNonIp];
+        forward(m, in, now);
+        d.rx[i] = nullptr;
+        continue;
+      }
+      if (pi.status == ParseStatus::NonFirstFragment) {
+        ++d.local[kFragmentsDropped];
+        rte_pktmbuf_free(m);
+        d.rx[i] = nullptr;
+        continue;
+      }
+      if (generation == nullptr) {
+        ++d.local[kNoGeneration];
+        rte_pktmbuf_free(m);
+        d.rx[i] = nullptr;
+        continue;
+      }
+      d.flow[ip] = flow_packet(pi);
+      d.ip_index[ip] = i;
+      ++ip;
+    }
+
+    if (ip != 0) {
+      flows_.process_burst(*generation, std::span<const FlowPacket>(d.flow.data(), ip),
+                           std::span<FlowResult>(d.result.data(), ip), now);
+      for (std::uint16_t k = 0; k < ip; ++k) {
+        rte_mbuf* m = d.rx[d.ip_index[k]];
+        const FlowResult& r = d.result[k];
+        if (r.pass()) {
+          ++d.local[kIpAllowed];
+          forward(m, in, now);
+        } else {
+          ++d.local[kPolicyDropped];
+          if (r.outcome == FlowOutcome::Cut) ++d.local[kPolicyCut];
+          rte_pktmbuf_free(m);
+        }
+      }
+    }
+    for (std::size_t p = 0; p < nports; ++p) flush(p);
+  }
+  d.publish();
+  return total;
+}
+
+BridgeCounters Bridge::counters() const {
+  const auto get = [this](std::size_t i) {
+    return impl_->published[i].load(std::memory_order_relaxed);
+  };
+  BridgeCounters c;
+  c.rx = get(kRx);
+  c.tx = get(kTx);
+  c.tx_failed = get(kTxFailed);
+  c.forwarded = get(kForwarded);
+  c.flooded = get(kFlooded);
+  c.filtered = get(kFiltered);
+  c.non_ip = get(kNonIp);
+  c.ip_allowed = get(kIpAllowed);
+  c.policy_dropped = get(kPolicyDropped);
+  c.policy_cut = get(kPolicyCut);
+  c.no_generation = get(kNoGeneration);
+  c.fragments_dropped = get(kFragmentsDropped);
+  c.malformed = get(kMalformed);
+  c.learned = get(kLearned);
+  c.learn_full = get(kLearnFull);
+  c.bursts = get(kBursts);
+  for (std::size_t s = 0; s < kParseStatusCount; ++s) c.by_status[s] = get(kStatusBase + s);
+  return c;
+}
+
+}  // namespace tierwall::dataplane::dpdk
