@@ -93,6 +93,7 @@
 #include "tierwall/runtime/docker.h"
 #include "tierwall/runtime/http.h"
 #include "tierwall/testsupport/netns.h"
+#include "tierwall/testsupport/podman.h"
 
 namespace {
 
@@ -105,6 +106,12 @@ namespace policy = tierwall::policy;
 namespace runtime = tierwall::runtime;
 namespace ts = tierwall::testsupport;
 using tierwall::IpAddress;
+// Text, file and agent-HTTP helpers shared with the Podman agent tests.
+using ts::http_get;
+using ts::read_text;
+using ts::split_lines;
+using ts::tier_counts;
+using ts::trim;
 
 constexpr const char* kProg = "tierwall-bench-agent";
 constexpr int kExitSkip = 77;  // ctest SKIP_RETURN_CODE
@@ -265,28 +272,6 @@ double percentile(std::vector<double> v, double p) {
 
 double median(std::vector<double> v) { return percentile(std::move(v), 50); }
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ' || s.back() == '\r')) s.pop_back();
-  return s;
-}
-
-std::vector<std::string> split_lines(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty()) out.push_back(line);
-  }
-  return out;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 std::string load_average() { return trim(read_text("/proc/loadavg")); }
 
 std::string ip4_text(std::uint32_t host_order) {
@@ -298,64 +283,8 @@ std::string ip4_text(std::uint32_t host_order) {
 }
 
 // ---------------------------------------------------------------------------
-// HTTP to the agent's metrics port (127.0.0.1 of the calling thread's netns)
-
-struct HttpReply {
-  int status = 0;
-  std::string body;
-};
-
-std::optional<HttpReply> http_get(std::uint16_t port, const std::string& path) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return std::nullopt;
-  timeval tv{2, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
-    ::close(fd);
-    return std::nullopt;
-  }
-  const std::string req = "GET " + path + " HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
-    ::close(fd);
-    return std::nullopt;
-  }
-  std::string resp;
-  std::array<char, 16384> buf{};
-  for (;;) {
-    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-    if (n <= 0) break;
-    resp.append(buf.data(), static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  const auto body = resp.find("\r\n\r\n");
-  if (resp.rfind("HTTP/1.", 0) != 0 || body == std::string::npos || resp.size() < 12) {
-    return std::nullopt;
-  }
-  HttpReply r;
-  r.status = std::atoi(resp.c_str() + 9);
-  r.body = resp.substr(body + 4);
-  return r;
-}
-
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-reinterpret-cast)
-  auto* sa = reinterpret_cast<sockaddr*>(&a);
-  std::uint16_t port = 0;
-  if (::bind(fd, sa, sizeof(a)) == 0 && ::getsockname(fd, sa, &len) == 0) port = ntohs(a.sin_port);
-  ::close(fd);
-  return port;
-}
+// Metrics of the agent (fetched with ts::http_get from 127.0.0.1 of the
+// calling thread's netns)
 
 // The value of a metric line `NAME{LABELS} V` (LABELS exactly as given, or
 // none), summed over every line with that prefix when `sum` is set.
@@ -372,19 +301,6 @@ double metric(const std::string& text, const std::string& prefix, bool sum = fal
     found = true;
   }
   return found ? total : std::nan("");
-}
-
-std::map<std::string, long> tier_counts(const std::string& metrics) {
-  std::map<std::string, long> out;
-  const std::string prefix = "tierwall_endpoints{tier=\"";
-  for (const auto& line : split_lines(metrics)) {
-    if (line.rfind(prefix, 0) != 0) continue;
-    const auto q = line.find('"', prefix.size());
-    const auto sp = line.rfind(' ');
-    if (q == std::string::npos || sp == std::string::npos) continue;
-    out[line.substr(prefix.size(), q - prefix.size())] = std::atol(line.c_str() + sp + 1);
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------
@@ -1179,7 +1095,7 @@ LatencyResults run_latency(const Options& opt, const std::string& tierwalld,
   EventListener events(service.socket(), prefix);
   Prober prober;
 
-  const std::uint16_t port = free_port();
+  const auto port = static_cast<std::uint16_t>(ts::free_loopback_port());
   if (port == 0) throw Broken("no free port for the agent's metrics");
   const auto t_agent = Clock::now();
   RootAgent agent(
