@@ -358,7 +358,7 @@ ReconcilerStatus Reconciler::status() const {
   return s;
 }
 
-EndpointView Reconciler::view(const Key& key, const Record& r) const {
+EndpointView Reconciler::view(const Key& key, const Record& r, bool with_addresses) const {
   EndpointView v;
   v.id = r.id;
   v.source = key.source;
@@ -366,7 +366,7 @@ EndpointView Reconciler::view(const Key& key, const Record& r) const {
   v.runtime_id = r.endpoint.id;
   v.image = r.endpoint.image;
   if (compilation_ != nullptr) v.tier = compilation_->policy()->tiers.at(r.binding.tier).name;
-  v.addresses = r.owned;
+  if (with_addresses) v.addresses = r.owned;
   return v;
 }
 
@@ -384,7 +384,7 @@ std::optional<EndpointView> Reconciler::find_address(const IpAddress& address) c
   if (o == owner_.end()) return std::nullopt;
   auto r = records_.find(*o->second);
   if (r == records_.end() || r->second.removed) return std::nullopt;
-  return view(r->first, r->second);
+  return view(r->first, r->second, /*with_addresses=*/false);
 }
 
 std::vector<EndpointView> Reconciler::take_removed() { return std::exchange(removed_, {}); }

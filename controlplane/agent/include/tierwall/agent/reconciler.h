@@ -150,7 +150,8 @@ class Reconciler {
   // updates) since the last call, oldest first; for the metrics histogram.
   std::vector<std::chrono::nanoseconds> take_latencies();
   [[nodiscard]] std::vector<EndpointView> endpoints() const;  // sorted by id
-  // The endpoint holding `address` now, if any. O(log n).
+  // The endpoint holding `address` now, if any, without its address list
+  // (the flow log asks this for every event). O(log n).
   [[nodiscard]] std::optional<EndpointView> find_address(const IpAddress& address) const;
   // Endpoints removed since the last call, as they were (for the flow log's
   // identities of late events), oldest first.
@@ -207,7 +208,8 @@ class Reconciler {
   ReconcilerStatus status_;
   std::vector<std::chrono::nanoseconds> latencies_;  // not yet taken
   std::vector<EndpointView> removed_;                // not yet taken
-  [[nodiscard]] EndpointView view(const Key& key, const Record& r) const;
+  [[nodiscard]] EndpointView view(const Key& key, const Record& r,
+                                  bool with_addresses = true) const;
 };
 
 }  // namespace tierwall::agent
