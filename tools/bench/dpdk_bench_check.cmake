@@ -11,22 +11,8 @@ if(NOT BENCH)
   message(FATAL_ERROR "pass -DBENCH=/path/to/tierwall-bench")
 endif()
 
-execute_process(
-  COMMAND ${BENCH} dpdk --quick --json
-  RESULT_VARIABLE rc
-  OUTPUT_VARIABLE out
-  ERROR_VARIABLE err
-  TIMEOUT 280)
-message("${err}")
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "tierwall-bench dpdk --quick --json failed (${rc}):\n${out}")
-endif()
-message("${out}")
-
-string(JSON type ERROR_VARIABLE json_error TYPE "${out}")
-if(json_error OR NOT type STREQUAL "OBJECT")
-  message(FATAL_ERROR "output is not one JSON object: ${json_error}")
-endif()
+include(${CMAKE_CURRENT_LIST_DIR}/bench_check_common.cmake)
+bench_run(dpdk)
 
 function(check_positive)
   string(JSON t ERROR_VARIABLE e TYPE "${out}" ${ARGN})

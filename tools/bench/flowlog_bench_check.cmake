@@ -13,48 +13,9 @@ if(NOT BENCH)
   message(FATAL_ERROR "pass -DBENCH=/path/to/tierwall-bench")
 endif()
 
-execute_process(
-  COMMAND ${BENCH} flowlog --quick --json
-  RESULT_VARIABLE rc
-  OUTPUT_VARIABLE out
-  ERROR_VARIABLE err
-  TIMEOUT 280)
-message("${err}")
-if(rc EQUAL 77)
-  # ctest turns the "cannot run here" line above into SKIPPED.
-  message("tierwall-bench-flowlog: cannot run here (exit 77)")
-  return()
-endif()
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "tierwall-bench flowlog --quick --json failed (${rc}):\n${out}")
-endif()
-message("${out}")
+include(${CMAKE_CURRENT_LIST_DIR}/bench_check_common.cmake)
+bench_run(flowlog)
 
-string(JSON type ERROR_VARIABLE json_error TYPE "${out}")
-if(json_error OR NOT type STREQUAL "OBJECT")
-  message(FATAL_ERROR "output is not one JSON object: ${json_error}")
-endif()
-
-# The field (a path of keys) must be a number within [lo, hi]; sets a
-# variable named after the joined path.
-function(check_range lo hi)
-  set(path ${ARGN})
-  string(JOIN "." name ${path})
-  string(JSON t ERROR_VARIABLE e TYPE "${out}" ${path})
-  if(e)
-    message(FATAL_ERROR "missing field ${name}")
-  endif()
-  if(NOT t STREQUAL "NUMBER")
-    message(FATAL_ERROR "${name} is ${t}, not a number")
-  endif()
-  string(JSON v GET "${out}" ${path})
-  # CMake compares numbers as doubles with LESS/GREATER.
-  if(v LESS ${lo} OR v GREATER ${hi})
-    message(FATAL_ERROR "${name} = ${v} is outside [${lo}, ${hi}]")
-  endif()
-  string(REPLACE "." "_" var "${name}")
-  set(${var} ${v} PARENT_SCOPE)
-endfunction()
 
 # tierwall: events flowed, every one of them is on disk or in a loss record.
 check_range(1 100000000 events_per_s)
