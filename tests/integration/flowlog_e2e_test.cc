@@ -77,20 +77,11 @@ endpoints:
   - {name: db-0, id: "c1", labels: {role: db}, addresses: [10.88.0.11]}
 )";
 
-std::string read_file(const fs::path& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
+std::string read_file(const fs::path& path) { return tierwall::testsupport::read_text(path); }
 
+// Polls every 50 ms.
 bool wait_until(const std::function<bool()>& pred, Millis timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(Millis{50});
-  }
-  return true;
+  return tierwall::testsupport::wait_until(pred, timeout, Millis{50});
 }
 
 class FlowLogE2E : public ::testing::Test {
