@@ -11,6 +11,14 @@
 // the packet is dropped. One lab serves every seed, so each seed's apply is
 // also an atomic replacement of the previous generation's table.
 //
+// The DPDK dataplane's decision core is held to the same cases: each seed's
+// RuleSet is also built into a dpdk::Generation, and every case's first
+// packet goes through a dpdk::FlowTable. Its verdict must equal both the
+// evaluator and what the kernel really did with that case, so the two
+// dataplanes are compared with each other on identical inputs, not only
+// each with the evaluator. (tests/integration/dpdk_bridge_test.cc carries
+// real traffic through the DPDK bridge itself.)
+//
 // Expected passes get a generous timeout and one retry (a busy 2-CPU CI
 // machine); expected drops get a short one and never a retry, so a miss can
 // only make a real pass look like a drop, never the other way round.
@@ -31,6 +39,8 @@
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
+#include "tierwall/dataplane/dpdk/classify.h"
+#include "tierwall/dataplane/dpdk/flow_table.h"
 #include "tierwall/dataplane/evaluator.h"
 #include "tierwall/dataplane/nft/backend.h"
 #include "tierwall/dataplane/nft/conntrack.h"
@@ -115,6 +125,26 @@ Outcome run_probe(const NetNs& from, const std::string& dst, Probe p, Millis tim
       return testsupport::ping_probe(from, dst, timeout, source);
   }
   return Outcome::kError;
+}
+
+// The first packet of a probe as the DPDK flow table sees it. Each case
+// gets its own source port so that no two cases share a flow.
+dataplane::dpdk::FlowPacket first_packet(const std::string& src, const std::string& dst, Probe p,
+                                         bool v6, std::uint16_t source_port) {
+  dataplane::dpdk::FlowPacket fp;
+  fp.src = *IpAddress::parse(src);
+  fp.dst = *IpAddress::parse(dst);
+  const auto [protocol, port] = proto_port(p, v6);
+  fp.protocol = protocol;
+  fp.decision_port = port;
+  if (p.kind == Kind::kPing) {
+    fp.src_port = fp.dst_port = source_port;  // the echo identifier
+  } else {
+    fp.src_port = source_port;
+    fp.dst_port = p.port;
+    if (p.kind == Kind::kTcp) fp.tcp_flags = 0x02;  // SYN
+  }
+  return fp;
 }
 
 std::string diag_text(const policy::Diagnostics& d) {
@@ -207,6 +237,7 @@ TEST_F(NftDifferential, KernelVerdictsEqualTheReferenceEvaluator) {
 
   std::size_t compared = 0;
   std::size_t passed = 0;
+  std::size_t dpdk_compared = 0;
   std::uint64_t generation = 0;
   for (std::uint32_t seed : kSeeds) {
     SCOPED_TRACE("seed " + std::to_string(seed));
@@ -299,6 +330,33 @@ TEST_F(NftDifferential, KernelVerdictsEqualTheReferenceEvaluator) {
                       << got[i];
       }
     }
+    // The DPDK decision core on the same cases: equal to the evaluator
+    // (verdict and deciding rule) and to the kernel's outcome.
+    auto built = dataplane::dpdk::build_generation(rules);
+    ASSERT_TRUE(built.generation) << built.error;
+    dataplane::dpdk::FlowTable flows(
+        dataplane::dpdk::FlowTableOptions{.capacity = 1U << 14, .timeouts = {}});
+    std::size_t dpdk_mismatches = 0;
+    for (std::size_t i = 0; i < cases.size(); ++i) {
+      const Case& c = cases[i];
+      const auto fp = first_packet(c.src->address, c.dst->address, c.probe, c.v6,
+                                   static_cast<std::uint16_t>(20000 + i));
+      const auto r = flows.process(*built.generation, fp, 1);
+      const bool dpdk_pass = r.pass();
+      const bool kernel_pass = got[i] == Outcome::kOk;
+      const bool same_rule =
+          r.decision.verdict == c.want.verdict && r.decision.rule_id == c.want.rule_id();
+      ++dpdk_compared;
+      if (same_rule && dpdk_pass == kernel_pass) continue;
+      if (++dpdk_mismatches <= 25) {
+        ADD_FAILURE() << "dpdk: " << c.src->label << " " << c.src->address << " -> " << c.dst->label
+                      << " " << c.dst->address << " " << describe(c.probe) << ": dpdk "
+                      << dataplane::to_string(r.decision.verdict) << " (rule " << r.decision.rule_id
+                      << "), evaluator " << dataplane::to_string(c.want.verdict) << " (rule "
+                      << c.want.rule_id() << "), kernel " << got[i];
+      }
+    }
+    EXPECT_EQ(dpdk_mismatches, 0U) << "seed " << seed;
     if (mismatches > 0) {
       ADD_FAILURE() << mismatches << " of " << cases.size() << " cases differ for seed " << seed
                     << "; policy:\n"
@@ -314,6 +372,8 @@ TEST_F(NftDifferential, KernelVerdictsEqualTheReferenceEvaluator) {
   std::cout << "[ compared ] " << compared << " kernel outcomes with the evaluator (" << passed
             << " passed, " << compared - passed << " dropped) over " << std::size(kSeeds)
             << " generated policies\n";
+  std::cout << "[ compared ] " << dpdk_compared
+            << " DPDK flow-table verdicts with the kernel outcome and the evaluator\n";
   EXPECT_GT(passed, 0U);
   EXPECT_GT(compared - passed, 0U);
 
