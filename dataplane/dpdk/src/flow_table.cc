@@ -1,11 +1,16 @@
 #include "tierwall/dataplane/dpdk/flow_table.h"
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstring>
 #include <vector>
 
 #include "huge_array.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace tierwall::dataplane::dpdk {
 namespace {
@@ -56,13 +61,18 @@ bool make_key(const FlowPacket& p, FlowKey& k) {
   const std::uint64_t s1 = load64(p.src.bytes.data() + 8);
   const std::uint64_t d0 = load64(p.dst.bytes.data());
   const std::uint64_t d1 = load64(p.dst.bytes.data() + 8);
-  const bool src_is_a = s0 != d0 ? s0 < d0 : (s1 != d1 ? s1 < d1 : p.src_port <= p.dst_port);
-  const std::uint64_t a[2] = {src_is_a ? s0 : d0, src_is_a ? s1 : d1};
-  const std::uint64_t b[2] = {src_is_a ? d0 : s0, src_is_a ? d1 : s1};
+  // Without branches: the direction of a packet is random to a predictor.
+  const bool src_is_a =
+      (s0 < d0) | ((s0 == d0) & ((s1 < d1) | ((s1 == d1) & (p.src_port <= p.dst_port))));
+  const std::uint64_t m = 0 - static_cast<std::uint64_t>(src_is_a);
+  const std::uint64_t a[2] = {d0 ^ ((s0 ^ d0) & m), d1 ^ ((s1 ^ d1) & m)};
+  const std::uint64_t b[2] = {s0 ^ ((s0 ^ d0) & m), s1 ^ ((s1 ^ d1) & m)};
   std::memcpy(k.a, a, 16);
   std::memcpy(k.b, b, 16);
-  k.port_a = src_is_a ? p.src_port : p.dst_port;
-  k.port_b = src_is_a ? p.dst_port : p.src_port;
+  const auto m16 = static_cast<std::uint16_t>(m);
+  const auto x = static_cast<std::uint16_t>(p.src_port ^ p.dst_port);
+  k.port_a = static_cast<std::uint16_t>(p.dst_port ^ (x & m16));
+  k.port_b = static_cast<std::uint16_t>(p.src_port ^ (x & m16));
   k.protocol = p.protocol;
   k.family = static_cast<std::uint8_t>(p.src.family);
   k.pad = 0;
@@ -90,6 +100,26 @@ bool same_key(const FlowKey& x, const FlowKey& y) {
   std::memcpy(b, &y, sizeof b);
   return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4])) == 0;
 }
+
+// Bit w set when sigs[w] == sig, for the kWays signatures of one bucket:
+// two 4-lane compares and a movemask on x86 (SSE2 is part of x86-64), no
+// branch per way.
+unsigned match_ways(const std::uint32_t* sigs, std::uint32_t sig) {
+#if defined(__SSE2__)
+  const __m128i want = _mm_set1_epi32(static_cast<int>(sig));
+  const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sigs));
+  const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(sigs + 4));
+  const int m_lo = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(lo, want)));
+  const int m_hi = _mm_movemask_ps(_mm_castsi128_ps(_mm_cmpeq_epi32(hi, want)));
+  return static_cast<unsigned>(m_lo | (m_hi << 4));
+#else
+  unsigned m = 0;
+  for (std::size_t w = 0; w < kWays; ++w) m |= static_cast<unsigned>(sigs[w] == sig) << w;
+  return m;
+#endif
+}
+
+std::uint32_t signature(std::uint64_t h) { return static_cast<std::uint32_t>(h >> 32) | 1U; }
 
 IpAddress address_of(const std::uint8_t* bytes, std::uint8_t family) {
   IpAddress a;
@@ -122,32 +152,33 @@ struct FlowTable::Impl {
   detail::HugeArray<std::uint32_t> sigs;  // kWays per bucket; 0 = free
   detail::HugeArray<Entry> entries;
   std::uint64_t bucket_mask = 0;
-  FlowTimeouts timeouts;
 
+  // Timeout by (protocol class, TCP state): two table loads, no branch.
+  // Classes: 0 other, 1 TCP, 2 UDP, 3 ICMP/ICMPv6.
+  std::array<std::uint8_t, 256> protocol_class{};
+  std::array<std::array<std::uint64_t, 3>, 4> timeout_table{};
+
+  void set_timeouts(const FlowTimeouts& t) {
+    protocol_class.fill(0);
+    protocol_class[proto::kTcp] = 1;
+    protocol_class[proto::kUdp] = 2;
+    protocol_class[proto::kIcmp] = 3;
+    protocol_class[proto::kIcmpv6] = 3;
+    timeout_table[0] = {t.other_ns, t.other_ns, t.other_ns};
+    timeout_table[1] = {t.tcp_new_ns, t.tcp_established_ns, t.tcp_closing_ns};
+    timeout_table[2] = {t.udp_ns, t.udp_ns, t.udp_ns};
+    timeout_table[3] = {t.icmp_ns, t.icmp_ns, t.icmp_ns};
+  }
   [[nodiscard]] std::uint64_t timeout(std::uint8_t protocol, std::uint8_t state) const {
-    switch (protocol) {
-      case proto::kTcp:
-        return state == kStateEstablished ? timeouts.tcp_established_ns
-               : state == kStateClosing   ? timeouts.tcp_closing_ns
-                                          : timeouts.tcp_new_ns;
-      case proto::kUdp:
-        return timeouts.udp_ns;
-      case proto::kIcmp:
-      case proto::kIcmpv6:
-        return timeouts.icmp_ns;
-      default:
-        return timeouts.other_ns;
-    }
+    return timeout_table[protocol_class[protocol]][state];
   }
 
-  // Index of the live entry for `k`, or -1.
+  // Index of the entry holding `k` (live or expired), or -1.
   [[nodiscard]] std::ptrdiff_t find(const FlowKey& k, std::uint64_t h) const {
     const std::size_t base = static_cast<std::size_t>(h & bucket_mask) * kWays;
-    const std::uint32_t sig = static_cast<std::uint32_t>(h >> 32) | 1U;
-    for (std::size_t w = 0; w < kWays; ++w) {
-      if (sigs[base + w] == sig && same_key(entries[base + w].key, k)) {
-        return static_cast<std::ptrdiff_t>(base + w);
-      }
+    for (unsigned m = match_ways(&sigs[base], signature(h)); m != 0; m &= m - 1) {
+      const std::size_t i = base + static_cast<std::size_t>(std::countr_zero(m));
+      if (same_key(entries[i].key, k)) return static_cast<std::ptrdiff_t>(i);
     }
     return -1;
   }
@@ -159,7 +190,7 @@ FlowTable::FlowTable(const FlowTableOptions& options) : impl_(std::make_unique<I
   impl_->sigs = detail::HugeArray<std::uint32_t>(buckets * kWays);
   impl_->entries = detail::HugeArray<Entry>(buckets * kWays);
   impl_->bucket_mask = buckets - 1;
-  impl_->timeouts = options.timeouts;
+  impl_->set_timeouts(options.timeouts);
 }
 
 FlowTable::~FlowTable() = default;
@@ -199,7 +230,7 @@ bool FlowTable::peek(const FlowPacket& p, std::uint64_t now_ns, FastDecision& ou
 FlowResult FlowTable::process(const Generation& g, const FlowPacket& p, std::uint64_t now_ns) {
   FlowKey k;
   const bool src_is_a = make_key(p, k);
-  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr);
+  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr, kNoHint);
 }
 
 std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPacket> packets,
@@ -218,24 +249,27 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
       hashes[i] = hash_key(keys[i]);
       __builtin_prefetch(&m.sigs[static_cast<std::size_t>(hashes[i] & m.bucket_mask) * kWays]);
     }
-    // Stage 2: prefetch the entry a signature points at, or (a new
-    // connection) the endpoint hash slots the decision will read.
+    // Stage 2: prefetch the entry a signature points at (remembered as
+    // the hint stage 4 checks first), or (a new connection) the endpoint
+    // hash slots the decision will read.
     bool miss[kMaxBurst];
+    std::uint8_t hint[kMaxBurst];
     for (std::size_t i = 0; i < count; ++i) {
       const std::size_t base = static_cast<std::size_t>(hashes[i] & m.bucket_mask) * kWays;
-      const std::uint32_t sig = static_cast<std::uint32_t>(hashes[i] >> 32) | 1U;
-      std::size_t w = 0;
-      while (w < kWays && m.sigs[base + w] != sig) ++w;
-      miss[i] = w == kWays;
+      const unsigned ways = match_ways(&m.sigs[base], signature(hashes[i]));
+      miss[i] = ways == 0;
       if (!miss[i]) {
+        const auto w = static_cast<std::size_t>(std::countr_zero(ways));
+        hint[i] = static_cast<std::uint8_t>(w);
         __builtin_prefetch(&m.entries[base + w]);
       } else {
+        hint[i] = kNoHint;
         g.prefetch(p[i].src);
         g.prefetch(p[i].dst);
         // The entry the insert will most likely write: the first free way.
-        std::size_t free_way = 0;
-        while (free_way < kWays && m.sigs[base + free_way] != 0) ++free_way;
-        __builtin_prefetch(&m.entries[base + (free_way < kWays ? free_way : 0)], 1);
+        const unsigned free_ways = match_ways(&m.sigs[base], 0);
+        const auto w = free_ways != 0 ? static_cast<std::size_t>(std::countr_zero(free_ways)) : 0;
+        __builtin_prefetch(&m.entries[base + w], 1);
       }
     }
     // Stage 3 (new connections): resolve, then prefetch the decision
@@ -253,7 +287,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     // Stage 4: decide, in order.
     for (std::size_t i = 0; i < count; ++i) {
       results[done + i] = process_keyed(g, p[i], &keys[i], hashes[i], src_is_a[i], now_ns,
-                                        miss[i] ? classes[i] : nullptr);
+                                        miss[i] ? classes[i] : nullptr, hint[i]);
     }
   }
   return n;
@@ -261,11 +295,18 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
 
 FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, const void* key,
                                     std::uint64_t h, bool src_is_a, std::uint64_t now_ns,
-                                    const PeerClass* classes) {
+                                    const PeerClass* classes, std::uint8_t hint) {
   Impl& m = *impl_;
   const FlowKey& k = *static_cast<const FlowKey*>(key);
   const auto gen32 = static_cast<std::uint32_t>(g.serial());
-  const std::ptrdiff_t found = m.find(k, h);
+  // The way stage 2 saw the signature in holds the flow unless two flows
+  // of the bucket share a signature or an earlier packet of the burst
+  // changed the bucket: then search it.
+  const std::size_t hinted = static_cast<std::size_t>(h & m.bucket_mask) * kWays + hint;
+  const std::ptrdiff_t found =
+      hint < kWays && m.sigs[hinted] == signature(h) && same_key(m.entries[hinted].key, k)
+          ? static_cast<std::ptrdiff_t>(hinted)
+          : m.find(k, h);
   if (found >= 0) {
     const auto i = static_cast<std::size_t>(found);
     Entry& e = m.entries[i];
@@ -344,7 +385,7 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   e.verdict = d.verdict;
   e.kind = d.kind;
   e.flags = src_is_a ? kFlagInitiatorIsA : 0;
-  m.sigs[base + way] = static_cast<std::uint32_t>(h >> 32) | 1U;
+  m.sigs[base + way] = signature(h);
   ++counters_.inserts;
   return FlowResult{d, FlowOutcome::New};
 }

@@ -136,10 +136,12 @@ class FlowTable {
 
  private:
   struct Impl;
-  // `classes`: the resolved (src, dst) when the burst pipeline has them.
+  // `classes`: the resolved (src, dst) when the burst pipeline has them;
+  // `hint`: the way whose signature matched in the pipeline (kNoHint: none).
+  static constexpr std::uint8_t kNoHint = 0xff;
   FlowResult process_keyed(const Generation& g, const FlowPacket& p, const void* key,
                            std::uint64_t hash, bool src_is_a, std::uint64_t now_ns,
-                           const PeerClass* classes);
+                           const PeerClass* classes, std::uint8_t hint);
   std::unique_ptr<Impl> impl_;
   FlowCounters counters_;
 };
