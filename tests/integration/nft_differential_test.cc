@@ -11,11 +11,11 @@
 // the packet is dropped. One lab serves every seed, so each seed's apply is
 // also an atomic replacement of the previous generation's table.
 //
-// The DPDK dataplane's decision core is held to the same cases: each seed's
-// RuleSet is also built into a dpdk::Generation, and every case's first
-// packet goes through a dpdk::FlowTable. Its verdict must equal both the
-// evaluator and what the kernel really did with that case, so the two
-// dataplanes are compared with each other on identical inputs, not only
+// The DPDK dataplane is held to the same cases: each seed's RuleSet is also
+// built into a dpdk::Generation, and every case's first frame is parsed by
+// the DPDK parser and goes through a dpdk::FlowTable. Its verdict must equal
+// both the evaluator and what the kernel really did with that case, so the
+// two dataplanes are compared with each other on identical inputs, not only
 // each with the evaluator. (tests/integration/dpdk_bridge_test.cc carries
 // real traffic through the DPDK bridge itself.)
 //
@@ -35,12 +35,14 @@
 #include <variant>
 #include <vector>
 
+#include "tests/common/frames.h"
 #include "tests/common/random_policy.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/flow_table.h"
+#include "tierwall/dataplane/dpdk/parser.h"
 #include "tierwall/dataplane/evaluator.h"
 #include "tierwall/dataplane/nft/backend.h"
 #include "tierwall/dataplane/nft/conntrack.h"
@@ -127,24 +129,31 @@ Outcome run_probe(const NetNs& from, const std::string& dst, Probe p, Millis tim
   return Outcome::kError;
 }
 
-// The first packet of a probe as the DPDK flow table sees it. Each case
-// gets its own source port so that no two cases share a flow.
-dataplane::dpdk::FlowPacket first_packet(const std::string& src, const std::string& dst, Probe p,
-                                         bool v6, std::uint16_t source_port) {
-  dataplane::dpdk::FlowPacket fp;
-  fp.src = *IpAddress::parse(src);
-  fp.dst = *IpAddress::parse(dst);
-  const auto [protocol, port] = proto_port(p, v6);
-  fp.protocol = protocol;
-  fp.decision_port = port;
-  if (p.kind == Kind::kPing) {
-    fp.src_port = fp.dst_port = source_port;  // the echo identifier
-  } else {
-    fp.src_port = source_port;
-    fp.dst_port = p.port;
-    if (p.kind == Kind::kTcp) fp.tcp_flags = 0x02;  // SYN
+// The first frame of a probe, as it would reach a DPDK port: Ethernet,
+// IPv4 or IPv6, then a TCP SYN, a UDP datagram or an ICMP/ICMPv6 echo
+// request. Each case gets its own source port (echo identifier) so that no
+// two cases share a flow.
+testkit::frames::Bytes first_frame(const std::string& src, const std::string& dst, Probe p, bool v6,
+                                   std::uint16_t source_port) {
+  namespace f = testkit::frames;
+  f::Bytes l4;
+  std::uint8_t protocol = 0;
+  switch (p.kind) {
+    case Kind::kTcp:
+      l4 = f::tcp(source_port, p.port, f::kSyn);
+      protocol = f::kTcp;
+      break;
+    case Kind::kUdp:
+      l4 = f::udp(source_port, p.port, f::Bytes(8));
+      protocol = f::kUdp;
+      break;
+    case Kind::kPing:
+      l4 = f::icmp(v6 ? 128 : 8, 0, source_port);
+      protocol = v6 ? f::kIcmp6 : f::kIcmp;
+      break;
   }
-  return fp;
+  if (v6) return f::eth(0x86DD, f::ipv6(protocol, l4, src.c_str(), dst.c_str()));
+  return f::eth(0x0800, f::ipv4({.proto = protocol, .src = src.c_str(), .dst = dst.c_str()}, l4));
 }
 
 std::string diag_text(const policy::Diagnostics& d) {
@@ -339,9 +348,11 @@ TEST_F(NftDifferential, KernelVerdictsEqualTheReferenceEvaluator) {
     std::size_t dpdk_mismatches = 0;
     for (std::size_t i = 0; i < cases.size(); ++i) {
       const Case& c = cases[i];
-      const auto fp = first_packet(c.src->address, c.dst->address, c.probe, c.v6,
-                                   static_cast<std::uint16_t>(20000 + i));
-      const auto r = flows.process(*built.generation, fp, 1);
+      const auto frame = first_frame(c.src->address, c.dst->address, c.probe, c.v6,
+                                     static_cast<std::uint16_t>(20000 + i));
+      const auto info = dataplane::dpdk::parse_packet(frame);
+      ASSERT_EQ(info.status, dataplane::dpdk::ParseStatus::Ok) << describe(c.probe);
+      const auto r = flows.process(*built.generation, dataplane::dpdk::flow_packet(info), 1);
       const bool dpdk_pass = r.pass();
       const bool kernel_pass = got[i] == Outcome::kOk;
       const bool same_rule =
@@ -372,8 +383,9 @@ TEST_F(NftDifferential, KernelVerdictsEqualTheReferenceEvaluator) {
   std::cout << "[ compared ] " << compared << " kernel outcomes with the evaluator (" << passed
             << " passed, " << compared - passed << " dropped) over " << std::size(kSeeds)
             << " generated policies\n";
-  std::cout << "[ compared ] " << dpdk_compared
-            << " DPDK flow-table verdicts with the kernel outcome and the evaluator\n";
+  std::cout
+      << "[ compared ] " << dpdk_compared
+      << " DPDK verdicts (parsed frame -> flow table) with the kernel outcome and the evaluator\n";
   EXPECT_GT(passed, 0U);
   EXPECT_GT(compared - passed, 0U);
 
