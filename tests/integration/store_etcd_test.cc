@@ -193,6 +193,11 @@ TEST_F(StoreEtcdTest, RefusesAnInvalidPolicyWithDiagnosticsAndWritesNothing) {
     EXPECT_EQ(after->kvs[i].value, before->kvs[i].value);
   }
 
+  // Validation comes first: an invalid policy is refused (exit 1) even when
+  // no etcd could be reached.
+  auto offline = tierctl({"apply", bad, "--store", "http://127.0.0.1:1"});
+  EXPECT_EQ(offline.exit_code, 1) << describe(offline);
+
   // Two files with one base name cannot be stored side by side.
   TempDir tmp;
   const std::string doc = read(kSource + "/policies/dev-test-prod/policy/separation.yaml");
@@ -519,6 +524,12 @@ TEST_F(StoreEtcdTest, FailsOverToTheNextEndpointWhenAMemberDies) {
   ASSERT_EQ(r.exit_code, 0) << describe(r);
   EXPECT_NE(json::parse(r.out)["endpoint"], etcd->client_url(leader));
 
+  // A watch connects through the next endpoint as well.
+  auto end = client.watch(WatchRequest{"/t/k", {}, 1, false, false},
+                          [](const WatchResponse& resp) { return resp.events.empty(); });
+  ASSERT_TRUE(end) << end.error().message;
+  EXPECT_EQ(end->reason, WatchEnd::Reason::Stopped);
+
   // The member comes back and has caught up.
   etcd->restart(leader);
   ClientOptions only0 = client_options(*etcd);
@@ -687,6 +698,40 @@ TEST_F(StoreEtcdTest, ALeaseNotKeptAliveExpiresItsKeys) {
   auto after = client.get_prefix("/l/");
   ASSERT_TRUE(after);
   EXPECT_TRUE(after->kvs.empty());
+}
+
+// etcd forgets a simple token after --auth-token-ttl seconds of disuse;
+// the client authenticates again by itself, for requests and watches.
+TEST_F(StoreEtcdTest, RenewsAnExpiredTokenTransparently) {
+  EtcdClusterOptions opts;
+  opts.extra_args = {"--auth-token-ttl", "1"};
+  auto etcd = cluster(opts);
+  TempDir tmp;
+  const auto root_pw = tmp.write("root.pw", "r00t-secret\n");
+  const auto alice_pw = tmp.write("alice.pw", "alice-secret\n");
+  auto init = tierctl({"store", "init-auth", "--store", etcd->endpoints(), "--root-password-file",
+                       root_pw, "--author-user", "alice", "--author-password-file", alice_pw});
+  ASSERT_EQ(init.exit_code, 0) << describe(init);
+  ClientOptions o = client_options(*etcd);
+  o.user = "alice";
+  o.password = "alice-secret";
+  EtcdClient alice(o);
+  const Layout layout("default");
+  auto first = alice.put(layout.document("a.yaml"), "x");
+  ASSERT_TRUE(first) << first.error().message;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto second = alice.put(layout.document("a.yaml"), "y");
+  ASSERT_TRUE(second) << second.error().message;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  std::string value;
+  auto end = alice.watch(WatchRequest{layout.document("a.yaml"), {}, *second, false, false},
+                         [&](const WatchResponse& r) {
+                           if (!r.events.empty()) value = r.events.back().kv.value;
+                           return false;
+                         });
+  ASSERT_TRUE(end) << end.error().message;
+  EXPECT_EQ(end->reason, WatchEnd::Reason::Stopped) << end->cancel_reason;
+  EXPECT_EQ(value, "y");
 }
 
 }  // namespace

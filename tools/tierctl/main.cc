@@ -21,7 +21,7 @@ int run(int argc, char** argv) {
       "a policy to a cluster's etcd (apply --store, store show|init-auth|add-node); read,\n"
       "verify and report its flow logs (flows, audit verify, report).\n"
       "Exit codes: 0 success, 1 invalid input or failed check, 2 usage error,\n"
-      "3 agent or kernel unreachable.",
+      "3 agent, kernel or etcd unreachable.",
       "tierctl"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tierctl 0.1.0");

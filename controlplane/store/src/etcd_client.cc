@@ -383,7 +383,8 @@ struct WatchState {
   std::string pending;     // bytes of an incomplete line
   std::string error_body;  // a non-200 answer's body
   long status = 0;
-  bool received = false;  // a line of the stream arrived
+  bool received = false;   // a line of the stream arrived
+  bool delivered = false;  // the callback has seen a response
   std::optional<WatchEnd> end;
   std::optional<Error> error;
   std::int64_t last_revision = 0;
@@ -400,6 +401,16 @@ struct WatchState {
       return false;
     }
     if (w->revision > 0) last_revision = w->revision;
+    if (w->canceled && !delivered &&
+        w->cancel_reason.find("invalid auth token") != std::string::npos) {
+      // The gateway reports a token etcd forgot as a canceled watch.
+      Error e = Error::make(Error::Kind::Auth,
+                            "etcd at " + endpoint + " canceled the watch: " + w->cancel_reason);
+      e.endpoint = endpoint;
+      e.etcd_error = "etcdserver: invalid auth token";
+      error = std::move(e);
+      return false;
+    }
     if (w->canceled) {
       WatchEnd done;
       done.last_revision = last_revision;
@@ -414,6 +425,7 @@ struct WatchState {
       return false;
     }
     if (w->created && w->events.empty()) return true;
+    delivered = true;
     if (!(*on_response)(*w)) {
       WatchEnd done;
       done.reason = WatchEnd::Reason::Stopped;
@@ -493,7 +505,7 @@ Result<WatchEnd> EtcdClient::watch(const WatchRequest& request,
       return done;
     }
     if (st.error) {
-      if (!reauthenticated && impl_->stale_token(*st.error) && !st.received) {
+      if (!reauthenticated && impl_->stale_token(*st.error) && !st.delivered) {
         reauthenticated = true;
         if (auto a = impl_->authenticate(); !a) return a.error();
         --i;

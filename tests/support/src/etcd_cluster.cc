@@ -206,6 +206,7 @@ void EtcdCluster::start(int member, bool first_boot) {
                              "--trusted-ca-file", d + "/ca.pem"});
     if (options_.client_cert_auth) argv.emplace_back("--client-cert-auth");
   }
+  argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
   Fd log_fd(
       ::open((dir_ / (m.name + ".log")).c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   Fd null_in(::open("/dev/null", O_RDONLY | O_CLOEXEC));

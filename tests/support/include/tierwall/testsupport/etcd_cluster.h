@@ -38,6 +38,7 @@ struct EtcdClusterOptions {
   bool tls = false;               // https client URLs
   bool client_cert_auth = false;  // with tls: etcd demands a client certificate
   Millis start_timeout{30'000};
+  std::vector<std::string> extra_args;  // more etcd flags, e.g. {"--auth-token-ttl", "1"}
 };
 
 class EtcdCluster {
