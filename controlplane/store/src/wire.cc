@@ -528,6 +528,10 @@ Error decode_error(int http_status, std::string_view body, const std::string& en
               (t.empty() ? std::string("(no error text)") : t);
   if (e.kind == Error::Kind::Permission) {
     e.message += " (the user's roles do not grant this key range)";
+  } else if (t.find("CommonName of client") != std::string::npos) {
+    e.message +=
+        " (with authentication on, etcd's gateway refuses client certificates that carry a "
+        "CommonName: use one without, see docs/cluster.md)";
   } else if (t.find("user name is empty") != std::string::npos) {
     e.message += " (authentication is enabled: give --store-user and a password)";
   }

@@ -129,7 +129,7 @@ void EtcdCluster::make_certificates() {
     std::vector<std::string> csr{"req"};
     csr.insert(csr.end(), ec_key.begin(), ec_key.end());
     csr.insert(csr.end(), {"-keyout", d + "/" + who + ".key", "-out", d + "/" + who + ".csr",
-                           "-subj", who == "server" ? "/CN=127.0.0.1" : "/CN=tierwall-client"});
+                           "-subj", who == "server" ? "/CN=127.0.0.1" : "/O=tierwall test client"});
     openssl(csr);
     openssl({"x509", "-req", "-in", d + "/" + who + ".csr", "-CA", d + "/ca.pem", "-CAkey",
              d + "/ca.key", "-CAcreateserial", "-out", d + "/" + who + ".pem", "-days", "2",
@@ -231,6 +231,26 @@ void EtcdCluster::restart(int member) {
   if (!wait_healthy(member, options_.start_timeout)) {
     throw std::runtime_error("etcd member " + std::to_string(member) +
                              " did not become healthy after a restart:\n" + log(member));
+  }
+}
+
+void EtcdCluster::pause(int member) {
+  const Member& m = members_.at(static_cast<std::size_t>(member));
+  if (m.pid > 0) ::kill(-m.pid, SIGSTOP);
+}
+
+void EtcdCluster::resume(int member) {
+  const Member& m = members_.at(static_cast<std::size_t>(member));
+  if (m.pid > 0) ::kill(-m.pid, SIGCONT);
+}
+
+void EtcdCluster::enable_auth(const std::string& root_password) {
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"user", "add", "root", "--new-user-password", root_password},
+           {"user", "grant-role", "root", "root"},
+           {"auth", "enable"}}) {
+    const CommandResult r = etcdctl(args);
+    if (!r.ok()) throw_command_error("etcdctl " + command_line(args), r);
   }
 }
 

@@ -8,10 +8,14 @@
 //     one does not, after cleaning up what it started;
 //   - TLS: client URLs are https with a server certificate for 127.0.0.1
 //     signed by a CA the fixture makes with the openssl CLI; a client
-//     certificate from the same CA is made too, and with client_cert_auth
-//     etcd requires it. Peer traffic stays plain HTTP on loopback;
+//     certificate from the same CA is made too (without a CommonName: with
+//     authentication on, etcd's gateway refuses certificates that carry
+//     one), and with client_cert_auth etcd requires it. Peer traffic stays
+//     plain HTTP on loopback;
 //   - kill(i) SIGKILLs a member (a crash), restart(i) starts it again on
-//     its data directory and waits until it is healthy;
+//     its data directory and waits until it is healthy; pause(i)/resume(i)
+//     freeze and thaw it (an unresponsive member);
+//   - enable_auth() turns on etcd authentication with a root user;
 //   - the destructor kills every member (its whole process group), reaps
 //     it and removes the directory, whatever happened in the test.
 //
@@ -64,6 +68,15 @@ class EtcdCluster {
 
   void kill(int member);
   void restart(int member);
+  // SIGSTOP / SIGCONT: the member keeps its sockets but answers nothing, as
+  // behind a partition (connections are accepted by the kernel, requests
+  // time out).
+  void pause(int member);
+  void resume(int member);
+
+  // Creates user root with `root_password` and enables authentication
+  // (etcdctl). Later etcdctl calls need user "root:<password>".
+  void enable_auth(const std::string& root_password);
   [[nodiscard]] bool running(int member) const;
   // Polls `etcdctl endpoint health` on that member.
   bool wait_healthy(int member, Millis timeout) const;
