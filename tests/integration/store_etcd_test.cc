@@ -197,6 +197,11 @@ TEST_F(StoreEtcdTest, RefusesAnInvalidPolicyWithDiagnosticsAndWritesNothing) {
   // no etcd could be reached.
   auto offline = tierctl({"apply", bad, "--store", "http://127.0.0.1:1"});
   EXPECT_EQ(offline.exit_code, 1) << describe(offline);
+  // An empty --store (an unset variable) is a usage error, never a
+  // fall-back to the local agent.
+  auto empty = tierctl({"apply", kSource + "/policies/dev-test-prod/policy", "--store", "",
+                        "--socket", "/nonexistent.sock"});
+  EXPECT_EQ(empty.exit_code, 2) << describe(empty);
 
   // Two files with one base name cannot be stored side by side.
   TempDir tmp;

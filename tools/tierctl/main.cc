@@ -301,7 +301,7 @@ int run(int argc, char** argv) {
   if (*st) return tierwall::cli::agent_status(agent, std::cout, std::cerr);
   if (*ep) return tierwall::cli::agent_endpoints(agent, endpoints_tier, std::cout, std::cerr);
   if (*ap) {
-    if (!store.endpoints.empty()) {
+    if (ap->count("--store") > 0) {  // even an empty value: never fall back to the agent
       store.output = agent.output;
       return tierwall::cli::store_apply(store, apply_paths, std::cout, std::cerr);
     }
