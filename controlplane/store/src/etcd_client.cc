@@ -1,5 +1,6 @@
 #include "tierwall/store/etcd_client.h"
 
+#include <algorithm>
 #include <mutex>
 #include <utility>
 
@@ -388,6 +389,7 @@ struct WatchState {
   std::optional<WatchEnd> end;
   std::optional<Error> error;
   std::int64_t last_revision = 0;
+  std::int64_t last_event_revision = 0;
 
   // false: stop the transfer.
   bool line(std::string_view text) {
@@ -426,6 +428,9 @@ struct WatchState {
     }
     if (w->created && w->events.empty()) return true;
     delivered = true;
+    for (const auto& ev : w->events) {
+      last_event_revision = std::max(last_event_revision, ev.kv.mod_revision);
+    }
     if (!(*on_response)(*w)) {
       WatchEnd done;
       done.reason = WatchEnd::Reason::Stopped;
@@ -497,6 +502,7 @@ Result<WatchEnd> EtcdClient::watch(const WatchRequest& request,
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     const CURLcode code = curl_easy_perform(h);
     curl_easy_cleanup(h);
+    if (st.received) impl_->current = index;
     if (st.end) return std::move(*st.end);
     if (code == CURLE_ABORTED_BY_CALLBACK) {
       WatchEnd done;
@@ -529,12 +535,17 @@ Result<WatchEnd> EtcdClient::watch(const WatchRequest& request,
     x.code = code;
     x.detail = errbuf;
     if (st.received) {
-      // The stream was established and then lost: the caller resumes.
+      // The stream was established and then lost: the caller resumes after
+      // the last event it processed (or lists again).
+      impl_->current = index;
+      const std::int64_t resume =
+          st.last_event_revision > 0 ? st.last_event_revision + 1 : request.start_revision;
       Error e = Error::make(Error::Kind::Unavailable,
                             "the watch stream from " + st.endpoint + " ended" +
                                 (code == CURLE_OK ? std::string(" (etcd closed it)")
                                                   : ": " + transport_text(st.endpoint, x)) +
-                                "; resume from revision " + std::to_string(st.last_revision + 1));
+                                (resume > 0 ? "; resume from revision " + std::to_string(resume)
+                                            : std::string("; list again and watch from there")));
       e.endpoint = st.endpoint;
       return e;
     }
