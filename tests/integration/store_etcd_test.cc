@@ -67,6 +67,24 @@ class TempDir {
   fs::path path_;
 };
 
+// Stops a watch thread and joins it when the test leaves its scope, also
+// through a failed ASSERT (a joinable std::thread would abort the run).
+class StopAndJoin {
+ public:
+  StopAndJoin(std::atomic<bool>& stop, std::thread& thread) : stop_(stop), thread_(thread) {}
+  ~StopAndJoin() { join(); }
+  StopAndJoin(const StopAndJoin&) = delete;
+  StopAndJoin& operator=(const StopAndJoin&) = delete;
+  void join() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  std::atomic<bool>& stop_;
+  std::thread& thread_;
+};
+
 CommandResult tierctl(std::vector<std::string> args) {
   args.insert(args.begin(), kTierctl);
   return run_argv(args, Millis{60'000});
@@ -247,6 +265,7 @@ TEST_F(StoreEtcdTest, ConcurrentPublishersNeverInterleave) {
         },
         &stop);
   });
+  StopAndJoin watch_guard(stop, watcher);
 
   constexpr int kPublishers = 4;
   constexpr int kEach = 6;
@@ -301,8 +320,7 @@ TEST_F(StoreEtcdTest, ConcurrentPublishersNeverInterleave) {
         return !by_revision.empty() && by_revision.rbegin()->first >= last->revision;
       },
       Millis{10'000}));
-  stop = true;
-  watcher.join();
+  watch_guard.join();
   ASSERT_TRUE(watch_end) << watch_end.error().message;
   EXPECT_EQ(watch_end->reason, WatchEnd::Reason::Stopped);
   EXPECT_EQ(failures.load(), 0);
@@ -651,6 +669,7 @@ TEST_F(StoreEtcdTest, AWatchSeesAPublish) {
         },
         &stop);
   });
+  StopAndJoin watch_guard(stop, watcher);
   const auto t0 = Clock::now();
   auto r = tierctl({"apply", kSource + "/policies/nist-800-190/policy", "--store",
                     etcd->endpoints(), "-o", "json"});
@@ -666,8 +685,7 @@ TEST_F(StoreEtcdTest, AWatchSeesAPublish) {
       },
       Millis{10'000}, Millis{10});
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
-  stop = true;
-  watcher.join();
+  watch_guard.join();
   ASSERT_TRUE(seen);
   std::cout << "[ figures  ] tierctl apply --store to the watch seeing the meta: " << ms << " ms\n";
   ASSERT_TRUE(end) << end.error().message;
