@@ -43,7 +43,7 @@ void write_file(const fs::path& path, const std::string& text) {
 }  // namespace
 
 std::optional<std::string> EtcdCluster::unavailable_reason() {
-  for (const char* tool : {"etcd", "etcdctl"}) {
+  for (const char* tool : {"etcd", "etcdctl", "setpriv"}) {
     if (!on_path(tool)) {
       return std::string(tool) +
              " is not installed (Debian: etcd-server, etcd-client; "
@@ -63,6 +63,8 @@ EtcdCluster::EtcdCluster(EtcdClusterOptions options) : options_(options) {
     throw std::runtime_error(std::string("mkdtemp: ") + std::strerror(errno));
   }
   dir_ = tmpl;
+  write_file(dir_ / "owner", std::to_string(::getpid()) + "\n");
+  remove_stale();
   try {
     if (options_.tls) make_certificates();
     // A port that was free a moment ago may be taken by the time etcd binds
@@ -98,6 +100,29 @@ EtcdCluster::EtcdCluster(EtcdClusterOptions options) : options_(options) {
     std::error_code ec;
     fs::remove_all(dir_, ec);
     throw;
+  }
+}
+
+// Directories of fixtures whose process is gone (killed before its
+// destructor ran); their members died with it (pdeathsig).
+void EtcdCluster::remove_stale() {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator("/tmp", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!name.starts_with("tw-etcd-") || entry.path() == dir_) continue;
+    const std::string owner = read_text(entry.path() / "owner");
+    const pid_t pid = static_cast<pid_t>(std::atol(owner.c_str()));
+    if (pid <= 0) {
+      // No owner yet: another process may have just made it. Only an old
+      // one is a leftover.
+      std::error_code age_ec;
+      const auto written = fs::last_write_time(entry.path(), age_ec);
+      if (age_ec || fs::file_time_type::clock::now() - written < std::chrono::minutes(10)) continue;
+    }
+    if (pid <= 0 || (::kill(pid, 0) != 0 && errno == ESRCH)) {
+      std::error_code rm;
+      fs::remove_all(entry.path(), rm);
+    }
   }
 }
 
@@ -173,7 +198,13 @@ void EtcdCluster::start(int member, bool first_boot) {
   }
   const std::string peer = "http://127.0.0.1:" + std::to_string(m.peer_port);
   const std::string client = client_url(member);
-  std::vector<std::string> argv{"etcd",
+  // setpriv --pdeathsig: a member dies with the test process even when
+  // that is killed outright (a ctest timeout), instead of lingering.
+  std::vector<std::string> argv{"setpriv",
+                                "--pdeathsig",
+                                "KILL",
+                                "--",
+                                "etcd",
                                 "--name",
                                 m.name,
                                 "--data-dir",

@@ -17,13 +17,17 @@
 //     freeze and thaw it (an unresponsive member);
 //   - enable_auth() turns on etcd authentication with a root user;
 //   - the destructor kills every member (its whole process group), reaps
-//     it and removes the directory, whatever happened in the test.
+//     it and removes the directory, whatever happened in the test. If the
+//     test process itself is killed, its members die with it (they run
+//     under `setpriv --pdeathsig KILL`) and the next fixture removes the
+//     directory it left in /tmp (tw-etcd-*, with the owner's pid).
 //
 // Elections are tuned fast (heartbeat 50 ms, election timeout 500 ms), so
 // fail-over tests take about a second, not ten.
 //
-// Threads: construct, kill and restart from one thread; the URLs and file
-// paths may be read from any thread.
+// Threads: construct, kill and restart from one thread that outlives the
+// fixture (a member's parent-death signal follows the thread that started
+// it); the URLs and file paths may be read from any thread.
 #pragma once
 
 #include <chrono>
@@ -96,6 +100,7 @@ class EtcdCluster {
   };
 
   void make_certificates();
+  void remove_stale();
   void start(int member, bool first_boot);
   void stop_all() noexcept;
   std::vector<std::string> tls_flags() const;
