@@ -16,6 +16,8 @@ PACKAGES=(
   # dpdk-test-acl: the rte_acl baseline of tierwall-bench-dpdk
   dpdk
   nlohmann-json3-dev libcli11-dev libssl-dev
+  # the cluster store's transport to etcd (docs/cluster.md)
+  libcurl4-openssl-dev
   # runtime tools used by the integration tests and the demo
   nftables iproute2 iperf3 conntrack
   # flow-log tooling: the jq baseline of tierwall-bench-flowquery, the
@@ -24,6 +26,9 @@ PACKAGES=(
   jq ulogd2 ulogd2-json chromium fonts-dejavu-core zlib1g-dev
   # IPFIX export: ipfix_test checks its messages with Wireshark's dissector
   tshark
+  # the cluster store's tests run their own etcd members (never the system
+  # one Debian's etcd-server may start) and make TLS certificates
+  etcd-server etcd-client openssl
 )
 
 missing=()

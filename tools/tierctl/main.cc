@@ -8,6 +8,7 @@
 #include "tierwall/cli/audit_commands.h"
 #include "tierwall/cli/commands.h"
 #include "tierwall/cli/flow_commands.h"
+#include "tierwall/cli/store_commands.h"
 
 namespace {
 
@@ -16,10 +17,11 @@ using tierwall::cli::kExitUsage;
 int run(int argc, char** argv) {
   CLI::App app{
       "tierctl — validate, lint and explain tierwall segmentation policies, and talk to the\n"
-      "node agent (status, endpoints, apply, reload, flush) through its local API; read,\n"
+      "node agent (status, endpoints, apply, reload, flush) through its local API; publish\n"
+      "a policy to a cluster's etcd (apply --store, store show|init-auth|add-node); read,\n"
       "verify and report its flow logs (flows, audit verify, report).\n"
       "Exit codes: 0 success, 1 invalid input or failed check, 2 usage error,\n"
-      "3 agent or kernel unreachable.",
+      "3 agent, kernel or etcd unreachable.",
       "tierctl"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tierctl 0.1.0");
@@ -110,9 +112,72 @@ int run(int argc, char** argv) {
   auto* ap = app.add_subcommand(
       "apply",
       "Submit a policy to the agent: it validates it (diagnostics come back here), "
-      "installs it as its policy files and enforces it (role: admin)");
+      "installs it as its policy files and enforces it (role: admin). With --store: "
+      "validate here and publish it to the cluster's etcd for every node, in one "
+      "transaction (role tierwall-author)");
   add_agent_flags(ap);
   ap->add_option("PATH", apply_paths, "policy file or directory of *.yaml")->required();
+
+  // The cluster store (etcd), docs/cluster.md.
+  tierwall::cli::StoreOptions store;
+  if (const char* env = std::getenv("TIERWALL_STORE_PASSWORD"); env != nullptr) {
+    store.password_env = env;
+  }
+  auto add_store_flags = [&store](CLI::App* cmd, bool required) {
+    auto* o =
+        cmd->add_option("--store", store.endpoints,
+                        "etcd client URLs, comma-separated (http://host:2379 or https://...); "
+                        "the next is tried when one cannot be reached");
+    if (required) o->required();
+    cmd->add_option("--cluster", store.cluster, "cluster name: keys under /tierwall/NAME/")
+        ->capture_default_str();
+    cmd->add_option("--store-user", store.user, "etcd user (authentication enabled)");
+    cmd->add_option("--store-password-file", store.password_file,
+                    "file whose first line is the etcd user's password (else "
+                    "$TIERWALL_STORE_PASSWORD)");
+    cmd->add_option("--store-ca", store.ca_file, "PEM CA that signed etcd's certificate");
+    cmd->add_option("--store-cert", store.cert_file, "PEM client certificate for etcd");
+    cmd->add_option("--store-key", store.key_file, "PEM private key of --store-cert");
+  };
+  add_store_flags(ap, false);
+  ap->add_option("--author", store.author,
+                 "recorded as the policy's author with --store (default: login@hostname)");
+  auto* sg = app.add_subcommand("store", "The cluster store (etcd): show it, set up its users");
+  sg->require_subcommand(1);
+  auto* ss = sg->add_subcommand(
+      "show",
+      "The published policy (generation, digest, author, documents), the nodes and "
+      "their endpoint counts");
+  add_store_flags(ss, true);
+  ss->add_option("-o,--output", store.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  tierwall::cli::InitAuthOptions init_auth;
+  auto* si = sg->add_subcommand(
+      "init-auth",
+      "Create the tierwall-author role (and an author user), the root user, and enable "
+      "etcd authentication");
+  add_store_flags(si, true);
+  si->add_option("--root-password-file", init_auth.root_password_file,
+                 "file whose first line is the password for etcd's root user")
+      ->required();
+  si->add_option("--author-user", init_auth.author_user, "also create this author user");
+  si->add_option("--author-password-file", init_auth.author_password_file,
+                 "file whose first line is the author user's password");
+  si->add_option("-o,--output", store.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  std::string add_node_name;
+  std::string add_node_password_file;
+  auto* sn = sg->add_subcommand(
+      "add-node",
+      "Create role and user tierwall-node-NODE: read the policy, nodes and endpoints; write "
+      "only its own node key and endpoints (run as root: --store-user root)");
+  add_store_flags(sn, true);
+  sn->add_option("NODE", add_node_name, "node name")->required();
+  sn->add_option("--password-file", add_node_password_file,
+                 "file whose first line is the node user's password")
+      ->required();
+  sn->add_option("-o,--output", store.output, "text or json")
+      ->check(CLI::IsMember({"text", "json"}));
   auto* rl = app.add_subcommand(
       "reload",
       "Make the agent re-read its policy files and inventory, as SIGHUP (role: operator)");
@@ -235,7 +300,19 @@ int run(int argc, char** argv) {
   }
   if (*st) return tierwall::cli::agent_status(agent, std::cout, std::cerr);
   if (*ep) return tierwall::cli::agent_endpoints(agent, endpoints_tier, std::cout, std::cerr);
-  if (*ap) return tierwall::cli::agent_apply(agent, apply_paths, std::cout, std::cerr);
+  if (*ap) {
+    if (ap->count("--store") > 0) {  // even an empty value: never fall back to the agent
+      store.output = agent.output;
+      return tierwall::cli::store_apply(store, apply_paths, std::cout, std::cerr);
+    }
+    return tierwall::cli::agent_apply(agent, apply_paths, std::cout, std::cerr);
+  }
+  if (*ss) return tierwall::cli::store_show(store, std::cout, std::cerr);
+  if (*si) return tierwall::cli::store_init_auth(store, init_auth, std::cout, std::cerr);
+  if (*sn) {
+    return tierwall::cli::store_add_node(store, add_node_name, add_node_password_file, std::cout,
+                                         std::cerr);
+  }
   if (*rl) return tierwall::cli::agent_reload(agent, std::cout, std::cerr);
   if (*fl) {
     if (!flush_yes) {
