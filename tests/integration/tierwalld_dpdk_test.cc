@@ -282,6 +282,18 @@ dpdk:
   EXPECT_GE(metric(m2, "tierwall_dpdk_policy_cut_total"), 1) << m2;
   EXPECT_GE(metric(m2, "tierwall_dpdk_events_cut_total"), 1) << m2;
 
+  // An admin's flush fails closed: every IP packet is denied (not passed
+  // unpoliced) until a reload re-applies the policy.
+  const auto flushed = run_argv({kTierctl, "flush", "--yes", "--socket", api_socket.string()});
+  ASSERT_TRUE(flushed.ok()) << flushed.out << flushed.err;
+  EXPECT_EQ(metric(metrics(), "tierwall_dpdk_generation"), 0);
+  EXPECT_EQ(ping_probe(lab.web, kApi, kDrop), Outcome::kTimeout);
+  EXPECT_EQ(tcp_probe(lab.api, kDb, 5432, kDrop), Outcome::kTimeout);
+  const auto reloaded = run_argv({kTierctl, "reload", "--socket", api_socket.string()});
+  ASSERT_TRUE(reloaded.ok()) << reloaded.out << reloaded.err;
+  EXPECT_EQ(ping_probe(lab.web, kApi, kPass), Outcome::kOk) << agent_log();
+  EXPECT_EQ(tcp_probe(lab.api, kDb, 5432, kPass), Outcome::kOk) << agent_log();
+
   // A clean stop: the folded denies and the ring are drained into the log.
   const auto before_stop = metric(metrics(), "tierwall_dpdk_event_packets_total");
   lab.node.stop(pid, Millis{10000});
@@ -344,21 +356,22 @@ dpdk:
   const auto verify = run_argv({kTierctl, "audit", "verify", flow_dir.string(), "--pubkey",
                                 (lab.dir / "flowlog.key.pub").string()});
   EXPECT_TRUE(verify.ok()) << verify.out << verify.err;
-  std::printf("flow log: %zu records, %llu packets in flow records; before the stop: %s\n",
-              records.size(), static_cast<unsigned long long>(flow_count),
-              [&] {
-                std::string line;
-                for (const char* k : {"rx_frames_total", "ip_allowed_total", "policy_dropped_total",
-                                      "policy_cut_total", "events_enqueued_total",
-                                      "event_packets_total", "events_folded_total"}) {
-                  line += std::string(k) + "=" +
-                          std::to_string(static_cast<long long>(
-                              metric(m2, std::string("tierwall_dpdk_") + k))) +
-                          " ";
-                }
-                return line;
-              }()
-                  .c_str());
+  std::printf(
+      "flow log: %zu records, %llu packets in flow records; counters after the policy change: %s\n",
+      records.size(), static_cast<unsigned long long>(flow_count),
+      [&] {
+        std::string line;
+        for (const char* k :
+             {"rx_frames_total", "ip_allowed_total", "policy_dropped_total", "policy_cut_total",
+              "events_enqueued_total", "event_packets_total", "events_folded_total"}) {
+          line += std::string(k) + "=" +
+                  std::to_string(
+                      static_cast<long long>(metric(m2, std::string("tierwall_dpdk_") + k))) +
+                  " ";
+        }
+        return line;
+      }()
+          .c_str());
   if (HasFailure()) std::cerr << "tierwalld log:\n" << log;
 }
 
