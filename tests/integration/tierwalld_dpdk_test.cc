@@ -281,6 +281,7 @@ dpdk:
   const std::string m2 = metrics();
   EXPECT_GE(metric(m2, "tierwall_dpdk_policy_cut_total"), 1) << m2;
   EXPECT_GE(metric(m2, "tierwall_dpdk_events_cut_total"), 1) << m2;
+  EXPECT_GE(metric(m2, "tierwall_dpdk_events_end_total"), 1) << m2;  // the cut session
 
   // An admin's flush fails closed: every IP packet is denied (not passed
   // unpoliced) until a reload re-applies the policy.
@@ -344,6 +345,44 @@ dpdk:
   expect_one("db-1", "web-1", "tcp", "deny", 8080, "default-deny", "", 1);
   expect_one("api-1", "web-1", "icmp", "deny", 8, "default-deny", "", 1);
   expect_one("web-1", "api-1", "tcp", "deny", 8080, "default-deny", "", 2);  // after the change
+  // Every remembered (allowed) connection ended — cut, expired or at the
+  // stop — with its packets and bytes per direction, named by its start.
+  std::size_t allowed_starts = 0;
+  std::size_t ends = 0;
+  for (const auto& r : records) {
+    if (r.value("type", "") != "flow") continue;
+    if (r.value("event", "") == "end") {
+      ++ends;
+      EXPECT_GE(r["packets"].value("orig", 0), 1) << r.dump();
+      EXPECT_GT(r["bytes"].value("orig", 0), 0) << r.dump();
+    } else if (r.value("verdict", "") != "deny") {
+      ++allowed_starts;
+    }
+  }
+  EXPECT_EQ(ends, allowed_starts);
+  auto ended = [&](const std::string& src, const std::string& dst, const std::string& proto,
+                   int port, int orig, int reply) {
+    for (const auto& r : records) {
+      if (r.value("event", "") != "end" || r.value("proto", "") != proto) continue;
+      if (r["src"].value("name", "") != src || r["dst"].value("name", "") != dst) continue;
+      const int p = proto == "icmp" ? r["dst"].value("icmpType", -1) : r["dst"].value("port", -1);
+      if (p == port && r["packets"].value("orig", 0) >= orig &&
+          r["packets"].value("reply", 0) >= reply && r.value("verdict", "") == "allow") {
+        return true;
+      }
+    }
+    return false;
+  };
+  // The cut session: handshake and exchange both ways; the UDP echo; a ping.
+  EXPECT_TRUE(ended("web-1", "api-1", "tcp", 8080, 3, 2));
+  EXPECT_TRUE(ended("api-1", "db-1", "udp", 5353, 1, 1));
+  EXPECT_TRUE(ended("web-1", "api-1", "icmp", 8, 1, 1));
+  // While flushed, denies are logged under generation 0 (no policy).
+  EXPECT_FALSE(find_flows(records, "api-1", "db-1", "tcp", "deny", 5432).empty());
+  for (const auto& r : find_flows(records, "api-1", "db-1", "tcp", "deny", 5432)) {
+    EXPECT_EQ(r.value("generation", -1), 0) << r.dump();
+    EXPECT_EQ(r["rule"].value("kind", ""), "default-deny") << r.dump();
+  }
   // Tiers and the policy records of both generations.
   const auto allowed = find_flows(records, "web-1", "api-1", "tcp", "allow", 8080);
   ASSERT_FALSE(allowed.empty());

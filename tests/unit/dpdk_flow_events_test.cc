@@ -3,6 +3,8 @@
 // packet accounting) and their conversion into flow-log records through the
 // Enricher ("dataplane":"dpdk", rule, generation, count, loss records).
 #include <map>
+#include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -13,18 +15,26 @@
 #include "tierwall/flowlog/record.h"
 #include "tierwall/flowpipe/dpdk_events.h"
 #include "tierwall/flowpipe/enricher.h"
+#include "tierwall/identity/inventory.h"
 #include "tierwall/policy/loader.h"
 
 namespace {
 
 using namespace tierwall;
 using dataplane::dpdk::FastDecision;
+using dataplane::dpdk::FlowEnd;
+using dataplane::dpdk::FlowEndReason;
+using dataplane::dpdk::FlowEndSink;
 using dataplane::dpdk::FlowEventCounters;
 using dataplane::dpdk::FlowEventEmitter;
 using dataplane::dpdk::FlowEventOptions;
 using dataplane::dpdk::FlowEventRecord;
 using dataplane::dpdk::FlowEventSink;
 using dataplane::dpdk::FlowEventType;
+using dataplane::dpdk::FlowOutcome;
+using dataplane::dpdk::FlowPacket;
+using dataplane::dpdk::FlowTable;
+using dataplane::dpdk::FlowTableOptions;
 using dataplane::dpdk::PacketInfo;
 
 constexpr std::uint64_t kMs = 1'000'000;
@@ -333,6 +343,174 @@ TEST(DpdkLossTracker, EachGrowthIsOneExactLossRecord) {
   ASSERT_EQ(second.size(), 1U);
   EXPECT_EQ(std::get<flowlog::Loss>(second[0].body).count, 4U);
   EXPECT_TRUE(t.take(c).empty());
+}
+
+// --- connection ends from the flow table ------------------------------------
+
+constexpr const char* kInventory = R"(apiVersion: tierwall.io/v1
+kind: Inventory
+node: {name: node, addresses: [10.88.0.1]}
+endpoints:
+  - {name: web-1, labels: {role: web}, addresses: [10.88.0.10]}
+  - {name: db-1, labels: {role: db}, addresses: [10.88.0.20]}
+)";
+
+std::unique_ptr<const dataplane::dpdk::Generation> build(const std::string& policy_text,
+                                                         std::uint64_t generation) {
+  policy::Diagnostics diags;
+  auto p = policy::parse_policy(policy_text, "p.yaml", diags);
+  auto inv = identity::parse_inventory(kInventory, "inv.yaml", diags);
+  if (!p || !inv) {
+    std::ostringstream text;
+    diags.print(text);
+    ADD_FAILURE() << text.str();
+    return nullptr;
+  }
+  const auto rules = compiler::compile(*p, *inv, generation, {*Cidr::parse("10.88.0.0/16")});
+  auto built = dataplane::dpdk::build_generation(rules);
+  EXPECT_TRUE(built.generation) << built.error;
+  return std::move(built.generation);
+}
+
+FlowPacket packet(const char* src, std::uint16_t sport, const char* dst, std::uint16_t dport,
+                  std::uint16_t length, std::uint8_t flags = 0) {
+  FlowPacket f;
+  f.src = *IpAddress::parse(src);
+  f.dst = *IpAddress::parse(dst);
+  f.src_port = sport;
+  f.dst_port = dport;
+  f.decision_port = dport;
+  f.protocol = 6;
+  f.tcp_flags = flags;
+  f.length = length;
+  return f;
+}
+
+class EndSink : public FlowEndSink {
+ public:
+  void ended(const FlowEnd& e, std::uint64_t) override { ends.push_back(e); }
+  std::vector<FlowEnd> ends;
+};
+
+TEST(DpdkFlowEnds, CountsPerDirectionAndEndsOnExpiryCutAndStop) {
+  const auto g1 = build(kPolicy, 7);
+  const std::string without = std::string(kPolicy).replace(std::string(kPolicy).find("tcp/5432, "),
+                                                           std::string("tcp/5432, ").size(), "");
+  const auto g2 = build(without, 8);
+  ASSERT_TRUE(g1 && g2);
+  FlowTableOptions o;
+  o.capacity = 1024;
+  o.count = true;
+  FlowTable table(o);
+  EndSink sink;
+  table.set_end_sink(&sink);
+
+  // A connection: SYN, SYN-ACK, data, data back, ACK.
+  const auto syn = table.process(*g1, packet("10.88.0.10", 40000, "10.88.0.20", 5432, 60), kMs);
+  ASSERT_EQ(syn.outcome, FlowOutcome::New);
+  EXPECT_EQ(syn.flow_id, 1U);
+  EXPECT_EQ(
+      table.process(*g1, packet("10.88.0.20", 5432, "10.88.0.10", 40000, 60), 2 * kMs).flow_id, 1U);
+  table.process(*g1, packet("10.88.0.10", 40000, "10.88.0.20", 5432, 100), 3 * kMs);
+  table.process(*g1, packet("10.88.0.20", 5432, "10.88.0.10", 40000, 200), 4 * kMs);
+  table.process(*g1, packet("10.88.0.10", 40000, "10.88.0.20", 5432, 52), 5 * kMs);
+  EXPECT_TRUE(sink.ends.empty());
+
+  // A second one expires: the sweep ends it with its counts.
+  const auto other = table.process(*g1, packet("10.88.0.10", 40001, "10.88.0.20", 5432, 60), kMs);
+  EXPECT_EQ(other.flow_id, 2U);
+  // The first is established (2 h timeout); the second still New (30 s).
+  const std::uint64_t later = 40 * dataplane::dpdk::kNsPerSecond;
+  EXPECT_EQ(table.sweep(later, 1024), 1U);
+  ASSERT_EQ(sink.ends.size(), 1U);
+  EXPECT_EQ(sink.ends[0].flow_id, 2U);
+  EXPECT_EQ(sink.ends[0].reason, FlowEndReason::Expired);
+  EXPECT_EQ(sink.ends[0].packets_orig, 1U);
+  EXPECT_EQ(sink.ends[0].packets_reply, 0U);
+
+  // The first is cut by a generation without tcp/5432: ended with its counts,
+  // initiator first even though the cut packet is a reply.
+  const auto cut =
+      table.process(*g2, packet("10.88.0.20", 5432, "10.88.0.10", 40000, 90), later + kMs);
+  EXPECT_EQ(cut.outcome, FlowOutcome::Cut);
+  ASSERT_EQ(sink.ends.size(), 2U);
+  const FlowEnd& e = sink.ends[1];
+  EXPECT_EQ(e.reason, FlowEndReason::Cut);
+  EXPECT_EQ(e.flow_id, 1U);
+  EXPECT_EQ(e.src.to_string(), "10.88.0.10");
+  EXPECT_EQ(e.src_port, 40000);
+  EXPECT_EQ(e.dst_port, 5432);
+  EXPECT_EQ(e.packets_orig, 3U);
+  EXPECT_EQ(e.packets_reply, 2U);
+  EXPECT_EQ(e.bytes_orig, 212U);
+  EXPECT_EQ(e.bytes_reply, 260U);
+  EXPECT_EQ(e.decision.verdict, dataplane::Verdict::Allow);
+
+  // What is left ends at stop.
+  table.process(*g1, packet("10.88.0.10", 40002, "10.88.0.20", 5432, 60), later + 2 * kMs);
+  EXPECT_EQ(table.end_all(later + 3 * kMs), 1U);
+  ASSERT_EQ(sink.ends.size(), 3U);
+  EXPECT_EQ(sink.ends[2].reason, FlowEndReason::Stopped);
+  EXPECT_EQ(table.live(later + 3 * kMs), 0U);
+}
+
+TEST(DpdkFlowEnds, WithoutCountingNothingIsReported) {
+  const auto g1 = build(kPolicy, 7);
+  ASSERT_TRUE(g1);
+  FlowTable table(FlowTableOptions{.capacity = 1024, .timeouts = {}, .count = false});
+  EndSink sink;
+  table.set_end_sink(&sink);
+  const auto r = table.process(*g1, packet("10.88.0.10", 40000, "10.88.0.20", 5432, 60), kMs);
+  EXPECT_EQ(r.flow_id, 0U);
+  EXPECT_EQ(table.end_all(2 * kMs), 0U);
+  EXPECT_TRUE(sink.ends.empty());
+}
+
+TEST_F(DpdkEventConversion, EndIsNamedByItsStartWithItsCounts) {
+  VectorSink ring;
+  FlowEventEmitter em(ring);
+  PacketInfo p = tcp("10.88.0.10", 41000, "10.88.0.20", 5432);
+  const auto* rule = policy_->find_rule("web-to-db");
+  ASSERT_NE(rule, nullptr);
+  const FastDecision d{dataplane::Verdict::Allow, dataplane::RuleKind::Flow, rule->id};
+  em.start(p, d, 7, 0, kMs, 42);
+  FlowEnd end;
+  end.src = p.src;
+  end.dst = p.dst;
+  end.src_port = 41000;
+  end.dst_port = 5432;
+  end.decision_port = 5432;
+  end.protocol = 6;
+  end.reason = FlowEndReason::Expired;
+  end.decision = d;
+  end.flow_id = 42;
+  end.packets_orig = 5;
+  end.packets_reply = 4;
+  end.bytes_orig = 500;
+  end.bytes_reply = 4000;
+  em.ended(end, 9 * kMs);
+  em.publish();
+  ASSERT_EQ(ring.events.size(), 2U);
+  EXPECT_EQ(ring.events[1].type, FlowEventType::End);
+  EXPECT_EQ(em.counters().ends, 1U);
+
+  // The identity changes between start and end: the end keeps the start's.
+  ASSERT_TRUE(flowpipe::enrich_dpdk(enricher_, ring.events[0], std::chrono::nanoseconds{0}));
+  auto r = flowpipe::enrich_dpdk(enricher_, ring.events[1], std::chrono::nanoseconds{0});
+  ASSERT_TRUE(r);
+  const auto& f = std::get<flowlog::Flow>(r->body);
+  EXPECT_EQ(f.event, flowlog::FlowEvent::End);
+  EXPECT_EQ(f.verdict, flowlog::Verdict::Allow);
+  EXPECT_EQ(f.rule_name, "web-to-db");
+  EXPECT_EQ(f.generation, 7U);
+  EXPECT_EQ(f.src.name, "web-1");
+  EXPECT_EQ(f.packets_orig, 5U);
+  EXPECT_EQ(f.packets_reply, 4U);
+  EXPECT_EQ(f.bytes_orig, 500U);
+  EXPECT_EQ(f.bytes_reply, 4000U);
+  EXPECT_EQ(enricher_.stats().ends_without_start, 0U);
+  const std::string line = flowlog::serialize_line(*r, 1, "n", flowlog::kZeroHash);
+  EXPECT_NE(line.find("\"packets\":{\"orig\":5,\"reply\":4}"), std::string::npos) << line;
 }
 
 }  // namespace

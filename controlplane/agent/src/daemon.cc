@@ -784,6 +784,7 @@ std::optional<DpdkMetrics> Daemon::dpdk_metrics() const {
   counter("events_start_total", "Of which connection starts.", e.starts);
   counter("events_deny_total", "Of which folded denies.", e.denies);
   counter("events_cut_total", "Of which cuts.", e.cuts);
+  counter("events_end_total", "Of which connection ends (with packet and byte counts).", e.ends);
   counter("event_packets_total", "Packets the enqueued events stand for.", e.packets);
   counter("events_folded_total", "Denied packets folded into an earlier deny event.", e.folded);
   counter("events_lost_packets_total",

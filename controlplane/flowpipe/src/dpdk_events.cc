@@ -29,13 +29,14 @@ std::chrono::nanoseconds monotonic_to_wall_offset() {
 dataplane::nft::RawFlowEvent to_raw_event(const dataplane::dpdk::FlowEventRecord& event,
                                           std::chrono::nanoseconds wall_offset) {
   dataplane::nft::RawFlowEvent r;
-  r.kind = dataplane::nft::FlowEventKind::Start;
+  const bool end = event.type == dataplane::dpdk::FlowEventType::End;
+  r.kind = end ? dataplane::nft::FlowEventKind::End : dataplane::nft::FlowEventKind::Start;
   r.time = dataplane::nft::WallClock::time_point(
       std::chrono::duration_cast<dataplane::nft::WallClock::duration>(
           std::chrono::nanoseconds(event.time_ns) + wall_offset));
   r.kernel_time = true;  // the dataplane's own time stamp
-  r.verdict = event.type == dataplane::dpdk::FlowEventType::Start ? event.verdict
-                                                                  : dataplane::Verdict::Deny;
+  const bool passed = event.type == dataplane::dpdk::FlowEventType::Start || end;
+  r.verdict = passed ? event.verdict : dataplane::Verdict::Deny;
   r.rule = event.rule;
   r.generation = event.generation;
   r.proto = event.protocol;
@@ -45,7 +46,15 @@ dataplane::nft::RawFlowEvent to_raw_event(const dataplane::dpdk::FlowEventRecord
   r.dport = event.dst_port;
   r.icmp_type = event.icmp_type;
   r.icmp_code = event.icmp_code;
-  r.conntrack_id = 0;
+  // Starts and ends of remembered flows are matched by the flow id.
+  r.conntrack_id = passed ? event.flow_id : 0;
+  if (end) {
+    r.counters = true;
+    r.packets_orig = event.packets_orig;
+    r.packets_reply = event.packets_reply;
+    r.bytes_orig = event.bytes_orig;
+    r.bytes_reply = event.bytes_reply;
+  }
   return r;
 }
 
@@ -54,7 +63,8 @@ std::optional<flowlog::FlowRecord> enrich_dpdk(Enricher& enricher,
                                                std::chrono::nanoseconds wall_offset) {
   auto record = enricher.enrich(to_raw_event(event, wall_offset));
   if (!record) return record;
-  if (auto* flow = std::get_if<flowlog::Flow>(&record->body)) {
+  auto* flow = std::get_if<flowlog::Flow>(&record->body);
+  if (flow != nullptr && event.type != dataplane::dpdk::FlowEventType::End) {
     flow->count = event.count == 0 ? 1 : event.count;
   }
   return record;

@@ -41,6 +41,8 @@ enum Counter : std::size_t {
 constexpr std::size_t kMacProbes = 16;
 constexpr std::uint64_t kMacValid = std::uint64_t{1} << 63;
 constexpr std::size_t kTxCapacity = 2 * Bridge::kBurst;  // per egress port
+// Flow-table slots looked at for expired flows per iteration (with events).
+constexpr std::size_t kSweepSlots = 64;
 
 std::uint64_t now_ns() {
   timespec ts{};
@@ -60,6 +62,13 @@ std::uint64_t mac_hash(std::uint64_t key) {
   key *= 0xff51afd7ed558ccdULL;
   key ^= key >> 33;
   return key;
+}
+
+// The flow table counts per flow when connection ends are reported.
+FlowTableOptions flow_options(const BridgeOptions& o) {
+  FlowTableOptions f = o.flows;
+  if (o.events != nullptr) f.count = true;
+  return f;
 }
 
 bool is_neighbour_discovery(const PacketInfo& p) {
@@ -157,7 +166,7 @@ Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const Bridg
     : ports_(ports.begin(), ports.end()),
       store_(store),
       options_(options),
-      flows_(options.flows),
+      flows_(flow_options(options)),
       impl_(std::make_unique<Impl>()) {
   if (ports_.empty() || ports_.size() > kMaxPorts) {
     throw std::invalid_argument("Bridge: 1 to 8 ports");
@@ -168,6 +177,7 @@ Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const Bridg
   impl_->mac_mask = cap - 1;
   if (options_.events != nullptr) {
     impl_->events = std::make_unique<FlowEventEmitter>(*options_.events, options_.event_options);
+    flows_.set_end_sink(impl_->events.get());
   }
   reader_ = store_.register_reader();
   if (reader_ < 0) throw std::runtime_error("Bridge: no free GenerationStore reader");
@@ -190,8 +200,10 @@ void Bridge::run(const std::atomic<bool>& stop) {
   }
   store_.offline(reader_);
   if (impl_->events) {
+    flows_.end_all(now_ns());
     impl_->events->flush();
     impl_->events->publish();
+    impl_->publish_flows(flows_.counters());
   }
 }
 
@@ -299,7 +311,7 @@ std::size_t Bridge::poll_once() {
           const PacketInfo& pi = d.info[d.ip_index[k]];
           const auto port = static_cast<std::uint8_t>(in);
           if (r.outcome == FlowOutcome::New && r.pass()) {
-            d.events->start(pi, r.decision, generation->id(), port, now);
+            d.events->start(pi, r.decision, generation->id(), port, now, r.flow_id);
           } else if (r.outcome == FlowOutcome::Denied) {
             d.events->deny(pi, r.decision, generation->id(), port, now);
           } else if (r.outcome == FlowOutcome::Cut) {
@@ -320,7 +332,9 @@ std::size_t Bridge::poll_once() {
   }
   d.publish();
   if (d.events) {
-    d.events->tick(now_ns());
+    const std::uint64_t now = now_ns();
+    flows_.sweep(now, kSweepSlots);
+    d.events->tick(now);
     d.events->publish();
   }
   d.publish_flows(flows_.counters());

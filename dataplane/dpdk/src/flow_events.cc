@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "tierwall/dataplane/dpdk/flow_table.h"
-
 namespace tierwall::dataplane::dpdk {
 namespace {
 
@@ -40,6 +38,8 @@ std::string_view to_string(FlowEventType type) {
       return "deny";
     case FlowEventType::Cut:
       return "cut";
+    case FlowEventType::End:
+      return "end";
   }
   return "unknown";
 }
@@ -93,6 +93,9 @@ void FlowEventEmitter::emit(const FlowEventRecord& e) {
       case FlowEventType::Cut:
         ++local_[kCuts];
         break;
+      case FlowEventType::End:
+        ++local_[kEnds];
+        break;
     }
   } else {
     local_[kLost] += e.count;
@@ -119,8 +122,35 @@ void FlowEventEmitter::emit_deny(const FlowEventRecord& e, std::uint64_t now_ns)
 }
 
 void FlowEventEmitter::start(const PacketInfo& p, const FastDecision& d, std::uint64_t generation,
-                             std::uint8_t port, std::uint64_t now_ns) {
-  emit(make(p, d, generation, port, now_ns, FlowEventType::Start));
+                             std::uint8_t port, std::uint64_t now_ns, std::uint32_t flow_id) {
+  FlowEventRecord e = make(p, d, generation, port, now_ns, FlowEventType::Start);
+  e.flow_id = flow_id;
+  emit(e);
+}
+
+void FlowEventEmitter::ended(const FlowEnd& end, std::uint64_t now_ns) {
+  FlowEventRecord e;
+  e.type = FlowEventType::End;
+  e.time_ns = now_ns;
+  e.src = end.src;
+  e.dst = end.dst;
+  e.protocol = end.protocol;
+  if (end.protocol == proto::kIcmp || end.protocol == proto::kIcmpv6) {
+    e.icmp_type = static_cast<std::uint8_t>(end.decision_port);
+  } else {
+    e.src_port = end.src_port;
+    e.dst_port = end.dst_port;
+  }
+  e.rule = end.decision.rule_id;
+  e.verdict = end.decision.verdict;
+  e.kind = end.decision.kind;
+  e.end_reason = static_cast<std::uint8_t>(end.reason);
+  e.flow_id = end.flow_id;
+  e.packets_orig = end.packets_orig;
+  e.packets_reply = end.packets_reply;
+  e.bytes_orig = end.bytes_orig;
+  e.bytes_reply = end.bytes_reply;
+  emit(e);
 }
 
 void FlowEventEmitter::cut(const PacketInfo& p, const FastDecision& d, std::uint64_t generation,
@@ -180,6 +210,7 @@ FlowEventCounters FlowEventEmitter::counters() const {
   c.starts = get(kStarts);
   c.denies = get(kDenies);
   c.cuts = get(kCuts);
+  c.ends = get(kEnds);
   c.packets = get(kPackets);
   c.lost = get(kLost);
   c.rate_limited = get(kRateLimited);

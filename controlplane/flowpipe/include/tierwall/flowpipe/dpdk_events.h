@@ -7,7 +7,9 @@
 //  * Start -> a flow start, verdict allow or audit, count 1;
 //  * Deny  -> a flow start, verdict deny, count = the packets folded;
 //  * Cut   -> a flow start, verdict deny (the packet dropped when a new
-//             generation cut its established connection), count 1.
+//             generation cut its established connection), count 1;
+//  * End   -> a flow end with packets and bytes per direction, named by
+//             its start (the flow id travels in RawFlowEvent::conntrack_id).
 // Times: the lcore stamps CLOCK_MONOTONIC; the record time is that plus the
 // wall-clock offset measured when the event was drained.
 //
@@ -31,8 +33,9 @@ namespace tierwall::flowpipe {
 // CLOCK_REALTIME - CLOCK_MONOTONIC now: add to an lcore time stamp.
 std::chrono::nanoseconds monotonic_to_wall_offset();
 
-// The Enricher's input for one DPDK event (kind Start, conntrack_id 0: the
-// verdict, rule and generation are the lcore's decision).
+// The Enricher's input for one DPDK event: Start (the lcore's verdict, rule
+// and generation; conntrack_id = the flow id for a remembered connection, 0
+// for denies and cuts) or End (counters, conntrack_id = the flow id).
 dataplane::nft::RawFlowEvent to_raw_event(const dataplane::dpdk::FlowEventRecord& event,
                                           std::chrono::nanoseconds wall_offset);
 

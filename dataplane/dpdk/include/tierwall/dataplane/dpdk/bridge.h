@@ -25,10 +25,13 @@
 // and reused; when full, a new MAC is not learned (its frames flood).
 //
 // Flow events: with BridgeOptions::events set, every decision that makes a
-// flow-log record (a new connection passed, denied packets, a cut) is
-// handed to that sink through a FlowEventEmitter (flow_events.h: denies
-// folded, rate-limited, every packet counted); the emitter's folded denies
-// are flushed when run() returns. Null: no events, no cost.
+// flow-log record (a new connection passed, denied packets, a cut) and
+// every remembered connection's end (with its counts: the flow table then
+// counts per flow, and ~64 of its slots are swept for expired flows per
+// iteration) is handed to that sink through a FlowEventEmitter
+// (flow_events.h: denies folded, rate-limited, every packet counted). When
+// run() returns, the remaining flows end (reason stopped) and the folded
+// denies are flushed. Null: no events, no cost.
 //
 // Thread contract: construct/destroy on the control thread (they register
 // and unregister a GenerationStore reader); run() on one thread at a time;

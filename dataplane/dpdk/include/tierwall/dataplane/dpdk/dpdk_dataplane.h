@@ -20,7 +20,8 @@
 //    denies every IP packet (default deny). It does not stop the thread or
 //    forward unpoliced: this dataplane fails closed. The next apply()
 //    restores enforcement.
-//  * drain_events(): what the lcore reported since the last call.
+//  * drain_events(): what the lcore reported since the last call (starts,
+//    folded denies, cuts, connection ends with their counts; flow_events.h).
 //  * Stopping (destructor): the forwarding thread stops (its folded denies
 //    are flushed into the ring first), the ports close. Traffic through the
 //    ports stops with the process: nothing forwards without the agent.

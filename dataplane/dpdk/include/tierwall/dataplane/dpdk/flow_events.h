@@ -12,20 +12,24 @@
 //    denies (the flow table dropped the connection); the addresses and
 //    ports are those of that packet, the decision that of the new
 //    generation for the connection.
-// (No End events yet: the flow table keeps no per-flow packet counts.)
+//  * End: a remembered connection left the flow table (expired, evicted,
+//    cut, or the lcore stopped), with its id (that of its Start) and its
+//    packet and byte counts per direction. The emitter is the flow table's
+//    FlowEndSink (FlowTableOptions::count).
 //
 // FlowEventEmitter is the lcore side: it folds denies in a direct-mapped
 // cache, rate-limits the events that leave it for denies (a flood of
 // distinct denied packets cannot crowd out the starts), and counts every
 // packet an event stands for: for every run,
 //   packets reported (sum of `count` over events the sink took)
-//     + lost (sink full) + rate_limited = starts + cuts + denied packets.
+//     + lost (sink full) + rate_limited = starts + cuts + ends + denied packets
+// (a Start, Cut or End event counts 1).
 //
 // Thread contract: a FlowEventEmitter belongs to one lcore (start(), deny(),
 // cut(), tick(), flush(), publish()); counters() may be called from any
 // thread (relaxed atomics published by publish()). The sink is called on the
 // lcore and must never block.
-// Costs: start/cut: one sink call; deny: one hash and one 64-byte slot
+// Costs: start/cut/end: one sink call; deny: one hash and one 64-byte slot
 // compare, a sink call only when a slot is flushed; tick(): a scan of the
 // fold cache at most every window/4. No allocation, lock, log or system
 // call after construction.
@@ -39,12 +43,13 @@
 
 #include "tierwall/dataplane/address.h"
 #include "tierwall/dataplane/dpdk/classify.h"
+#include "tierwall/dataplane/dpdk/flow_table.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 #include "tierwall/dataplane/ruleset.h"
 
 namespace tierwall::dataplane::dpdk {
 
-enum class FlowEventType : std::uint8_t { Start = 0, Deny = 1, Cut = 2 };
+enum class FlowEventType : std::uint8_t { Start = 0, Deny = 1, Cut = 2, End = 3 };
 std::string_view to_string(FlowEventType type);
 
 // One event, trivially copyable (it is copied into an rte_ring slot).
@@ -63,8 +68,15 @@ struct alignas(8) FlowEventRecord {
   FlowEventType type = FlowEventType::Start;
   Verdict verdict = Verdict::Deny;
   RuleKind kind = RuleKind::DefaultDeny;
-  std::uint8_t port = 0;  // ingress port index
-  std::uint8_t pad = 0;
+  std::uint8_t port = 0;        // ingress port index (Start, Deny, Cut)
+  std::uint8_t end_reason = 0;  // End: a FlowEndReason
+  std::uint32_t flow_id = 0;    // Start and End: the flow table's id; 0 otherwise
+  std::uint32_t pad = 0;
+  // End: initiator -> responder (orig) and back (reply).
+  std::uint64_t packets_orig = 0;
+  std::uint64_t packets_reply = 0;
+  std::uint64_t bytes_orig = 0;
+  std::uint64_t bytes_reply = 0;
 };
 static_assert(sizeof(FlowEventRecord) % 8 == 0);
 
@@ -89,13 +101,14 @@ struct FlowEventCounters {
   std::uint64_t starts = 0;        // of which Start
   std::uint64_t denies = 0;        // of which Deny
   std::uint64_t cuts = 0;          // of which Cut
+  std::uint64_t ends = 0;          // of which End
   std::uint64_t packets = 0;       // sum of `count` over the events the sink took
   std::uint64_t lost = 0;          // packets of events the sink refused (full)
   std::uint64_t rate_limited = 0;  // packets of deny events over the rate limit
   std::uint64_t folded = 0;        // denied packets folded into an earlier event
 };
 
-class FlowEventEmitter {
+class FlowEventEmitter final : public FlowEndSink {
  public:
   FlowEventEmitter(FlowEventSink& sink, const FlowEventOptions& options = {});
   FlowEventEmitter(const FlowEventEmitter&) = delete;
@@ -104,11 +117,13 @@ class FlowEventEmitter {
   // A packet decided under `generation` at `now_ns` (the FlowTable's outcome
   // New with a passing verdict, Denied, or Cut), on ingress port `port`.
   void start(const PacketInfo& p, const FastDecision& d, std::uint64_t generation,
-             std::uint8_t port, std::uint64_t now_ns);
+             std::uint8_t port, std::uint64_t now_ns, std::uint32_t flow_id = 0);
   void deny(const PacketInfo& p, const FastDecision& d, std::uint64_t generation, std::uint8_t port,
             std::uint64_t now_ns);
   void cut(const PacketInfo& p, const FastDecision& d, std::uint64_t generation, std::uint8_t port,
            std::uint64_t now_ns);
+  // FlowEndSink: a remembered flow left the flow table.
+  void ended(const FlowEnd& end, std::uint64_t now_ns) override;
   // Emits the folded denies whose window has closed (cheap when called
   // often: scans at most every window/4).
   void tick(std::uint64_t now_ns);
@@ -129,6 +144,7 @@ class FlowEventEmitter {
     kStarts,
     kDenies,
     kCuts,
+    kEnds,
     kPackets,
     kLost,
     kRateLimited,
