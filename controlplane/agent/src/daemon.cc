@@ -722,17 +722,20 @@ void Daemon::drain_dpdk(bool all) {
   if (!dpdk_) return;
   next_dpdk_drain_ = Clock::now() + kDpdkDrainInterval;
   const auto offset = flowpipe::monotonic_to_wall_offset();
-  // Bounded per round unless stopping, so a flood never starves the loop.
-  const std::size_t max = all ? SIZE_MAX : 16384;
-  dpdk_->drain_events(
-      [&](const dataplane::dpdk::FlowEventRecord& e) {
-        if (!flowlog_) return;
-        if (auto r = flowpipe::enrich_dpdk(*enricher_, e, offset)) {
-          if (ipfix_) ipfix_->export_record(*r);
-          flowlog_->submit(std::move(*r));
-        }
-      },
-      max);
+  auto consume = [&](const dataplane::dpdk::FlowEventRecord& e) {
+    if (!flowlog_) return;
+    if (auto r = flowpipe::enrich_dpdk(*enricher_, e, offset)) {
+      if (ipfix_) ipfix_->export_record(*r);
+      flowlog_->submit(std::move(*r));
+    }
+  };
+  if (all) {
+    // Stopping: the forwarding thread ends its flows while we drain.
+    dpdk_->stop(consume);
+  } else {
+    // Bounded per round, so a flood never starves the loop.
+    dpdk_->drain_events(consume, 16384);
+  }
   if (!flowlog_) return;
   for (auto& loss : dpdk_loss_.take(dpdk_->stats().events)) flowlog_->submit(std::move(loss));
 }
@@ -1336,10 +1339,7 @@ int Daemon::run() {
   }
   if (runtime_) runtime_->stop();
 #ifdef TIERWALL_HAVE_DPDK
-  if (dpdk_) {
-    dpdk_->stop();  // flushes the folded denies into the ring
-    drain_dpdk(true);
-  }
+  if (dpdk_) drain_dpdk(true);  // stops forwarding, drains the last events
 #endif
   stop_flow_log();
   log_.info("stopped");

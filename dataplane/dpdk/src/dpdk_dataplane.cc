@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <thread>
 #include <utility>
 
@@ -22,12 +24,26 @@ std::atomic<unsigned> ring_serial{0};
 
 // The lcore's side of the event ring: one non-blocking single-producer
 // enqueue per event; a full ring refuses (the emitter counts it lost).
+// Once forwarding has stopped (`finishing`), the last events (the ends of
+// every remembered flow) wait for room instead, up to kFinishWait, while
+// the control thread drains.
+constexpr std::chrono::seconds kFinishWait{2};
+
 class RingSink final : public FlowEventSink {
  public:
   explicit RingSink(rte_ring* ring) : ring_(ring) {}
   bool push(const FlowEventRecord& event) override {
-    return rte_ring_sp_enqueue_elem(ring_, const_cast<FlowEventRecord*>(&event), kEventSize) == 0;
+    auto* obj = const_cast<FlowEventRecord*>(&event);
+    if (rte_ring_sp_enqueue_elem(ring_, obj, kEventSize) == 0) return true;
+    if (!finishing.load(std::memory_order_relaxed)) return false;
+    const auto deadline = std::chrono::steady_clock::now() + kFinishWait;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+      if (rte_ring_sp_enqueue_elem(ring_, obj, kEventSize) == 0) return true;
+    }
+    return false;
   }
+  std::atomic<bool> finishing{false};
 
  private:
   rte_ring* ring_;
@@ -53,6 +69,7 @@ struct DpdkDataplane::Impl {
   std::unique_ptr<RingSink> sink;
   std::unique_ptr<Bridge> bridge;
   std::atomic<bool> stop{false};
+  std::atomic<bool> done{false};  // the forwarding thread has finished
   std::thread worker;
   RuleSet rules;  // the last applied (null halves before the first apply)
   std::atomic<std::uint64_t> generation{0};
@@ -129,7 +146,10 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
     return nullptr;
   }
   Impl* impl = dp->impl_.get();
-  d.worker = std::thread([impl] { impl->bridge->run(impl->stop); });
+  d.worker = std::thread([impl] {
+    impl->bridge->run(impl->stop);
+    impl->done.store(true);
+  });
   return dp;
 }
 
@@ -187,7 +207,20 @@ std::size_t DpdkDataplane::drain_events(const std::function<void(const FlowEvent
   return total;
 }
 
-void DpdkDataplane::stop() { impl_->halt(); }
+void DpdkDataplane::stop(const std::function<void(const FlowEventRecord&)>& fn) {
+  Impl& d = *impl_;
+  if (!d.worker.joinable()) return;
+  // Waiting for room only makes sense while someone drains.
+  d.sink->finishing.store(static_cast<bool>(fn));
+  d.stop.store(true);
+  // The lcore ends every remembered flow now: make room for those events.
+  while (!d.done.load()) {
+    if (fn && drain_events(fn) != 0) continue;
+    std::this_thread::sleep_for(std::chrono::milliseconds{1});
+  }
+  d.halt();
+  if (fn) drain_events(fn, SIZE_MAX);
+}
 
 std::size_t DpdkDataplane::port_count() const { return impl_->ports.size(); }
 

@@ -22,8 +22,9 @@
 //    restores enforcement.
 //  * drain_events(): what the lcore reported since the last call (starts,
 //    folded denies, cuts, connection ends with their counts; flow_events.h).
-//  * Stopping (destructor): the forwarding thread stops (its folded denies
-//    are flushed into the ring first), the ports close. Traffic through the
+//  * stop(fn) / the destructor: the forwarding thread stops; the flows it
+//    remembered end and its folded denies are flushed into the ring (drained
+//    into fn meanwhile), the ports close. Traffic through the
 //    ports stops with the process: nothing forwards without the agent.
 //
 // One forwarding lcore (an ordinary thread, not an EAL worker), one RX/TX
@@ -101,9 +102,12 @@ class DpdkDataplane final : public Dataplane {
   // passed.
   std::size_t drain_events(const std::function<void(const FlowEventRecord&)>& fn,
                            std::size_t max = 4096);
-  // Stops the forwarding thread (idempotent): its folded denies are flushed
-  // into the ring, so a last drain_events() gets them.
-  void stop();
+  // Stops the forwarding thread (idempotent). It then ends every remembered
+  // flow and flushes its folded denies into the ring, waiting for room (up
+  // to 2 s per event) while `fn` (when set) drains the ring here; the ring
+  // is drained into `fn` to the end. Without `fn`, a later drain_events()
+  // gets what fit.
+  void stop(const std::function<void(const FlowEventRecord&)>& fn = {});
 
   [[nodiscard]] DpdkStats stats() const;
   [[nodiscard]] std::size_t port_count() const;
