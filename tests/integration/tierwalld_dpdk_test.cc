@@ -121,15 +121,20 @@ std::vector<json> find_flows(const std::vector<json>& records, const std::string
 
 // Every namespace, server, process and file of one run, released in reverse
 // order even when an assertion returns early.
+struct TempDir {
+  fs::path path;
+  ~TempDir() {
+    if (!path.empty()) fs::remove_all(path);
+  }
+};
+
 struct Lab {
-  fs::path dir;
+  TempDir tmp;  // destroyed last: after the agent in `node` is stopped
+  fs::path& dir = tmp.path;
   NetNs web{"web"};
   NetNs api{"api"};
   NetNs db{"db"};
   NetNs node{"node"};
-  ~Lab() {
-    if (!dir.empty()) fs::remove_all(dir);
-  }
 };
 
 class TierwalldDpdk : public ::testing::Test {

@@ -692,10 +692,10 @@ bool Daemon::open_nft(const std::vector<IpAddress>& node_addresses, bool& adopt)
   return true;
 }
 
+#ifdef TIERWALL_HAVE_DPDK
+
 // The lcore's events are taken off the ring this often (and at stop).
 constexpr std::chrono::milliseconds kDpdkDrainInterval{50};
-
-#ifdef TIERWALL_HAVE_DPDK
 
 bool Daemon::open_dpdk() {
   dataplane::dpdk::DpdkDataplaneConfig c;
