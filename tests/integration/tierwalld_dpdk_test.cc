@@ -305,6 +305,9 @@ dpdk:
   lab.node.stop(pid, Millis{10000});
   const std::string log = agent_log();
   ASSERT_NE(log.find("flow log closed"), std::string::npos) << log;
+  // Under -DTIERWALL_SANITIZE=ON the agent reports leaks and UB at exit.
+  EXPECT_EQ(log.find("Sanitizer"), std::string::npos) << log;
+  EXPECT_EQ(log.find("runtime error"), std::string::npos) << log;
 
   const auto records = flow_records(flow_dir);
   ASSERT_FALSE(records.empty());
