@@ -168,6 +168,11 @@ TEST_F(TierwalldDpdk, EnforcesLogsCountsAndFollowsPolicyChanges) {
     ns->check("ethtool -K eth0 tx off tso off gso off");
   }
   lab.node.check("ethtool -K pweb gro off; ethtool -K papi gro off; ethtool -K pdb gro off");
+  // The ports' interfaces belong to DPDK: no IPv6 of their own (their MLD
+  // and ND would be captured and bridged like the containers' frames).
+  for (const char* dev : {"pweb", "papi", "pdb"}) {
+    sysctl(lab.node, std::string("net.ipv6.conf.") + dev + ".disable_ipv6", "1");
+  }
   for (const char* dev : {"pweb", "papi", "pdb"}) wait_link_running(lab.node, dev);
 
   fs::create_directories(lab.dir / "policy");
