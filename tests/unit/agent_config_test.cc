@@ -74,7 +74,7 @@ TEST(AgentConfig, ErrorsAreLocatedWithDidYouMean) {
 containerCidr: [10.88.0.0/16]
 nft: {table: t, logGroup: 70000}
 containerCidrs: [10.88.0.1/16, nope]
-dataplane: dpdk
+dataplane: vpp
 metrics: {address: "localhost"}
 )",
                         "agent.yaml", diags);
@@ -89,8 +89,105 @@ metrics: {address: "localhost"}
             std::string::npos)
       << out;
   EXPECT_NE(out.find("invalid container CIDR 'nope'"), std::string::npos) << out;
-  EXPECT_NE(out.find("agent.yaml:5:12: error: unknown dataplane 'dpdk'"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:5:12: error: unknown dataplane 'vpp'; the agent supports 'nft' "
+                     "and 'dpdk'"),
+            std::string::npos)
+      << out;
   EXPECT_NE(out.find("agent.yaml:6:"), std::string::npos) << out;
+}
+
+TEST(AgentConfig, DpdkSection) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(policy: p.yaml
+dataplane: dpdk
+dpdk:
+  ealArgs: [-l, "3", --no-huge, -m, "512"]
+  ports:
+    - {devargs: "net_af_packet0,iface=veth0", name: web}
+    - devargs: "net_af_packet1,iface=veth1"
+  idleSleepUs: 20
+  flowTableCapacity: 1048576
+)",
+                        "/etc/tierwall/a.yaml", diags);
+  ASSERT_TRUE(c) << text(diags);
+  EXPECT_EQ(c->dataplane, "dpdk");
+  ASSERT_TRUE(c->dpdk.eal_args);
+  EXPECT_EQ(*c->dpdk.eal_args, (std::vector<std::string>{"-l", "3", "--no-huge", "-m", "512"}));
+  ASSERT_EQ(c->dpdk.ports.size(), 2U);
+  EXPECT_EQ(c->dpdk.ports[0].devargs, "net_af_packet0,iface=veth0");
+  EXPECT_EQ(c->dpdk.ports[0].name, "web");
+  EXPECT_EQ(c->dpdk.ports[1].devargs, "net_af_packet1,iface=veth1");
+  EXPECT_EQ(c->dpdk.ports[1].name, "");
+  EXPECT_EQ(c->dpdk.idle_sleep_us, 20U);
+  EXPECT_EQ(c->dpdk.flow_capacity, 1048576U);
+  EXPECT_TRUE(apply_overrides(*c, Overrides{}, diags)) << text(diags);
+
+  // Defaults: no EAL arguments given (the dataplane's own), busy poll.
+  policy::Diagnostics d2;
+  auto dflt = parse_config("dpdk: {ports: [{devargs: net_null0}]}\n", "a.yaml", d2);
+  ASSERT_TRUE(dflt) << text(d2);
+  EXPECT_EQ(dflt->dataplane, "nft");
+  EXPECT_FALSE(dflt->dpdk.eal_args);
+  EXPECT_EQ(dflt->dpdk.idle_sleep_us, 0U);
+  EXPECT_EQ(dflt->dpdk.flow_capacity, kDefaultDpdkFlowCapacity);
+}
+
+TEST(AgentConfig, DpdkErrorsAreLocated) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(dpdk:
+  ealArg: [-l, "0"]
+  ports:
+    - {devarg: "net_af_packet0,iface=veth0"}
+    - {devargs: ""}
+  idleSleepUs: -1
+  flowTableCapacity: 10
+)",
+                        "agent.yaml", diags);
+  EXPECT_FALSE(c);
+  const auto out = text(diags);
+  EXPECT_NE(out.find("agent.yaml:2:3: error: unknown key 'ealArg'"), std::string::npos) << out;
+  EXPECT_NE(out.find("did you mean 'ealArgs'"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:4:8: error: unknown key 'devarg'"), std::string::npos) << out;
+  EXPECT_NE(out.find("did you mean 'devargs'"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:5:17: error: dpdk.ports[].devargs must not be empty"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("agent.yaml:6:16: error: dpdk.idleSleepUs -1 is not in 0..1000000"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("agent.yaml:7:22: error: dpdk.flowTableCapacity 10"), std::string::npos)
+      << out;
+
+  policy::Diagnostics many;
+  std::string nine = "dpdk:\n  ports:\n";
+  for (int i = 0; i < 9; ++i) nine += "    - {devargs: net_null" + std::to_string(i) + "}\n";
+  EXPECT_FALSE(parse_config(nine, "a.yaml", many));
+  EXPECT_NE(text(many).find("a.yaml:3:5: error: dpdk.ports has 9 ports"), std::string::npos)
+      << text(many);
+}
+
+TEST(AgentConfig, DataplaneFlagOverridesTheFile) {
+  policy::Diagnostics diags;
+  auto c = parse_config("policy: p.yaml\ndpdk: {ports: [{devargs: net_null0}]}\n", "a.yaml", diags);
+  ASSERT_TRUE(c) << text(diags);
+  Overrides flags;
+  flags.dataplane = "dpdk";
+  ASSERT_TRUE(apply_overrides(*c, flags, diags)) << text(diags);
+  EXPECT_EQ(c->dataplane, "dpdk");
+
+  // dpdk without ports, and an unknown value.
+  auto bare = parse_config("policy: p.yaml\n", "a.yaml", diags);
+  ASSERT_TRUE(bare);
+  policy::Diagnostics d1;
+  EXPECT_FALSE(apply_overrides(*bare, flags, d1));
+  EXPECT_NE(text(d1).find("<command line>: error: the DPDK dataplane needs at least one port"),
+            std::string::npos)
+      << text(d1);
+  policy::Diagnostics d2;
+  flags.dataplane = "xdp";
+  EXPECT_FALSE(apply_overrides(*bare, flags, d2));
+  EXPECT_NE(text(d2).find("invalid --dataplane 'xdp': expected nft or dpdk"), std::string::npos)
+      << text(d2);
 }
 
 TEST(AgentConfig, SyntaxErrorAndWrongKind) {

@@ -93,10 +93,13 @@ std::optional<agent::AgentConfig> merged_config(const std::string& config_path,
 int main(int argc, char** argv) {
   CLI::App app{
       "tierwalld — the tierwall node agent: enforces a segmentation policy in this node's\n"
-      "kernel (nftables). Without --once or --flush it runs until SIGTERM/SIGINT, following\n"
-      "its identity sources and policy files (SIGHUP reloads them); stopping leaves the\n"
-      "rules enforced. Exit codes: 0 success, 1 invalid policy or configuration, 2 usage\n"
-      "error, 3 the kernel could not be reached or rejected the ruleset.",
+      "kernel (nftables) or, with --dataplane dpdk, in its own DPDK forwarding thread\n"
+      "between the ports of the config's dpdk section. Without --once or --flush it runs\n"
+      "until SIGTERM/SIGINT, following its identity sources and policy files (SIGHUP\n"
+      "reloads them); stopping leaves the nftables rules enforced (the DPDK dataplane\n"
+      "stops forwarding with the agent). Exit codes: 0 success, 1 invalid policy or\n"
+      "configuration, 2 usage error, 3 the kernel (or the DPDK EAL or ports) could not be\n"
+      "reached or rejected the ruleset.",
       "tierwalld"};
   agent::OnceOptions options;
   agent::Overrides flags;
@@ -124,6 +127,10 @@ int main(int argc, char** argv) {
   app.add_option("--flow-log-key", flags.flow_log_key,
                  "the flow log's Ed25519 signing key (created when missing; default " +
                      std::string(agent::kDefaultFlowLogKey) + ")");
+  app.add_option("--dataplane", flags.dataplane,
+                 "nft (the kernel's nftables, default) or dpdk (af_packet/NIC ports from the "
+                 "config's dpdk section, bridged and policed by the agent's DPDK thread)")
+      ->check(CLI::IsMember({"nft", "dpdk"}));
   auto* log_group =
       app.add_option("--log-group", options.log_group, "NFLOG group for deny/audit/logged flows");
   auto* table = app.add_option("--table", options.table, "name of tierwall's inet table");
@@ -147,6 +154,11 @@ int main(int argc, char** argv) {
   flags.inventory = options.inventory;
   flags.container_cidrs = options.container_cidrs;
 
+  if ((once || do_flush) && flags.dataplane == "dpdk") {
+    std::cerr << "tierwalld: --once and --flush apply to the nftables dataplane; the DPDK "
+                 "dataplane runs inside the agent and stops with it\n";
+    return 2;
+  }
   if (do_flush) {
     std::string flush_table = options.table;
     if (!config_path.empty() && table->count() == 0) {
@@ -177,6 +189,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (once) {
+    if (config && config->dataplane == "dpdk") {
+      std::cerr << "tierwalld: --once applies to the nftables dataplane; the configuration "
+                   "selects dpdk, which runs only inside the daemon\n";
+      return 2;
+    }
     if (config) {
       options.policy = config->policy;
       options.inventory = config->inventory;

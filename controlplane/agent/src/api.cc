@@ -258,6 +258,7 @@ std::string status_json(const AgentState& state) {
   json j = status_object(state.reconciler);
   j["node"] = state.node;
   j["table"] = state.table;
+  j["dataplane"]["kind"] = state.dataplane.empty() ? "nft" : state.dataplane;
   j["version"] = state.version;
   j["ready"] = state.not_ready.empty();
   if (!state.not_ready.empty()) j["notReady"] = state.not_ready;

@@ -38,7 +38,7 @@ class ConfigReader {
     if (root.is_null()) return;  // an empty file: all defaults
     if (!r_.check_map(root, "the agent configuration",
                       {"apiVersion", "kind", "node", "containerCidrs", "policy", "inventory",
-                       "runtime", "dataplane", "nft", "flowLog", "api", "metrics"})) {
+                       "runtime", "dataplane", "nft", "dpdk", "flowLog", "api", "metrics"})) {
       return;
     }
     if (const auto* n = field(root, "apiVersion")) {
@@ -70,13 +70,14 @@ class ConfigReader {
     }
     if (const auto* n = field(root, "dataplane")) {
       auto v = r_.string(*n, "dataplane");
-      if (v && *v != "nft") {
-        r_.error(*n, "unknown dataplane '" + *v + "'; the agent supports 'nft'");
+      if (v && *v != "nft" && *v != "dpdk") {
+        r_.error(*n, "unknown dataplane '" + *v + "'; the agent supports 'nft' and 'dpdk'");
       } else if (v) {
         c.dataplane = *v;
       }
     }
     if (const auto* n = field(root, "nft")) read_nft(*n, c.nft);
+    if (const auto* n = field(root, "dpdk")) read_dpdk(*n, c.dpdk);
     if (const auto* n = field(root, "flowLog")) {
       if (r_.check_map(*n, "flowLog", {"dir", "key", "fsync", "receiveBuffer", "ipfix"})) {
         if (const auto* x = field(*n, "ipfix")) {
@@ -257,6 +258,68 @@ class ConfigReader {
     }
   }
 
+  void read_dpdk(const policy::yaml::Node& n, AgentConfig::Dpdk& dpdk) {
+    if (!r_.check_map(n, "dpdk", {"ealArgs", "ports", "idleSleepUs", "flowTableCapacity"})) {
+      return;
+    }
+    if (const auto* a = field(n, "ealArgs")) {
+      if (r_.check_list(*a, "dpdk.ealArgs")) {
+        std::vector<std::string> args;
+        for (const auto& item : a->children) {
+          if (auto v = nonempty(item, "an EAL argument")) args.push_back(*v);
+        }
+        dpdk.eal_args = std::move(args);
+      }
+    }
+    if (const auto* p = field(n, "ports")) {
+      if (r_.check_list(*p, "dpdk.ports")) {
+        dpdk.ports.clear();
+        for (const auto& item : p->children) {
+          if (!r_.check_map(item, "a DPDK port", {"devargs", "name"})) continue;
+          const auto* d = field(item, "devargs");
+          if (d == nullptr) {
+            r_.missing(item, "devargs", "a DPDK port");
+            continue;
+          }
+          AgentConfig::DpdkPort port;
+          if (auto v = nonempty(*d, "dpdk.ports[].devargs")) {
+            port.devargs = *v;
+          } else {
+            continue;
+          }
+          if (const auto* name = field(item, "name")) {
+            if (auto v = nonempty(*name, "dpdk.ports[].name")) port.name = *v;
+          }
+          dpdk.ports.push_back(std::move(port));
+        }
+        if (dpdk.ports.size() > kMaxDpdkPorts) {
+          r_.error(*p, "dpdk.ports has " + std::to_string(dpdk.ports.size()) +
+                           " ports; the DPDK dataplane bridges at most " +
+                           std::to_string(kMaxDpdkPorts));
+        }
+      }
+    }
+    if (const auto* s = field(n, "idleSleepUs")) {
+      if (auto v = r_.integer(*s, "dpdk.idleSleepUs")) {
+        if (*v < 0 || *v > 1'000'000) {
+          r_.error(*s, "dpdk.idleSleepUs " + std::to_string(*v) + " is not in 0..1000000");
+        } else {
+          dpdk.idle_sleep_us = static_cast<std::uint32_t>(*v);
+        }
+      }
+    }
+    if (const auto* f = field(n, "flowTableCapacity")) {
+      if (auto v = r_.integer(*f, "dpdk.flowTableCapacity")) {
+        if (*v < 1024 || *v > (std::int64_t{1} << 28)) {
+          r_.error(*f,
+                   "dpdk.flowTableCapacity " + std::to_string(*v) + " is not in 1024..268435456");
+        } else {
+          dpdk.flow_capacity = static_cast<std::uint64_t>(*v);
+        }
+      }
+    }
+  }
+
   policy::YamlReader r_;
   std::filesystem::path base_;
 };
@@ -335,6 +398,17 @@ bool apply_overrides(AgentConfig& config, const Overrides& flags, policy::Diagno
     } else {
       diags.error(where, "invalid --metrics '" + *flags.metrics + "': " + why);
     }
+  }
+  if (flags.dataplane) {
+    if (*flags.dataplane == "nft" || *flags.dataplane == "dpdk") {
+      config.dataplane = *flags.dataplane;
+    } else {
+      diags.error(where, "invalid --dataplane '" + *flags.dataplane + "': expected nft or dpdk");
+    }
+  }
+  if (config.dataplane == "dpdk" && config.dpdk.ports.empty()) {
+    diags.error(where,
+                "the DPDK dataplane needs at least one port: set dpdk.ports in the config file");
   }
   if (config.policy.empty()) {
     diags.error(where, "no policy given: set `policy:` in the config file or pass --policy PATH");

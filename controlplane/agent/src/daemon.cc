@@ -38,10 +38,16 @@
 #include "tierwall/dataplane/nft/nflog.h"
 #include "tierwall/flowlog/record.h"
 #include "tierwall/flowlog/writer.h"
+#include "tierwall/flowpipe/dpdk_events.h"
 #include "tierwall/flowpipe/enricher.h"
 #include "tierwall/identity/inventory.h"
 #include "tierwall/ipfix/ipfix.h"
 #include "tierwall/runtime/runtime_source.h"
+
+#ifdef TIERWALL_HAVE_DPDK
+#include "tierwall/dataplane/dpdk/dpdk_dataplane.h"
+#include "tierwall/dataplane/dpdk/parser.h"
+#endif
 
 namespace tierwall::agent {
 namespace {
@@ -271,6 +277,15 @@ class Daemon final : public AgentControl {
   void flow_events(bool conntrack);
   void flow_event(const dataplane::nft::RawFlowEvent& e);
   void stop_flow_log();
+  void start_kernel_flow_events();
+  bool open_nft(const std::vector<IpAddress>& node_addresses, bool& adopt);
+  bool open_dpdk();
+  void drain_dpdk(bool all);
+  std::optional<DpdkMetrics> dpdk_metrics() const;
+  // Where the policy is enforced, for logs: "table inet NAME" or "the DPDK dataplane".
+  std::string enforced_in() const {
+    return use_dpdk_ ? "the DPDK dataplane" : "table inet " + config_.nft.table;
+  }
   void observe_latencies();
   std::string not_ready() const;
   HttpResponse serve_http(const HttpRequest& request);
@@ -278,7 +293,12 @@ class Daemon final : public AgentControl {
   const AgentConfig& config_;
   DaemonOptions options_;
   Logger log_;
-  std::unique_ptr<dataplane::nft::NftBackend> backend_;
+  std::unique_ptr<dataplane::nft::NftBackend> backend_;  // dataplane: nft
+#ifdef TIERWALL_HAVE_DPDK
+  std::unique_ptr<dataplane::dpdk::DpdkDataplane> dpdk_;  // dataplane: dpdk
+#endif
+  dataplane::Dataplane* dataplane_ = nullptr;  // the one of the two that runs
+  bool use_dpdk_ = false;
   std::unique_ptr<Gate> gate_;
   std::unique_ptr<Reconciler> reconciler_;
   Fd inotify_;
@@ -318,6 +338,8 @@ class Daemon final : public AgentControl {
   std::unique_ptr<flowpipe::Enricher> enricher_;
   std::uint64_t flow_generation_ = 0;            // the last generation written as a policy record
   std::unique_ptr<ipfix::IpfixExporter> ipfix_;  // flowLog.ipfix.collector
+  flowpipe::DpdkLossTracker dpdk_loss_;          // lcore losses -> loss records
+  std::optional<Clock::time_point> next_dpdk_drain_;
 };
 
 // A foreign commit is announced as its messages, then NEWGEN: a change is
@@ -463,13 +485,16 @@ HttpResponse Daemon::serve_http(const HttpRequest& request) {
             config_.inventory.has_value();
         extra.source_configured[static_cast<std::size_t>(Source::Runtime)] =
             config_.runtime_socket.has_value();
-        try {
-          const auto* c = reconciler_->compilation();
-          extra.rules =
-              name_rule_counters(c ? c->policy().get() : nullptr, backend_->rule_counters());
-        } catch (const std::exception& e) {
-          log_.warn(std::string("metrics: cannot read rule counters: ") + e.what());
+        if (backend_) {
+          try {
+            const auto* c = reconciler_->compilation();
+            extra.rules =
+                name_rule_counters(c ? c->policy().get() : nullptr, backend_->rule_counters());
+          } catch (const std::exception& e) {
+            log_.warn(std::string("metrics: cannot read rule counters: ") + e.what());
+          }
         }
+        extra.dpdk = dpdk_metrics();
         return render_metrics(reconciler_->status(), extra);
       },
       [this] { return not_ready(); });
@@ -478,7 +503,8 @@ HttpResponse Daemon::serve_http(const HttpRequest& request) {
 AgentState Daemon::state() {
   AgentState s;
   s.node = config_.node.name;
-  s.table = config_.nft.table;
+  s.table = use_dpdk_ ? std::string() : config_.nft.table;
+  s.dataplane = config_.dataplane;
   s.version = "0.1.0";
   s.holding = holding_;
   s.suspended = suspended_;
@@ -502,8 +528,7 @@ void Daemon::resume(const std::string& who) {
   const auto& st = reconciler_->core_status();
   if (ok) {
     log_.info("enforcement resumed by " + who + ": generation " +
-                  std::to_string(st.applied_generation) + " applied to table inet " +
-                  config_.nft.table,
+                  std::to_string(st.applied_generation) + " applied to " + enforced_in(),
               {{"event", "resumed"}, {"by", who}});
   }
   check_dataplane();
@@ -618,16 +643,18 @@ HttpResponse Daemon::flows(const Caller& caller, const QueryParams& params) {
 bool Daemon::flush(const Caller& caller, std::string* error) {
   const std::string who = caller.describe();
   gate_->open = false;
-  if (auto e = backend_->flush()) {
-    *error = "cannot remove table inet " + config_.nft.table + ": " + e->message;
+  if (auto e = dataplane_->flush()) {
+    *error = "cannot flush " + enforced_in() + ": " + e->message;
     gate_->open = !suspended_;
     log_.error("api: flush by " + who + " failed: " + e->message);
     return false;
   }
   suspended_ = true;
   suspended_by_ = who;
-  log_.warn("api: enforcement FLUSHED by " + who + ": table inet " + config_.nft.table +
-                " removed; nothing is enforced until the next apply or reload",
+  log_.warn("api: enforcement FLUSHED by " + who + ": " +
+                (use_dpdk_ ? std::string("the DPDK dataplane now denies every IP packet")
+                           : "table inet " + config_.nft.table + " removed") +
+                "; nothing is enforced until the next apply or reload",
             {{"event", "flushed"}, {"by", who}});
   return true;
 }
@@ -635,6 +662,189 @@ bool Daemon::flush(const Caller& caller, std::string* error) {
 // Events read per source and poll round at most, so a flood of them never
 // starves identity events, the API or signals.
 constexpr std::size_t kFlowDatagramsPerRound = 64;
+
+bool Daemon::open_nft(const std::vector<IpAddress>& node_addresses, bool& adopt) {
+  if (options_.bridge_netfilter) {
+    std::string why;
+    if (!enable_bridge_netfilter(&why)) {
+      log_.warn(why + "; containers on one bridge are not policed by the inet hooks");
+    }
+  }
+  dataplane::nft::NftBackend::Config nft;
+  nft.plan.table = config_.nft.table;
+  nft.plan.log_group = config_.nft.log_group;
+  nft.local_addresses = node_addresses;
+  auto opened = dataplane::nft::NftBackend::open(nft);
+  if (auto* e = std::get_if<std::string>(&opened)) {
+    log_.error(*e);
+    return false;
+  }
+  backend_ = std::move(std::get<std::unique_ptr<dataplane::nft::NftBackend>>(opened));
+  dataplane_ = backend_.get();
+  dataplane::nft::ApplyError probe;
+  const bool exists = backend_->socket().table_exists(config_.nft.table, &probe);
+  // Cannot tell: act as if the table existed, which only delays the first
+  // apply until the identity sources have reported.
+  adopt = exists || !probe.message.empty();
+  if (!probe.message.empty()) {
+    log_.warn("cannot tell whether table inet " + config_.nft.table + " exists: " + probe.message);
+  }
+  return true;
+}
+
+#ifdef TIERWALL_HAVE_DPDK
+
+// The lcore's events are taken off the ring this often (and at stop).
+constexpr std::chrono::milliseconds kDpdkDrainInterval{50};
+
+bool Daemon::open_dpdk() {
+  dataplane::dpdk::DpdkDataplaneConfig c;
+  if (config_.dpdk.eal_args) c.eal_args = *config_.dpdk.eal_args;
+  for (const auto& p : config_.dpdk.ports) c.ports.push_back({p.devargs, p.name});
+  c.idle_sleep_us = config_.dpdk.idle_sleep_us;
+  c.flow_capacity = static_cast<std::size_t>(config_.dpdk.flow_capacity);
+  std::string error;
+  dpdk_ = dataplane::dpdk::DpdkDataplane::open(c, error);
+  if (!dpdk_) {
+    log_.error("DPDK dataplane not started: " + error);
+    return false;
+  }
+  dataplane_ = dpdk_.get();
+  next_dpdk_drain_ = Clock::now();
+  std::string ports;
+  for (const auto& p : dpdk_->stats().ports) ports += (ports.empty() ? "" : ", ") + p.name;
+  log_.info("DPDK dataplane running: " + std::to_string(dpdk_->port_count()) + " ports (" + ports +
+            "), one forwarding thread; IP traffic is dropped until the first policy applies");
+  return true;
+}
+
+void Daemon::drain_dpdk(bool all) {
+  if (!dpdk_) return;
+  next_dpdk_drain_ = Clock::now() + kDpdkDrainInterval;
+  const auto offset = flowpipe::monotonic_to_wall_offset();
+  auto consume = [&](const dataplane::dpdk::FlowEventRecord& e) {
+    if (!flowlog_) return;
+    if (auto r = flowpipe::enrich_dpdk(*enricher_, e, offset)) {
+      if (ipfix_) ipfix_->export_record(*r);
+      flowlog_->submit(std::move(*r));
+    }
+  };
+  if (all) {
+    // Stopping: the forwarding thread ends its flows while we drain.
+    dpdk_->stop(consume);
+  } else {
+    // Bounded per round, so a flood never starves the loop.
+    dpdk_->drain_events(consume, 16384);
+  }
+  if (!flowlog_) return;
+  for (auto& loss : dpdk_loss_.take(dpdk_->stats().events)) flowlog_->submit(std::move(loss));
+}
+
+std::optional<DpdkMetrics> Daemon::dpdk_metrics() const {
+  if (!dpdk_) return std::nullopt;
+  const auto st = dpdk_->stats();
+  DpdkMetrics m;
+  auto counter = [&](std::string name, std::string help, std::uint64_t v) {
+    m.values.push_back({std::move(name), "counter", std::move(help), v});
+  };
+  auto gauge = [&](std::string name, std::string help, std::uint64_t v) {
+    m.values.push_back({std::move(name), "gauge", std::move(help), v});
+  };
+  const auto& b = st.bridge;
+  counter("rx_frames_total", "Frames received on all DPDK ports.", b.rx);
+  counter("tx_frames_total", "Frames the PMDs accepted for sending (a flood counts per port).",
+          b.tx);
+  counter("tx_failed_total", "Frames the PMDs refused (freed).", b.tx_failed);
+  counter("forwarded_total", "Frames sent to the one port their destination was learned on.",
+          b.forwarded);
+  counter("flooded_total", "Frames flooded to every other port.", b.flooded);
+  counter("filtered_total", "Frames whose destination was learned on their ingress port.",
+          b.filtered);
+  counter("non_ip_total", "Frames bridged without policy (not IP, or IPv6 neighbour discovery).",
+          b.non_ip);
+  counter("ip_allowed_total", "IP frames the policy passed (allow or audit).", b.ip_allowed);
+  counter("policy_dropped_total", "IP frames the policy denied (new connections and cuts).",
+          b.policy_dropped);
+  counter("policy_cut_total", "Packets of established connections a new generation cut.",
+          b.policy_cut);
+  counter("no_generation_total", "IP frames dropped before the first policy was applied.",
+          b.no_generation);
+  counter("fragments_dropped_total", "Non-first IP fragments dropped.", b.fragments_dropped);
+  counter("malformed_total", "Malformed frames dropped.", b.malformed);
+  counter("mac_learned_total", "MAC addresses learned or moved.", b.learned);
+  counter("mac_learn_full_total", "MAC addresses not learned: table full.", b.learn_full);
+  counter("bursts_total", "Non-empty RX bursts.", b.bursts);
+  const auto& f = st.flows;
+  counter("flow_hits_total", "Packets decided by a remembered flow.", f.hits);
+  counter("flow_rechecks_total", "Flows re-checked and kept under a new generation.", f.rechecks);
+  counter("flow_inserts_total", "Connections remembered.", f.inserts);
+  counter("flow_denied_total", "Packets decided deny with no remembered flow.", f.denied);
+  counter("flow_cuts_total", "Remembered flows a new generation cut.", f.cuts);
+  counter("flow_expired_total", "Flow entries found expired.", f.expired);
+  counter("flow_evicted_total", "Live flow entries evicted from a full bucket.", f.evicted);
+  const auto& e = st.events;
+  counter("events_enqueued_total", "Flow events the lcore put on the event ring.", e.events);
+  counter("events_start_total", "Of which connection starts.", e.starts);
+  counter("events_deny_total", "Of which folded denies.", e.denies);
+  counter("events_cut_total", "Of which cuts.", e.cuts);
+  counter("events_end_total", "Of which connection ends (with packet and byte counts).", e.ends);
+  counter("event_packets_total", "Packets the enqueued events stand for.", e.packets);
+  counter("events_folded_total", "Denied packets folded into an earlier deny event.", e.folded);
+  counter("events_lost_packets_total",
+          "Packets whose event the full ring refused (written as loss records).", e.lost);
+  counter("events_rate_limited_packets_total",
+          "Packets of deny events over the rate limit (written as loss records).", e.rate_limited);
+  counter("events_drained_total", "Events the agent took off the ring.", st.drained);
+  gauge("event_ring_capacity", "Slots of the event ring.", st.ring_capacity);
+  gauge("event_ring_used", "Events waiting on the ring.", st.ring_used);
+  gauge("generation", "Policy generation the forwarding lcore enforces (0: none or flushed).",
+        st.generation);
+  for (std::size_t i = 0; i < b.by_status.size(); ++i) {
+    m.parse_status.emplace_back(
+        std::string(dataplane::dpdk::to_string(static_cast<dataplane::dpdk::ParseStatus>(i))),
+        b.by_status[i]);
+  }
+  for (const auto& p : st.ports) {
+    m.ports.push_back({p.name, p.stats.ipackets, p.stats.opackets, p.stats.imissed, p.stats.ierrors,
+                       p.stats.oerrors, p.stats.rx_nombuf});
+  }
+  return m;
+}
+
+#else
+
+bool Daemon::open_dpdk() {
+  log_.error("the DPDK dataplane is not part of this build (libdpdk was not found)");
+  return false;
+}
+void Daemon::drain_dpdk(bool) {}
+std::optional<DpdkMetrics> Daemon::dpdk_metrics() const { return std::nullopt; }
+
+#endif
+
+void Daemon::start_kernel_flow_events() {
+  std::string error;
+  if (!dataplane::nft::enable_conntrack_accounting(true, &error)) {
+    log_.warn("conntrack accounting: " + error + "; connection ends carry no byte counts");
+  }
+  dataplane::nft::NflogSource::Config nf;
+  nf.group = config_.nft.log_group;
+  nf.receive_buffer = config_.flow_log_receive_buffer;
+  nf.max_datagrams_per_drain = kFlowDatagramsPerRound;
+  nflog_ = dataplane::nft::NflogSource::open(nf, &error);
+  if (!nflog_) {
+    log_.error("flow log: cannot read NFLOG group " + std::to_string(nf.group) + ": " + error +
+               "; denied and audited connections are not logged");
+  }
+  dataplane::nft::ConntrackEventSource::Config ct;
+  ct.receive_buffer = config_.flow_log_receive_buffer;
+  ct.max_datagrams_per_drain = kFlowDatagramsPerRound;
+  conntrack_ = dataplane::nft::ConntrackEventSource::open(ct, &error);
+  if (!conntrack_) {
+    log_.error("flow log: cannot subscribe to conntrack events: " + error +
+               "; allowed connections are not logged");
+  }
+}
 
 void Daemon::start_flow_log(const std::vector<IpAddress>& node_addresses) {
   if (!config_.flow_log_dir) return;
@@ -656,29 +866,17 @@ void Daemon::start_flow_log(const std::vector<IpAddress>& node_addresses) {
                   std::to_string(torn->line) + "); it is kept in an agent 'recovered' record",
               {{"event", "flowlog-recovered"}});
   }
-  if (!dataplane::nft::enable_conntrack_accounting(true, &error)) {
-    log_.warn("conntrack accounting: " + error + "; connection ends carry no byte counts");
-  }
-  dataplane::nft::NflogSource::Config nf;
-  nf.group = config_.nft.log_group;
-  nf.receive_buffer = config_.flow_log_receive_buffer;
-  nf.max_datagrams_per_drain = kFlowDatagramsPerRound;
-  nflog_ = dataplane::nft::NflogSource::open(nf, &error);
-  if (!nflog_) {
-    log_.error("flow log: cannot read NFLOG group " + std::to_string(nf.group) + ": " + error +
-               "; denied and audited connections are not logged");
-  }
-  dataplane::nft::ConntrackEventSource::Config ct;
-  ct.receive_buffer = config_.flow_log_receive_buffer;
-  ct.max_datagrams_per_drain = kFlowDatagramsPerRound;
-  conntrack_ = dataplane::nft::ConntrackEventSource::open(ct, &error);
-  if (!conntrack_) {
-    log_.error("flow log: cannot subscribe to conntrack events: " + error +
-               "; allowed connections are not logged");
-  }
   lookup_ =
       std::make_unique<ReconcilerLookup>(*reconciler_, node_addresses, config_.container_cidrs);
-  enricher_ = std::make_unique<flowpipe::Enricher>(flowpipe::Enricher::Options{}, *lookup_);
+  flowpipe::Enricher::Options enrich;
+  enrich.dataplane = use_dpdk_ ? flowlog::Dataplane::Dpdk : flowlog::Dataplane::Nft;
+  enricher_ = std::make_unique<flowpipe::Enricher>(enrich, *lookup_);
+  if (use_dpdk_) {
+    // Events come from the lcore's ring (drain_dpdk), not from the kernel.
+    next_dpdk_drain_ = Clock::now();
+  } else {
+    start_kernel_flow_events();
+  }
   flowlog_ = std::move(writer);
   if (config_.ipfix_collector) {
     ipfix::ExporterOptions x;
@@ -890,8 +1088,7 @@ PolicyResult Daemon::reload_policy(const std::string& why, const std::string& wh
     log_.info("applied policy " + st.policy_name + " (" + why + (who.empty() ? "" : " by " + who) +
                   "): generation " + std::to_string(st.generation) + ", digest " +
                   st.policy_digest.substr(0, 12) + ", " + std::to_string(st.endpoints) +
-                  " endpoints, to table inet " + config_.nft.table + " in " +
-                  ms_text(st.last_apply_latency),
+                  " endpoints, to " + enforced_in() + " in " + ms_text(st.last_apply_latency),
               {{"event", "policy-applied"},
                {"by", by},
                {"policy", st.policy_name},
@@ -1008,43 +1205,26 @@ int Daemon::run() {
     return 3;
   }
 
-  if (options_.bridge_netfilter) {
-    std::string why;
-    if (!enable_bridge_netfilter(&why)) {
-      log_.warn(why + "; containers on one bridge are not policed by the inet hooks");
-    }
-  }
+  use_dpdk_ = config_.dataplane == "dpdk";
   const auto node_addresses =
       config_.node.addresses.empty() ? local_addresses() : config_.node.addresses;
-  dataplane::nft::NftBackend::Config nft;
-  nft.plan.table = config_.nft.table;
-  nft.plan.log_group = config_.nft.log_group;
-  nft.local_addresses = node_addresses;
-  auto opened = dataplane::nft::NftBackend::open(nft);
-  if (auto* e = std::get_if<std::string>(&opened)) {
-    log_.error(*e);
+  bool adopt = false;
+  if (use_dpdk_) {
+    if (!open_dpdk()) return 3;
+  } else if (!open_nft(node_addresses, adopt)) {
     return 3;
   }
-  backend_ = std::move(std::get<std::unique_ptr<dataplane::nft::NftBackend>>(opened));
-  dataplane::nft::ApplyError probe;
-  const bool exists = backend_->socket().table_exists(config_.nft.table, &probe);
-  // Cannot tell: act as if the table existed, which only delays the first
-  // apply until the identity sources have reported.
-  const bool adopt = exists || !probe.message.empty();
-  if (!probe.message.empty()) {
-    log_.warn("cannot tell whether table inet " + config_.nft.table + " exists: " + probe.message);
-  }
-  gate_ = std::make_unique<Gate>(*backend_);
+  gate_ = std::make_unique<Gate>(*dataplane_);
   reconciler_ = std::make_unique<Reconciler>(
       *gate_, Reconciler::Options{config_.container_cidrs, node_addresses});
 
   log_.info("starting on node " + config_.node.name + " (" + std::to_string(node_addresses.size()) +
             " node addresses, " + std::to_string(config_.container_cidrs.size()) +
-            " container CIDRs, table inet " + config_.nft.table + ")");
+            " container CIDRs, " + enforced_in() + ")");
   start_metrics();
   start_api();
   setup_watches();
-  open_monitor();
+  if (!use_dpdk_) open_monitor();
   start_flow_log(node_addresses);
   reload_inventory("start");
   start_runtime();
@@ -1081,6 +1261,7 @@ int Daemon::run() {
       if (!holding_) reload_policy("file changed");
     }
     if (drift_due_ && now >= *drift_due_) repair_drift();
+    if (next_dpdk_drain_ && now >= *next_dpdk_drain_) drain_dpdk(false);
     if (now >= next_tick) {
       if (ipfix_) ipfix_->flush();
       reconciler_->tick();
@@ -1093,6 +1274,7 @@ int Daemon::run() {
     if (inventory_due_) wake = std::min(wake, *inventory_due_);
     if (holding_) wake = std::min(wake, started + options_.adopt_timeout);
     if (drift_due_) wake = std::min(wake, *drift_due_);
+    if (next_dpdk_drain_) wake = std::min(wake, *next_dpdk_drain_);
     for (const auto* server : {metrics_.get(), api_.get()}) {
       if (server == nullptr) continue;
       if (auto d = server->next_deadline()) wake = std::min(wake, *d);
@@ -1136,7 +1318,9 @@ int Daemon::run() {
           inventory_due_.reset();
         } else {
           log_.info(std::string(si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT") +
-                    ": stopping; the rules stay enforced in table inet " + config_.nft.table);
+                    (use_dpdk_ ? std::string(": stopping; the DPDK dataplane stops forwarding")
+                               : ": stopping; the rules stay enforced in table inet " +
+                                     config_.nft.table));
           stop = true;
         }
       }
@@ -1154,6 +1338,9 @@ int Daemon::run() {
     if (api_) api_->serve(std::span<const pollfd>(fds).subspan(api_at));
   }
   if (runtime_) runtime_->stop();
+#ifdef TIERWALL_HAVE_DPDK
+  if (dpdk_) drain_dpdk(true);  // stops forwarding, drains the last events
+#endif
   stop_flow_log();
   log_.info("stopped");
   return 0;

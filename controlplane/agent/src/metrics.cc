@@ -168,6 +168,34 @@ std::string render_metrics(const ReconcilerStatus& st, const ExtraCounters& extr
     o << "tierwall_rule_bytes_total{" << label("rule", r.rule) << "," << label("kind", r.kind)
       << "} " << r.bytes << "\n";
   }
+  if (extra.dpdk) {
+    const DpdkMetrics& d = *extra.dpdk;
+    for (const auto& v : d.values) {
+      const std::string name = "tierwall_dpdk_" + v.name;
+      header(o, name, v.type, v.help);
+      o << name << " " << v.value << "\n";
+    }
+    header(o, "tierwall_dpdk_parse_frames_total", "counter",
+           "Frames received by the DPDK dataplane, by parse status.");
+    for (const auto& [status, n] : d.parse_status) {
+      o << "tierwall_dpdk_parse_frames_total{" << label("status", status) << "} " << n << "\n";
+    }
+    const std::pair<const char*, std::uint64_t DpdkMetrics::Port::*> port_values[] = {
+        {"rx_packets", &DpdkMetrics::Port::rx_packets},
+        {"tx_packets", &DpdkMetrics::Port::tx_packets},
+        {"rx_missed", &DpdkMetrics::Port::rx_missed},
+        {"rx_errors", &DpdkMetrics::Port::rx_errors},
+        {"tx_errors", &DpdkMetrics::Port::tx_errors},
+        {"rx_nombuf", &DpdkMetrics::Port::rx_nombuf}};
+    for (const auto& [what, member] : port_values) {
+      const std::string name = std::string("tierwall_dpdk_port_") + what + "_total";
+      header(o, name, "counter",
+             std::string("The port's PMD statistics (rte_eth_stats): ") + what + ".");
+      for (const auto& p : d.ports) {
+        o << name << "{" << label("port", p.name) << "} " << p.*member << "\n";
+      }
+    }
+  }
   return o.str();
 }
 

@@ -93,7 +93,9 @@ std::string ms_text(double ms) {
 void print_status(const json& st, std::ostream& out) {
   const auto& policy = st.value("policy", json::object());
   const auto& dp = st.value("dataplane", json::object());
-  out << "node        " << str(st, "node") << " (table inet " << str(st, "table") << ", up "
+  const std::string kind = dp.contains("kind") ? str(dp, "kind") : "nft";
+  const std::string where = kind == "dpdk" ? "DPDK dataplane" : "table inet " + str(st, "table");
+  out << "node        " << str(st, "node") << " (" << where << ", up "
       << duration_text(st.value("uptimeSeconds", 0.0)) << ", tierwalld " << str(st, "version")
       << ")\n";
   out << "ready       " << (st.value("ready", false) ? "yes" : "NO: " + str(st, "notReady"))
@@ -127,7 +129,8 @@ void print_status(const json& st, std::ostream& out) {
     for (const auto& [tier, n] : st["tiers"].items()) out << " " << tier << "=" << n;
   }
   out << "\n";
-  out << "dataplane   " << (dp.value("ok", false) ? "ok" : "ERROR: " + str(dp, "error")) << "; "
+  out << "dataplane   " << kind << ", "
+      << (dp.value("ok", false) ? "ok" : "ERROR: " + str(dp, "error")) << "; "
       << dp.value("applies", 0ULL) << " applies (last " << ms_text(dp.value("lastApplyMs", 0.0))
       << "), " << dp.value("updates", 0ULL) << " updates (last "
       << ms_text(dp.value("lastUpdateMs", 0.0)) << "), " << dp.value("driftRepairs", 0ULL)

@@ -193,17 +193,23 @@ std::optional<flowlog::FlowRecord> Enricher::enrich(const RawFlowEvent& e) {
 
   // Start.
   const bool from_conntrack = e.conntrack_id != 0;
+  // The DPDK dataplane's starts carry the verdict it decided and a flow id
+  // (in conntrack_id) that its end will name: remembered, never a duplicate.
+  const bool nft_conntrack = from_conntrack && options_.dataplane == flowlog::Dataplane::Nft;
   const auto* policy = policy_for(e.generation);
   if (policies_.empty()) return std::nullopt;  // nothing enforced yet, nothing to name
   expire_tombstones();
   flow.event = flowlog::FlowEvent::Start;
   flow.src = peer(e.src, e.sport);
   flow.dst = peer(e.dst, e.dport);
-  flow.generation = e.generation != 0 ? e.generation : policies_.back()->generation;
+  // Generation 0 from the DPDK dataplane is its flushed state (no policy:
+  // every IP packet denied), written as such; from conntrack it is unknown.
+  const bool dpdk = options_.dataplane == flowlog::Dataplane::Dpdk;
+  flow.generation = e.generation != 0 || dpdk ? e.generation : policies_.back()->generation;
   flow.verdict = to_log(e.verdict);
   const dataplane::Rule* rule = policy != nullptr ? policy->find_rule(e.rule) : nullptr;
   bool reported_by_nflog = false;
-  if (from_conntrack) {
+  if (nft_conntrack) {
     // The ct mark names the rule, not the verdict: a connection accepted by
     // a deny rule (or default-deny / intra-tier deny) was passed by audit.
     const bool accepted_by_allow =

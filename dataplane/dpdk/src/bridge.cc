@@ -41,6 +41,8 @@ enum Counter : std::size_t {
 constexpr std::size_t kMacProbes = 16;
 constexpr std::uint64_t kMacValid = std::uint64_t{1} << 63;
 constexpr std::size_t kTxCapacity = 2 * Bridge::kBurst;  // per egress port
+// Flow-table slots looked at for expired flows per iteration (with events).
+constexpr std::size_t kSweepSlots = 64;
 
 std::uint64_t now_ns() {
   timespec ts{};
@@ -60,6 +62,13 @@ std::uint64_t mac_hash(std::uint64_t key) {
   key *= 0xff51afd7ed558ccdULL;
   key ^= key >> 33;
   return key;
+}
+
+// The flow table counts per flow when connection ends are reported.
+FlowTableOptions flow_options(const BridgeOptions& o) {
+  FlowTableOptions f = o.flows;
+  if (o.events != nullptr) f.count = true;
+  return f;
 }
 
 bool is_neighbour_discovery(const PacketInfo& p) {
@@ -89,6 +98,19 @@ struct Bridge::Impl {
   std::array<FlowPacket, kBurst> flow{};
   std::array<FlowResult, kBurst> result{};
   std::array<std::uint16_t, kBurst> ip_index{};
+
+  // Flow events (BridgeOptions::events) and the flow table's counters as
+  // other threads see them.
+  std::unique_ptr<FlowEventEmitter> events;
+  std::array<std::atomic<std::uint64_t>, 7> flow_published{};
+
+  void publish_flows(const FlowCounters& f) {
+    const std::uint64_t values[7] = {f.hits, f.rechecks, f.inserts, f.denied,
+                                     f.cuts, f.expired,  f.evicted};
+    for (std::size_t i = 0; i < flow_published.size(); ++i) {
+      flow_published[i].store(values[i], std::memory_order_relaxed);
+    }
+  }
 
   // Port index of `key`, or -1 (unknown or aged out).
   int lookup(std::uint64_t key, std::uint64_t now, std::uint64_t ageing) const {
@@ -144,7 +166,7 @@ Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const Bridg
     : ports_(ports.begin(), ports.end()),
       store_(store),
       options_(options),
-      flows_(options.flows),
+      flows_(flow_options(options)),
       impl_(std::make_unique<Impl>()) {
   if (ports_.empty() || ports_.size() > kMaxPorts) {
     throw std::invalid_argument("Bridge: 1 to 8 ports");
@@ -153,6 +175,10 @@ Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const Bridg
   while (cap < options_.mac_capacity) cap <<= 1;
   impl_->macs.assign(cap, {});
   impl_->mac_mask = cap - 1;
+  if (options_.events != nullptr) {
+    impl_->events = std::make_unique<FlowEventEmitter>(*options_.events, options_.event_options);
+    flows_.set_end_sink(impl_->events.get());
+  }
   reader_ = store_.register_reader();
   if (reader_ < 0) throw std::runtime_error("Bridge: no free GenerationStore reader");
 }
@@ -173,6 +199,12 @@ void Bridge::run(const std::atomic<bool>& stop) {
     if (received == 0 && options_.idle_sleep_us != 0) usleep(options_.idle_sleep_us);
   }
   store_.offline(reader_);
+  if (impl_->events) {
+    flows_.end_all(now_ns());
+    impl_->events->flush();
+    impl_->events->publish();
+    impl_->publish_flows(flows_.counters());
+  }
 }
 
 std::size_t Bridge::poll_once() {
@@ -275,6 +307,17 @@ std::size_t Bridge::poll_once() {
       for (std::uint16_t k = 0; k < ip; ++k) {
         rte_mbuf* m = d.rx[d.ip_index[k]];
         const FlowResult& r = d.result[k];
+        if (d.events) {
+          const PacketInfo& pi = d.info[d.ip_index[k]];
+          const auto port = static_cast<std::uint8_t>(in);
+          if (r.outcome == FlowOutcome::New && r.pass()) {
+            d.events->start(pi, r.decision, generation->id(), port, now, r.flow_id);
+          } else if (r.outcome == FlowOutcome::Denied) {
+            d.events->deny(pi, r.decision, generation->id(), port, now);
+          } else if (r.outcome == FlowOutcome::Cut) {
+            d.events->cut(pi, r.decision, generation->id(), port, now);
+          }
+        }
         if (r.pass()) {
           ++d.local[kIpAllowed];
           forward(m, in, now);
@@ -288,7 +331,33 @@ std::size_t Bridge::poll_once() {
     for (std::size_t p = 0; p < nports; ++p) flush(p);
   }
   d.publish();
+  if (d.events) {
+    const std::uint64_t now = now_ns();
+    flows_.sweep(now, kSweepSlots);
+    d.events->tick(now);
+    d.events->publish();
+  }
+  d.publish_flows(flows_.counters());
   return total;
+}
+
+FlowCounters Bridge::flow_counters() const {
+  const auto get = [this](std::size_t i) {
+    return impl_->flow_published[i].load(std::memory_order_relaxed);
+  };
+  FlowCounters f;
+  f.hits = get(0);
+  f.rechecks = get(1);
+  f.inserts = get(2);
+  f.denied = get(3);
+  f.cuts = get(4);
+  f.expired = get(5);
+  f.evicted = get(6);
+  return f;
+}
+
+FlowEventCounters Bridge::event_counters() const {
+  return impl_->events ? impl_->events->counters() : FlowEventCounters{};
 }
 
 BridgeCounters Bridge::counters() const {

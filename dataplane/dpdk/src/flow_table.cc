@@ -47,6 +47,15 @@ struct alignas(64) Entry {
 };
 static_assert(sizeof(Entry) == 64);
 
+// Per-flow counts (FlowTableOptions::count), parallel to the entries.
+struct FlowStats {
+  std::uint64_t packets[2];  // [0] initiator -> responder, [1] back
+  std::uint64_t bytes[2];
+  std::uint32_t id;
+  std::uint32_t pad;
+};
+static_assert(sizeof(FlowStats) == 40);
+
 std::uint64_t load64(const std::uint8_t* p) {
   std::uint64_t v;
   std::memcpy(&v, p, sizeof v);
@@ -145,13 +154,57 @@ FlowPacket flow_packet(const PacketInfo& p) {
     f.decision_port = p.icmp_type;
   }
   f.tcp_flags = p.tcp_flags;
+  f.length = static_cast<std::uint16_t>(p.l3_end - p.l3_offset);
   return f;
+}
+
+std::string_view to_string(FlowEndReason reason) {
+  switch (reason) {
+    case FlowEndReason::Expired:
+      return "expired";
+    case FlowEndReason::Evicted:
+      return "evicted";
+    case FlowEndReason::Cut:
+      return "cut";
+    case FlowEndReason::Stopped:
+      return "stopped";
+  }
+  return "unknown";
 }
 
 struct FlowTable::Impl {
   detail::HugeArray<std::uint32_t> sigs;  // kWays per bucket; 0 = free
   detail::HugeArray<Entry> entries;
   std::uint64_t bucket_mask = 0;
+  detail::HugeArray<FlowStats> stats;  // empty unless counting
+  FlowEndSink* end_sink = nullptr;
+  std::uint32_t next_id = 1;
+  std::size_t sweep_cursor = 0;
+
+  [[nodiscard]] bool counting() const { return stats.size() != 0; }
+
+  // Tells the sink that slot `i` (still holding its flow) ends.
+  void report_end(std::size_t i, FlowEndReason reason, std::uint64_t now_ns) const {
+    if (end_sink == nullptr || !counting()) return;
+    const Entry& e = entries[i];
+    const FlowStats& st = stats[i];
+    const bool init_a = (e.flags & kFlagInitiatorIsA) != 0;
+    FlowEnd end;
+    end.src = address_of(init_a ? e.key.a : e.key.b, e.key.family);
+    end.dst = address_of(init_a ? e.key.b : e.key.a, e.key.family);
+    end.src_port = init_a ? e.key.port_a : e.key.port_b;
+    end.dst_port = init_a ? e.key.port_b : e.key.port_a;
+    end.decision_port = e.decision_port;
+    end.protocol = e.key.protocol;
+    end.reason = reason;
+    end.decision = FastDecision{e.verdict, e.kind, e.rule};
+    end.flow_id = st.id;
+    end.packets_orig = st.packets[0];
+    end.packets_reply = st.packets[1];
+    end.bytes_orig = st.bytes[0];
+    end.bytes_reply = st.bytes[1];
+    end_sink->ended(end, now_ns);
+  }
 
   // Timeout by (protocol class, TCP state): two table loads, no branch.
   // Classes: 0 other, 1 TCP, 2 UDP, 3 ICMP/ICMPv6.
@@ -191,6 +244,40 @@ FlowTable::FlowTable(const FlowTableOptions& options) : impl_(std::make_unique<I
   impl_->entries = detail::HugeArray<Entry>(buckets * kWays);
   impl_->bucket_mask = buckets - 1;
   impl_->set_timeouts(options.timeouts);
+  if (options.count) impl_->stats = detail::HugeArray<FlowStats>(buckets * kWays);
+}
+
+void FlowTable::set_end_sink(FlowEndSink* sink) { impl_->end_sink = sink; }
+
+std::size_t FlowTable::sweep(std::uint64_t now_ns, std::size_t slots) {
+  Impl& m = *impl_;
+  if (!m.counting()) return 0;
+  const std::size_t n = m.sigs.size();
+  std::size_t ended = 0;
+  for (std::size_t k = 0; k < slots && k < n; ++k) {
+    const std::size_t i = m.sweep_cursor;
+    m.sweep_cursor = m.sweep_cursor + 1 == n ? 0 : m.sweep_cursor + 1;
+    if (m.sigs[i] == 0 || m.entries[i].expiry_ns > now_ns) continue;
+    m.report_end(i, FlowEndReason::Expired, now_ns);
+    m.sigs[i] = 0;
+    ++counters_.expired;
+    ++ended;
+  }
+  return ended;
+}
+
+std::size_t FlowTable::end_all(std::uint64_t now_ns) {
+  Impl& m = *impl_;
+  if (!m.counting()) return 0;
+  std::size_t ended = 0;
+  for (std::size_t i = 0; i < m.sigs.size(); ++i) {
+    if (m.sigs[i] == 0) continue;
+    const bool expired = m.entries[i].expiry_ns <= now_ns;
+    m.report_end(i, expired ? FlowEndReason::Expired : FlowEndReason::Stopped, now_ns);
+    m.sigs[i] = 0;
+    ++ended;
+  }
+  return ended;
 }
 
 FlowTable::~FlowTable() = default;
@@ -319,6 +406,7 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
         const IpAddress dst = address_of(init_a ? e.key.b : e.key.a, e.key.family);
         const FastDecision now = g.classify(src, dst, e.key.protocol, e.decision_port);
         if (now.verdict == Verdict::Deny) {
+          m.report_end(i, FlowEndReason::Cut, now_ns);
           m.sigs[i] = 0;
           ++counters_.cuts;
           return FlowResult{now, FlowOutcome::Cut};
@@ -338,8 +426,17 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
         }
       }
       e.expiry_ns = now_ns + m.timeout(e.key.protocol, e.state);
-      return FlowResult{FastDecision{e.verdict, e.kind, e.rule}, outcome};
+      std::uint32_t id = 0;
+      if (m.counting()) {
+        FlowStats& st = m.stats[i];
+        const int dir = from_initiator ? 0 : 1;
+        ++st.packets[dir];
+        st.bytes[dir] += p.length;
+        id = st.id;
+      }
+      return FlowResult{FastDecision{e.verdict, e.kind, e.rule}, outcome, id};
     }
+    m.report_end(i, FlowEndReason::Expired, now_ns);
     m.sigs[i] = 0;  // expired
     ++counters_.expired;
   }
@@ -368,8 +465,10 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
       if (m.entries[base + w].expiry_ns < m.entries[base + way].expiry_ns) way = w;
     }
     if (m.entries[base + way].expiry_ns <= now_ns) {
+      m.report_end(base + way, FlowEndReason::Expired, now_ns);
       ++counters_.expired;
     } else {
+      m.report_end(base + way, FlowEndReason::Evicted, now_ns);
       ++counters_.evicted;
     }
   }
@@ -387,7 +486,13 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   e.flags = src_is_a ? kFlagInitiatorIsA : 0;
   m.sigs[base + way] = signature(h);
   ++counters_.inserts;
-  return FlowResult{d, FlowOutcome::New};
+  std::uint32_t id = 0;
+  if (m.counting()) {
+    id = m.next_id;
+    m.next_id = m.next_id == UINT32_MAX ? 1 : m.next_id + 1;  // 0: no flow
+    m.stats[base + way] = FlowStats{{1, 0}, {p.length, 0}, id, 0};
+  }
+  return FlowResult{d, FlowOutcome::New, id};
 }
 
 }  // namespace tierwall::dataplane::dpdk

@@ -74,7 +74,8 @@ struct Caller {
 
 struct AgentState {
   std::string node;
-  std::string table;
+  std::string table;      // nft: tierwall's table; empty with the DPDK dataplane
+  std::string dataplane;  // "nft" | "dpdk"
   std::string version;
   bool holding = false;    // adopting an existing table, waiting for the sources
   bool suspended = false;  // flushed through the API: not enforcing

@@ -10,8 +10,14 @@
 //   policy: /etc/tierwall/policy.d        # a path or a list of paths (files/dirs)
 //   inventory: /etc/tierwall/inv.yaml     # optional
 //   runtime: {socket: /run/podman/podman.sock}   # optional: Docker API socket
-//   dataplane: nft                        # default and only value: nft
+//   dataplane: nft                        # nft (default) | dpdk
 //   nft: {table: tierwall, logGroup: 100} # defaults shown
+//   dpdk:                                 # dataplane: dpdk only (docs/dpdk.md)
+//     ealArgs: [-l, "2", --no-huge, -m, "256"]  # default: the built-in EAL arguments
+//     ports:                              # 1..8 ports, bridged and policed
+//       - {devargs: "net_af_packet0,iface=veth0", name: c0}   # name optional
+//     idleSleepUs: 0                      # sleep after an idle poll; 0 = busy poll
+//     flowTableCapacity: 65536            # flows remembered (rounded up to 8 x 2^k)
 //   flowLog:                              # optional: no flow log when absent
 //     dir: /var/log/tierwall/flows        # chained JSONL files (docs/flowlog.md)
 //     key: /var/lib/tierwall/flowlog.key  # Ed25519 signing key (default shown)
@@ -33,6 +39,7 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,6 +56,8 @@ inline constexpr std::string_view kDefaultApiSocket = "/run/tierwall/api.sock";
 inline constexpr std::string_view kDefaultMetricsAddress = "127.0.0.1:9641";
 inline constexpr std::string_view kDefaultNftTable = "tierwall";
 inline constexpr std::uint16_t kDefaultLogGroup = 100;
+inline constexpr std::uint64_t kDefaultDpdkFlowCapacity = 65536;
+inline constexpr std::size_t kMaxDpdkPorts = 8;
 inline constexpr std::string_view kDefaultFlowLogKey = "/var/lib/tierwall/flowlog.key";
 
 struct AgentConfig {
@@ -59,6 +68,18 @@ struct AgentConfig {
   struct Nft {
     std::string table{kDefaultNftTable};
     std::uint16_t log_group = kDefaultLogGroup;
+  };
+  struct DpdkPort {
+    std::string devargs;  // "net_af_packet0,iface=veth0"
+    std::string name;     // empty: the device name
+  };
+  struct Dpdk {
+    // EAL arguments (argv[1..]); nullopt: the dataplane's defaults
+    // (dataplane::dpdk::Eal::default_args()).
+    std::optional<std::vector<std::string>> eal_args;
+    std::vector<DpdkPort> ports;
+    std::uint32_t idle_sleep_us = 0;
+    std::uint64_t flow_capacity = kDefaultDpdkFlowCapacity;
   };
   // Who may do what through the local API (see api.h). Names or numeric
   // ids; uid 0 is always admin.
@@ -78,8 +99,9 @@ struct AgentConfig {
   std::vector<std::string> policy;  // required (file or flag)
   std::optional<std::string> inventory;
   std::optional<std::string> runtime_socket;
-  std::string dataplane = "nft";
+  std::string dataplane = "nft";  // "nft" | "dpdk"
   Nft nft;
+  Dpdk dpdk;
   std::optional<std::string> flow_log_dir;
   std::string flow_log_key{kDefaultFlowLogKey};
   std::string flow_log_fsync = "interval";
@@ -113,6 +135,7 @@ struct Overrides {
   std::optional<std::string> flow_log;        // --flow-log DIR
   std::optional<std::string> flow_log_key;    // --flow-log-key FILE
   std::optional<std::string> ipfix;           // --ipfix HOST:PORT
+  std::optional<std::string> dataplane;       // --dataplane nft|dpdk
 };
 
 // Applies the flags, then checks what only the merged result can tell (a

@@ -1,5 +1,6 @@
-// The long-running node agent: keeps this node's kernel enforcing the policy
-// for the containers its identity sources report.
+// The long-running node agent: keeps this node's dataplane (the kernel's
+// nftables, or the agent's own DPDK thread) enforcing the policy for the
+// containers its identity sources report.
 //
 // One control thread (the caller of run_daemon) owns the NftBackend and the
 // Reconciler and is the only one to call them. It waits (poll) on:
@@ -20,6 +21,16 @@
 //     (ENOBUFS) count as drift, re-applied at most once per 2 s.
 // An invalid policy is logged with its diagnostics and the last valid one
 // stays enforced; an invalid inventory keeps its last valid endpoints.
+//
+// With dataplane: dpdk (config or --dataplane), the control thread owns a
+// DpdkDataplane instead (docs/dpdk.md, "In the agent"): no nftables
+// backend, drift monitor, NFLOG, conntrack or br_netfilter; the policy is
+// applied at once (nothing to adopt); a timer drains the forwarding
+// thread's event ring every 50 ms into the same flow-log pipeline (records
+// say "dataplane":"dpdk"; what the lcore could not report becomes exact
+// loss records); /metrics adds tierwall_dpdk_*. Stopping the agent stops the
+// forwarding thread (after draining its last events): DPDK ports do not
+// forward without the agent.
 //
 // Restart without disruption: when tierwall's table already exists at start
 // (a previous agent left it enforced), nothing is applied until every

@@ -47,8 +47,32 @@ struct RuleCounter {
   std::uint64_t bytes = 0;
 };
 
+// The DPDK dataplane's counters (dataplane: dpdk), as the daemon read them
+// from DpdkDataplane::stats(); rendered as tierwall_dpdk_* (docs/operator.md).
+struct DpdkMetrics {
+  struct Value {
+    std::string name;  // without the tierwall_dpdk_ prefix, e.g. "rx_frames_total"
+    std::string type;  // "counter" or "gauge"
+    std::string help;
+    std::uint64_t value = 0;
+  };
+  struct Port {
+    std::string name;
+    std::uint64_t rx_packets = 0;
+    std::uint64_t tx_packets = 0;
+    std::uint64_t rx_missed = 0;
+    std::uint64_t rx_errors = 0;
+    std::uint64_t tx_errors = 0;
+    std::uint64_t rx_nombuf = 0;
+  };
+  std::vector<Value> values;
+  std::vector<std::pair<std::string, std::uint64_t>> parse_status;  // status -> frames
+  std::vector<Port> ports;
+};
+
 struct ExtraCounters {
   LatencyHistogram apply_duration;
+  std::optional<DpdkMetrics> dpdk;  // set when the DPDK dataplane runs
   std::vector<RuleCounter> rules;
   // Sources rendered in tierwall_identity_source_connected (index: Source).
   std::array<bool, kSourceCount> source_configured{true, true};

@@ -12,6 +12,11 @@
 //     generation of an end are those remembered from the connection's start
 //     (so a container removed before its connection ended is still named);
 //   - losses, written as `loss` records (never silent).
+// With Options::dataplane = Dpdk (flowpipe/dpdk_events.h), a start with a
+// non-zero conntrack_id is the DPDK flow table's: its verdict is the one
+// decided (not inferred from the rule), it is remembered under that id for
+// its end, and never dropped as a duplicate; generation 0 (the DPDK
+// dataplane flushed: no policy, every IP packet denied) is written as 0.
 //
 // Peers are resolved like the dataplane resolves them: an endpoint known to
 // the agent (name, id, image, tier), else one removed within `tombstone_ttl`

@@ -24,6 +24,15 @@
 // port and last-seen time; entries older than `mac_ageing_ns` are ignored
 // and reused; when full, a new MAC is not learned (its frames flood).
 //
+// Flow events: with BridgeOptions::events set, every decision that makes a
+// flow-log record (a new connection passed, denied packets, a cut) and
+// every remembered connection's end (with its counts: the flow table then
+// counts per flow, and ~64 of its slots are swept for expired flows per
+// iteration) is handed to that sink through a FlowEventEmitter
+// (flow_events.h: denies folded, rate-limited, every packet counted). When
+// run() returns, the remaining flows end (reason stopped) and the folded
+// denies are flushed. Null: no events, no cost.
+//
 // Thread contract: construct/destroy on the control thread (they register
 // and unregister a GenerationStore reader); run() on one thread at a time;
 // counters() from any thread at any time (relaxed atomics: each counter is
@@ -41,6 +50,7 @@
 #include <span>
 #include <vector>
 
+#include "tierwall/dataplane/dpdk/flow_events.h"
 #include "tierwall/dataplane/dpdk/flow_table.h"
 #include "tierwall/dataplane/dpdk/generation_store.h"
 #include "tierwall/dataplane/dpdk/parser.h"
@@ -57,6 +67,9 @@ struct BridgeOptions {
   // as a dedicated lcore does; tests and shared machines use a few tens of
   // microseconds).
   std::uint32_t idle_sleep_us = 0;
+  // Where flow events go (outliving the Bridge); null: none.
+  FlowEventSink* events = nullptr;
+  FlowEventOptions event_options;
 };
 
 struct BridgeCounters {
@@ -100,6 +113,10 @@ class Bridge {
   std::size_t poll_once();
 
   [[nodiscard]] BridgeCounters counters() const;
+  // The flow table's counters and the event emitter's, published after each
+  // iteration like counters(): callable from any thread.
+  [[nodiscard]] FlowCounters flow_counters() const;
+  [[nodiscard]] FlowEventCounters event_counters() const;
   [[nodiscard]] int reader() const { return reader_; }
   [[nodiscard]] const FlowTable& flows() const { return flows_; }
   [[nodiscard]] std::size_t port_count() const { return ports_.size(); }

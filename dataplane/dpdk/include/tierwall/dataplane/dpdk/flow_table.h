@@ -28,15 +28,24 @@
 //    Established, Closing after FIN/RST), configurable; time is injected
 //    (`now_ns`, any monotonic nanosecond clock: tests use a fake one).
 //
+//  * Connection ends (FlowTableOptions::count, off by default): every
+//    remembered flow then has an id and packet/byte counts per direction
+//    (initiator -> responder = orig), in a parallel array (one more cache
+//    line written per packet); when it leaves the table — found expired,
+//    evicted from a full bucket, cut, swept (sweep()) or at end_all() — the
+//    FlowEndSink is told, with its counts.
+//
 // Thread contract: single-threaded; one FlowTable per lcore, no sharing.
 // Costs: process() is O(ways) on a hit, plus Generation::classify() on a
-// miss or a re-check. No allocation, lock, log or system call.
+// miss or a re-check; sweep() is O(slots). No allocation, lock, log or
+// system call.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string_view>
 
 #include "tierwall/dataplane/address.h"
 #include "tierwall/dataplane/dpdk/classify.h"
@@ -58,6 +67,7 @@ struct FlowTimeouts {
 struct FlowTableOptions {
   std::size_t capacity = std::size_t{1} << 20;  // entries; rounded up to 8 x 2^k
   FlowTimeouts timeouts;
+  bool count = false;  // flow ids and per-flow packet/byte counts (FlowEnd)
 };
 
 // The part of a packet the flow table needs. For ICMP/ICMPv6 both ports are
@@ -72,6 +82,7 @@ struct FlowPacket {
   std::uint16_t decision_port = 0;
   std::uint8_t protocol = 0;
   std::uint8_t tcp_flags = 0;
+  std::uint16_t length = 0;  // IP bytes (header included), for per-flow counts
 };
 
 // From a parsed packet (status Ok).
@@ -88,6 +99,7 @@ enum class FlowOutcome : std::uint8_t {
 struct FlowResult {
   FastDecision decision;
   FlowOutcome outcome = FlowOutcome::New;
+  std::uint32_t flow_id = 0;  // the remembered flow's id (FlowTableOptions::count), else 0
   // True when the packet may pass (Allow, or Audit: logged, not dropped).
   [[nodiscard]] bool pass() const { return decision.verdict != Verdict::Deny; }
 };
@@ -100,6 +112,34 @@ struct FlowCounters {
   std::uint64_t cuts = 0;
   std::uint64_t expired = 0;  // entries found expired (on lookup or reuse)
   std::uint64_t evicted = 0;  // live entries pushed out of a full bucket
+};
+
+enum class FlowEndReason : std::uint8_t { Expired, Evicted, Cut, Stopped };
+std::string_view to_string(FlowEndReason reason);
+
+// A remembered flow leaving the table (FlowTableOptions::count).
+struct FlowEnd {
+  IpAddress src;  // the initiator
+  IpAddress dst;
+  std::uint16_t src_port = 0;  // the initiator's; ICMP: the echo identifier
+  std::uint16_t dst_port = 0;
+  std::uint16_t decision_port = 0;  // destination port, or the ICMP type
+  std::uint8_t protocol = 0;
+  FlowEndReason reason = FlowEndReason::Expired;
+  FastDecision decision;  // the flow's (first) decision
+  std::uint32_t flow_id = 0;
+  std::uint64_t packets_orig = 0;  // initiator -> responder
+  std::uint64_t packets_reply = 0;
+  std::uint64_t bytes_orig = 0;
+  std::uint64_t bytes_reply = 0;
+};
+
+// Told of every FlowEnd, on the table's thread, from within process(),
+// process_burst(), sweep() or end_all(). Must not block.
+class FlowEndSink {
+ public:
+  virtual ~FlowEndSink() = default;
+  virtual void ended(const FlowEnd& end, std::uint64_t now_ns) = 0;
 };
 
 class FlowTable {
@@ -133,6 +173,15 @@ class FlowTable {
   [[nodiscard]] std::size_t memory_bytes() const;
   [[nodiscard]] const FlowCounters& counters() const { return counters_; }
   void clear();
+
+  // Connection ends (FlowTableOptions::count; otherwise these do nothing).
+  // The sink (null: none) must outlive the table or be reset.
+  void set_end_sink(FlowEndSink* sink);
+  // Looks at the next `slots` slots (round robin) and ends the expired
+  // flows among them; returns how many ended.
+  std::size_t sweep(std::uint64_t now_ns, std::size_t slots);
+  // Ends every remembered flow (reason Stopped, or Expired when it was).
+  std::size_t end_all(std::uint64_t now_ns);
 
  private:
   struct Impl;

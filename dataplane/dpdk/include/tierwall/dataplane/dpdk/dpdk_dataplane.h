@@ -1,0 +1,121 @@
+// The DPDK dataplane as the agent drives it: a dataplane::Dataplane that
+// owns the EAL, the ports, the GenerationStore, one forwarding thread
+// running the Bridge, and the rte_ring that carries its flow events to the
+// control thread. docs/dpdk.md, "In the agent".
+//
+//  * open(): Eal::init(eal_args) (once per process), the ports opened from
+//    their devargs in the calling thread's network namespace (af_packet
+//    binds there), the event ring (rte_ring, single producer / single
+//    consumer), then the forwarding thread. Until the first apply() no
+//    generation is published and every IP packet is dropped (no_generation);
+//    non-IP frames (ARP) are bridged.
+//  * apply(rules): build_generation + GenerationStore::publish: the lcore
+//    takes it at its next burst; connections the new generation denies are
+//    cut on their next packet.
+//  * update_endpoints(changes): the changes applied to a copy of the last
+//    applied RuleSet's endpoint table, a generation rebuilt and published
+//    (rules unchanged; a generation is immutable, so a change is a rebuild:
+//    O(endpoints + rules x pairs), milliseconds for thousands).
+//  * flush(): publishes a generation with no rules and no endpoints, which
+//    denies every IP packet (default deny). It does not stop the thread or
+//    forward unpoliced: this dataplane fails closed. The next apply()
+//    restores enforcement.
+//  * drain_events(): what the lcore reported since the last call (starts,
+//    folded denies, cuts, connection ends with their counts; flow_events.h).
+//  * stop(fn) / the destructor: the forwarding thread stops; the flows it
+//    remembered end and its folded denies are flushed into the ring (drained
+//    into fn meanwhile), the ports close. Traffic through the
+//    ports stops with the process: nothing forwards without the agent.
+//
+// One forwarding lcore (an ordinary thread, not an EAL worker), one RX/TX
+// queue per port: enough for af_packet and lab NICs; several lcores would
+// need RSS and a flow table per lcore.
+//
+// Thread contract: every method on one control thread, except stats(),
+// which any thread may call. DPDK headers stay out of this header.
+// Costs: apply/update: a generation build (no allocation on the lcore);
+// drain_events: O(events); stats(): O(ports) PMD stats reads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "tierwall/dataplane/dataplane.h"
+#include "tierwall/dataplane/dpdk/bridge.h"
+#include "tierwall/dataplane/dpdk/flow_events.h"
+#include "tierwall/dataplane/dpdk/port.h"
+
+namespace tierwall::dataplane::dpdk {
+
+struct DpdkPortConfig {
+  std::string devargs;  // "net_af_packet0,iface=veth0"
+  std::string name;     // for metrics and logs; default: the device name
+};
+
+struct DpdkDataplaneConfig {
+  std::vector<std::string> eal_args;  // empty: Eal::default_args()
+  std::vector<DpdkPortConfig> ports;  // 1..Bridge::kMaxPorts
+  std::uint32_t idle_sleep_us = 0;    // 0: busy poll
+  std::size_t flow_capacity = std::size_t{1} << 16;
+  std::size_t event_ring_size = 16384;  // events (rounded up to 2^k)
+  FlowEventOptions events;
+  PortOptions port;
+};
+
+struct DpdkPortStats {
+  std::string name;
+  PortStats stats;
+};
+
+struct DpdkStats {
+  BridgeCounters bridge;
+  FlowCounters flows;
+  FlowEventCounters events;
+  std::vector<DpdkPortStats> ports;
+  std::size_t ring_capacity = 0;
+  std::size_t ring_used = 0;
+  std::uint64_t drained = 0;     // events the control thread took off the ring
+  std::uint64_t generation = 0;  // id of the published generation (0: none / flushed)
+};
+
+class DpdkDataplane final : public Dataplane {
+ public:
+  // Null with `error` set (nothing left running) when the EAL, a port or
+  // the ring cannot be set up.
+  static std::unique_ptr<DpdkDataplane> open(const DpdkDataplaneConfig& config, std::string& error);
+  ~DpdkDataplane() override;
+  DpdkDataplane(const DpdkDataplane&) = delete;
+  DpdkDataplane& operator=(const DpdkDataplane&) = delete;
+
+  std::optional<DataplaneError> apply(const RuleSet& rules) override;
+  std::optional<DataplaneError> update_endpoints(std::span<const EndpointChange> changes) override;
+  std::optional<DataplaneError> flush() override;
+
+  // Takes up to `max` events off the ring, oldest first, calling fn for
+  // each; returns how many. Also frees generations whose grace period
+  // passed.
+  std::size_t drain_events(const std::function<void(const FlowEventRecord&)>& fn,
+                           std::size_t max = 4096);
+  // Stops the forwarding thread (idempotent). It then ends every remembered
+  // flow and flushes its folded denies into the ring, waiting for room (up
+  // to 2 s per event) while `fn` (when set) drains the ring here; the ring
+  // is drained into `fn` to the end. Without `fn`, a later drain_events()
+  // gets what fit.
+  void stop(const std::function<void(const FlowEventRecord&)>& fn = {});
+
+  [[nodiscard]] DpdkStats stats() const;
+  [[nodiscard]] std::size_t port_count() const;
+
+ private:
+  struct Impl;
+  DpdkDataplane();
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tierwall::dataplane::dpdk
