@@ -39,6 +39,7 @@ struct alignas(64) Entry {
   RuleKind kind;
   std::uint8_t state;
   std::uint8_t flags;
+  std::uint16_t src_tag;  // FlowPacket::src_tag of the initiator's first packet
 };
 static_assert(sizeof(Entry) == 64);
 
@@ -96,6 +97,15 @@ IpAddress address_of(const std::uint8_t* bytes, std::uint8_t family) {
   a.family = static_cast<IpAddress::Family>(family);
   std::memcpy(a.bytes.data(), bytes, 16);
   return a;
+}
+
+// The source's class: by address, or the tagged tier. A tag naming no tier
+// of `g` gives a placeholder class; process_keyed() denies such packets
+// without deciding.
+PeerClass source_class(const Generation& g, const FlowPacket& p) {
+  if (p.src_tag == 0) return g.resolve(p.src);
+  if (p.src_tag - 1U >= g.tier_count()) return g.tagged_peer(kQuarantineTier);
+  return g.tagged_peer(static_cast<TierId>(p.src_tag - 1U));
 }
 
 }  // namespace
@@ -230,7 +240,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
       if (!miss[i]) {
         __builtin_prefetch(&m.entries[base + w]);
       } else {
-        g.prefetch(p[i].src);
+        if (p[i].src_tag == 0) g.prefetch(p[i].src);
         g.prefetch(p[i].dst);
         // The entry the insert will most likely write: the first free way.
         std::size_t free_way = 0;
@@ -243,7 +253,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     PeerClass classes[kMaxBurst][2];
     for (std::size_t i = 0; i < count; ++i) {
       if (!miss[i]) continue;
-      classes[i][0] = g.resolve(p[i].src);
+      classes[i][0] = source_class(g, p[i]);
       classes[i][1] = g.resolve(p[i].dst);
       g.prefetch_pair(classes[i][0], classes[i][1], p[i].protocol);
     }
@@ -276,7 +286,13 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
         const bool init_a = (e.flags & kFlagInitiatorIsA) != 0;
         const IpAddress src = address_of(init_a ? e.key.a : e.key.b, e.key.family);
         const IpAddress dst = address_of(init_a ? e.key.b : e.key.a, e.key.family);
-        const FastDecision now = g.classify(src, dst, e.key.protocol, e.decision_port);
+        FastDecision now;
+        if (e.src_tag == 0) {
+          now = g.classify(src, dst, e.key.protocol, e.decision_port);
+        } else if (e.src_tag - 1U < g.tier_count()) {
+          now = g.decide(g.tagged_peer(static_cast<TierId>(e.src_tag - 1U)), g.resolve(dst),
+                         e.key.protocol, e.decision_port);
+        }  // else: the tier is gone; `now` is the default deny
         if (now.verdict == Verdict::Deny) {
           m.sigs[i] = 0;
           ++counters_.cuts;
@@ -305,9 +321,15 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   // A miss. (The burst pipeline may have resolved the peers already; a
   // packet that missed in stage 2 may hit here when an earlier packet of
   // the same burst created its flow, and then never gets here.)
-  const FastDecision d = classes != nullptr
-                             ? g.decide(classes[0], classes[1], p.protocol, p.decision_port)
-                             : g.classify(p.src, p.dst, p.protocol, p.decision_port);
+  FastDecision d;  // default deny: also for a tag that names no tier of `g`
+  if (p.src_tag != 0 && p.src_tag - 1U >= g.tier_count()) {
+  } else if (classes != nullptr) {
+    d = g.decide(classes[0], classes[1], p.protocol, p.decision_port);
+  } else if (p.src_tag == 0) {
+    d = g.classify(p.src, p.dst, p.protocol, p.decision_port);
+  } else {
+    d = g.decide(source_class(g, p), g.resolve(p.dst), p.protocol, p.decision_port);
+  }
   if (d.verdict == Verdict::Deny) {
     ++counters_.denied;
     return FlowResult{d, FlowOutcome::Denied};
@@ -344,6 +366,7 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   e.verdict = d.verdict;
   e.kind = d.kind;
   e.flags = src_is_a ? kFlagInitiatorIsA : 0;
+  e.src_tag = p.src_tag;
   m.sigs[base + way] = static_cast<std::uint32_t>(h >> 32) | 1U;
   ++counters_.inserts;
   return FlowResult{d, FlowOutcome::New};

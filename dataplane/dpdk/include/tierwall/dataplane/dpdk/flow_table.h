@@ -72,9 +72,15 @@ struct FlowPacket {
   std::uint16_t decision_port = 0;
   std::uint8_t protocol = 0;
   std::uint8_t tcp_flags = 0;
+  // 0: `src` is resolved by address. t + 1: `src` is a remote endpoint of
+  // tier t that this generation does not know, named by a trusted overlay
+  // peer's tag (Generation::tagged_peer; overlay.h). A flow created from
+  // such a packet keeps the tag, and a re-check under a new generation
+  // decides its initiator by the tag again (Cut when the tier is gone).
+  std::uint16_t src_tag = 0;
 };
 
-// From a parsed packet (status Ok).
+// From a parsed packet (status Ok); src_tag 0.
 FlowPacket flow_packet(const PacketInfo& p);
 
 enum class FlowOutcome : std::uint8_t {
