@@ -8,7 +8,10 @@
 // node A's (leaky) generation lets the traffic out. Captures on the uplinks
 // check the G bit and the group ids; frames injected onto the uplink from an
 // untrusted source, with another VNI, or with a spoofed tag are refused and
-// counted. docs/dpdk.md, "Overlay".
+// counted. A second case puts the Linux kernel's own VXLAN-GBP device in
+// place of node B: nft in that namespace counts the mark the kernel derives
+// from our group id, and sets the marks that node A then decides by.
+// docs/dpdk.md, "Overlay".
 #include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
@@ -90,6 +93,10 @@ spec:
       from: {tier: a}
       to: {tier: b}
       ports: [tcp/8080, udp/5353, icmp/echo-request]
+    - name: b-to-a
+      from: {tier: b}
+      to: {tier: a}
+      ports: [tcp/8081]
 )";
   if (leaky) {
     p += R"(    - name: a-to-b-9090
@@ -517,6 +524,116 @@ TEST_F(DpdkVxlanGbp, TwoNodesEnforceTiersAcrossTheOverlay) {
   EXPECT_GT(fb.overlay_decapsulated, 0U);
   EXPECT_GT(fa.overlay_decapsulated, 0U);
   std::printf("node A: %s\nnode B: %s\n", describe(fa).c_str(), describe(fb).c_str());
+}
+
+// An nft table this test creates in one of its namespaces, deleted on any
+// exit (the namespace's deletion would drop it too).
+class NftTable {
+ public:
+  NftTable(const NetNs& ns, std::string name, const std::string& body)
+      : ns_(ns), name_(std::move(name)) {
+    ns_.check("nft -f - <<'EOF'\ntable inet " + name_ + " {\n" + body + "\n}\nEOF");
+  }
+  ~NftTable() { ns_.run("nft delete table inet " + name_); }
+  NftTable(const NftTable&) = delete;
+  NftTable& operator=(const NftTable&) = delete;
+
+  // Packets counted by the named counter.
+  std::uint64_t packets(const std::string& counter) const {
+    const std::string out = ns_.check("nft list counter inet " + name_ + " " + counter).out;
+    const auto at = out.find("packets ");
+    if (at == std::string::npos) throw std::runtime_error("no counter " + counter + ": " + out);
+    return std::stoull(out.substr(at + 8));
+  }
+
+ private:
+  const NetNs& ns_;
+  std::string name_;
+};
+
+// Node B replaced by the kernel: `ip link add ... type vxlan ... gbp` in a
+// namespace. The kernel maps a received group id (with the D and A bits as
+// 0x400000 and 0x80000) to skb->mark, and sends skb->mark's low 16 bits
+// (and those bits) as the group id.
+TEST_F(DpdkVxlanGbp, InteroperatesWithTheKernelsVxlanGbp) {
+  struct KernelLab {
+    NetNs node_a{"node-a"};
+    NetNs cont_a{"cont-a"};
+    NetNs kernel{"kernel"};
+    Node a;
+  } lab;
+  veth(lab.cont_a, "eth0", lab.node_a, "c0");
+  veth(lab.node_a, "uplink", lab.kernel, "uplink");
+  addr(lab.cont_a, "eth0", std::string(kAddrA) + "/24");
+  lab.cont_a.check("ip link set eth0 mtu 1450 && ethtool -K eth0 tx off tso off gso off");
+  sysctl(lab.node_a, "net.ipv6.conf.c0.disable_ipv6", "1");
+  sysctl(lab.node_a, "net.ipv6.conf.uplink.disable_ipv6", "1");
+  lab.node_a.check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
+  wait_link_running(lab.node_a, "c0");
+  wait_link_running(lab.node_a, "uplink");
+  const MacAddress up_a = read_mac(lab.node_a, "uplink");
+  const MacAddress up_k = read_mac(lab.kernel, "uplink");
+  char neigh[18];
+  std::snprintf(neigh, sizeof neigh, "%02x:%02x:%02x:%02x:%02x:%02x", up_a[0], up_a[1], up_a[2],
+                up_a[3], up_a[4], up_a[5]);
+  // The kernel's VTEP: 10.78.0.2 is b-1 (known to node A), .5 and .6 are
+  // not known to node A; .7 neither, and it sends untagged.
+  addr(lab.kernel, "uplink", std::string(kVtepB) + "/24");
+  lab.kernel.check("ethtool -K uplink tx off tso off gso off gro off");
+  lab.kernel.check(std::string("ip neigh replace ") + kVtepA + " lladdr " + neigh +
+                   " dev uplink nud permanent");
+  lab.kernel.check("ip link add vx0 type vxlan id " + std::to_string(kVni) + " local " + kVtepB +
+                   " remote " + kVtepA + " dstport 4789 gbp dev uplink");
+  // No IPv6 on vx0: the kernel's own MLD reports would cross with stray
+  // marks as group ids (refused by node A as unknown tags).
+  sysctl(lab.kernel, "net.ipv6.conf.vx0.disable_ipv6", "1");
+  lab.kernel.check("ethtool -K vx0 tx off tso off gso off; ip link set vx0 up");
+  for (const char* a : {kAddrB, "10.78.0.5", "10.78.0.6", "10.78.0.7"}) {
+    addr(lab.kernel, "vx0", std::string(a) + "/24");
+  }
+  sysctl(lab.kernel, "net.ipv6.conf.uplink.disable_ipv6", "1");
+  wait_link_running(lab.kernel, "uplink");
+  const NftTable nft(lab.kernel, "tierwall-test-gbp", R"(
+  counter from_tier_a {}
+  counter from_tier_a_enforced {}
+  counter untagged_in {}
+  chain in {
+    type filter hook input priority 0; policy accept;
+    iifname "vx0" meta mark and 0xffff == 2 counter name from_tier_a
+    iifname "vx0" meta mark 0x80002 counter name from_tier_a_enforced
+    iifname "vx0" meta mark 0 counter name untagged_in
+  }
+  chain out {
+    type filter hook output priority 0; policy accept;
+    oifname "vx0" ip saddr 10.78.0.5 meta mark set 3
+    oifname "vx0" ip saddr 10.78.0.6 meta mark set 1
+  })");
+
+  start_node(lab.a, lab.node_a, kVtepA, kVtepB, up_k, generation(true, kInventoryA));
+  TcpServer k8080(lab.kernel, kAddrB, 8080);
+  TcpServer a8081(lab.cont_a, kAddrA, 8081);
+
+  // Ours -> the kernel: tagged 2 (tier a) with the A bit; the kernel's mark
+  // says so.
+  EXPECT_EQ(ping_probe(lab.cont_a, kAddrB, kPass), Outcome::kOk) << describe(lab.a.counters());
+  EXPECT_EQ(tcp_probe(lab.cont_a, kAddrB, 8080, kPass), Outcome::kOk) << describe(lab.a.counters());
+  const std::uint64_t tagged = nft.packets("from_tier_a");
+  EXPECT_GE(tagged, 4U);  // echo request, SYN, ACK, data...
+  EXPECT_EQ(nft.packets("from_tier_a_enforced"), tagged);
+  EXPECT_EQ(nft.packets("untagged_in"), 0U);  // only ARP went untagged (not IP)
+  // The kernel -> ours: the mark nft sets is the group id node A decides by.
+  const BridgeCounters before = lab.a.counters();
+  EXPECT_EQ(tcp_probe(lab.kernel, kAddrA, 8081, kPass, "10.78.0.5"), Outcome::kOk)
+      << describe(lab.a.counters());  // tagged b: b -> a tcp/8081
+  EXPECT_EQ(tcp_probe(lab.kernel, kAddrA, 8081, kDrop, "10.78.0.6"), Outcome::kTimeout);
+  EXPECT_EQ(tcp_probe(lab.kernel, kAddrA, 8081, kDrop, "10.78.0.7"), Outcome::kTimeout);
+  const BridgeCounters after = lab.a.counters();
+  EXPECT_EQ(a8081.accepted(), 1U);
+  EXPECT_GE(after.overlay_by_tag - before.overlay_by_tag, 2U) << describe(after);
+  EXPECT_GE(after.policy_dropped - before.policy_dropped, 2U) << describe(after);
+  EXPECT_EQ(after.overlay_refused, refused(after, OverlayRefusal::NotVxlan)) << describe(after);
+  std::printf("kernel: %llu packets marked 0x80002 (group 2, A bit); node A: %s\n",
+              static_cast<unsigned long long>(tagged), describe(after).c_str());
 }
 
 }  // namespace
