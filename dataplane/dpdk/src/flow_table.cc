@@ -321,9 +321,14 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   // A miss. (The burst pipeline may have resolved the peers already; a
   // packet that missed in stage 2 may hit here when an earlier packet of
   // the same burst created its flow, and then never gets here.)
-  FastDecision d;  // default deny: also for a tag that names no tier of `g`
-  if (p.src_tag != 0 && p.src_tag - 1U >= g.tier_count()) {
-  } else if (classes != nullptr) {
+  // A tag naming no tier of `g` is never decided: `d` stays the default deny.
+  const bool bad_tag = p.src_tag != 0 && p.src_tag - 1U >= g.tier_count();
+  FastDecision d;
+  if (bad_tag) {
+    ++counters_.denied;
+    return FlowResult{d, FlowOutcome::Denied};
+  }
+  if (classes != nullptr) {
     d = g.decide(classes[0], classes[1], p.protocol, p.decision_port);
   } else if (p.src_tag == 0) {
     d = g.classify(p.src, p.dst, p.protocol, p.decision_port);
