@@ -711,14 +711,59 @@ TEST(DpdkFlowTable, TaggedSourceIsDecidedAndRecheckedByItsTag) {
   ASSERT_TRUE(g3);
   ASSERT_EQ(g3->tier_count(), 4U);
   EXPECT_EQ(ft.process(*g3, ack, 4).outcome, FlowOutcome::Cut);
-  // A tag naming no tier is denied, in bursts too.
+  // A tag naming no tier is refused, in bursts too.
   syn.src_tag = 9;
-  EXPECT_EQ(ft.process(*g1, syn, 5).outcome, FlowOutcome::Denied);
+  r = ft.process(*g1, syn, 5);
+  EXPECT_EQ(r.outcome, FlowOutcome::Denied);
+  EXPECT_EQ(r.tag, TagCheck::UnknownTag);
   FlowResult results[2];
   const FlowPacket burst[2] = {syn, ack};
   ft.process_burst(*g1, burst, results, 6);
   EXPECT_FALSE(results[0].pass());
+  EXPECT_EQ(results[0].tag, TagCheck::UnknownTag);
   EXPECT_FALSE(results[1].pass());
+}
+
+TEST(DpdkFlowTable, TagsOfKnownSourcesAreCheckedOnTheFirstPacket) {
+  const auto g = build_generation(hand_rules()).generation;
+  struct TagCase {
+    const char* what;
+    const char* src;
+    std::uint16_t tag;
+    TagCheck check;
+    FlowOutcome outcome;
+  };
+  const TagCase cases[] = {
+      // web1 (tier 1, role=front) -> app1 tcp/8080: flow 19 needs its selector,
+      // which a known source keeps.
+      {"known, its own tier: by address", "10.0.0.10", 2, TagCheck::ByAddress, FlowOutcome::New},
+      {"known, another tier", "10.0.0.10", 3, TagCheck::Spoofed, FlowOutcome::Denied},
+      {"this node", "10.0.0.1", 2, TagCheck::Spoofed, FlowOutcome::Denied},
+      {"unknown, web tag: selector unknown", "10.0.9.9", 2, TagCheck::ByTag, FlowOutcome::Denied},
+      {"untagged", "10.0.0.10", 0, TagCheck::None, FlowOutcome::New},
+  };
+  for (const TagCase& c : cases) {
+    for (const bool in_burst : {false, true}) {
+      FlowTable ft({64, {}});
+      auto p = pkt(c.src, "10.0.0.20", TCP, 40000, 8080, 0x02);
+      p.src_tag = c.tag;
+      FlowResult r;
+      if (in_burst) {
+        ft.process_burst(*g, std::span(&p, 1), std::span(&r, 1), 0);
+      } else {
+        r = ft.process(*g, p, 0);
+      }
+      EXPECT_EQ(r.tag, c.check) << c.what << (in_burst ? " (burst)" : "");
+      EXPECT_EQ(r.outcome, c.outcome) << c.what << (in_burst ? " (burst)" : "");
+      // Later packets of an allowed flow are not checked again.
+      if (r.outcome == FlowOutcome::New) {
+        p.tcp_flags = 0x10;
+        const FlowResult hit = ft.process(*g, p, 1);
+        EXPECT_EQ(hit.outcome, FlowOutcome::Hit) << c.what;
+        EXPECT_EQ(hit.tag, TagCheck::None) << c.what;
+      }
+    }
+  }
 }
 
 // ------------------------------------------------------------ RCU

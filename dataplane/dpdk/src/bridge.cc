@@ -406,20 +406,11 @@ std::size_t Bridge::poll_once() {
         d.rx[i] = nullptr;
         continue;
       }
-      std::uint16_t src_tag = 0;
-      if (overlay != nullptr) {
-        const SourceCheck source = check_source(*generation, pi);
-        if (source.kind == SourceCheck::Kind::Refused) {
-          d.refuse(source.refusal);
-          rte_pktmbuf_free(m);
-          d.rx[i] = nullptr;
-          continue;
-        }
-        if (source.kind == SourceCheck::Kind::ByTag) ++d.local[kOverlayByTag];
-        src_tag = source.src_tag;
-      }
       d.flow[ip] = flow_packet(pi);
-      d.flow[ip].src_tag = src_tag;
+      // From a trusted peer, the group id names the source tier; the flow
+      // table checks it against the generation on a connection's first
+      // packet (FlowResult::tag).
+      if (overlay != nullptr && pi.has(kFlagGbp)) d.flow[ip].src_tag = pi.group_id;
       d.ip_index[ip] = i;
       ++ip;
     }
@@ -430,6 +421,13 @@ std::size_t Bridge::poll_once() {
       for (std::uint16_t k = 0; k < ip; ++k) {
         rte_mbuf* m = d.rx[d.ip_index[k]];
         const FlowResult& r = d.result[k];
+        if (r.tag == TagCheck::ByTag) ++d.local[kOverlayByTag];
+        if (r.tag == TagCheck::Spoofed || r.tag == TagCheck::UnknownTag) {
+          d.refuse(r.tag == TagCheck::Spoofed ? OverlayRefusal::Spoofed
+                                              : OverlayRefusal::UnknownTag);
+          rte_pktmbuf_free(m);
+          continue;
+        }
         if (r.pass()) {
           ++d.local[kIpAllowed];
           forward(m, in, now, &d.info[d.ip_index[k]]);

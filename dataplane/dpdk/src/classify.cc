@@ -397,6 +397,20 @@ PeerClass Generation::tagged_peer(TierId tier) const {
 
 std::size_t Generation::tier_count() const { return impl_->tiers; }
 
+TagCheck Generation::check_tag(const PeerClass& resolved, std::uint16_t tag,
+                               PeerClass& decided) const {
+  if (tag == 0 || tag - 1U >= impl_->tiers) return TagCheck::UnknownTag;
+  const auto tier = static_cast<TierId>(tag - 1U);
+  if (resolved.entity == PeerMatch::Entity::Host) return TagCheck::Spoofed;
+  if (resolved.entity == PeerMatch::Entity::Endpoint && resolved.endpoint != kUnknownEndpoint) {
+    if (resolved.cls != tier) return TagCheck::Spoofed;
+    decided = resolved;  // the full identity, selectors included
+    return TagCheck::ByAddress;
+  }
+  decided = tagged_peer(tier);
+  return TagCheck::ByTag;
+}
+
 FastDecision Generation::classify(const IpAddress& src, const IpAddress& dst, std::uint8_t protocol,
                                   std::uint16_t port) const {
   return decide(impl_->resolve(src), impl_->resolve(dst), protocol, port);

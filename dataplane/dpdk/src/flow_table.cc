@@ -99,14 +99,19 @@ IpAddress address_of(const std::uint8_t* bytes, std::uint8_t family) {
   return a;
 }
 
-// The source's class: by address, or the tagged tier. A tag naming no tier
-// of `g` gives a placeholder class; process_keyed() denies such packets
-// without deciding.
-PeerClass source_class(const Generation& g, const FlowPacket& p) {
-  if (p.src_tag == 0) return g.resolve(p.src);
-  if (p.src_tag - 1U >= g.tier_count()) return g.tagged_peer(kQuarantineTier);
-  return g.tagged_peer(static_cast<TierId>(p.src_tag - 1U));
+// The source's class for a decision: its address resolved, then for a
+// tagged packet checked against the tag (Generation::check_tag). `src` is
+// only meaningful when the result is None, ByAddress or ByTag.
+TagCheck source_class(const Generation& g, const FlowPacket& p, PeerClass& src) {
+  src = g.resolve(p.src);
+  if (p.src_tag == 0) return TagCheck::None;
+  PeerClass decided;
+  const TagCheck t = g.check_tag(src, p.src_tag, decided);
+  if (t == TagCheck::ByAddress || t == TagCheck::ByTag) src = decided;
+  return t;
 }
+
+bool refused(TagCheck t) { return t == TagCheck::UnknownTag || t == TagCheck::Spoofed; }
 
 }  // namespace
 
@@ -209,7 +214,7 @@ bool FlowTable::peek(const FlowPacket& p, std::uint64_t now_ns, FastDecision& ou
 FlowResult FlowTable::process(const Generation& g, const FlowPacket& p, std::uint64_t now_ns) {
   FlowKey k;
   const bool src_is_a = make_key(p, k);
-  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr);
+  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr, TagCheck::None);
 }
 
 std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPacket> packets,
@@ -240,7 +245,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
       if (!miss[i]) {
         __builtin_prefetch(&m.entries[base + w]);
       } else {
-        if (p[i].src_tag == 0) g.prefetch(p[i].src);
+        g.prefetch(p[i].src);
         g.prefetch(p[i].dst);
         // The entry the insert will most likely write: the first free way.
         std::size_t free_way = 0;
@@ -251,9 +256,11 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     // Stage 3 (new connections): resolve, then prefetch the decision
     // structure in two steps.
     PeerClass classes[kMaxBurst][2];
+    TagCheck tags[kMaxBurst];
     for (std::size_t i = 0; i < count; ++i) {
+      tags[i] = TagCheck::None;
       if (!miss[i]) continue;
-      classes[i][0] = source_class(g, p[i]);
+      tags[i] = source_class(g, p[i], classes[i][0]);
       classes[i][1] = g.resolve(p[i].dst);
       g.prefetch_pair(classes[i][0], classes[i][1], p[i].protocol);
     }
@@ -263,7 +270,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     // Stage 4: decide, in order.
     for (std::size_t i = 0; i < count; ++i) {
       results[done + i] = process_keyed(g, p[i], &keys[i], hashes[i], src_is_a[i], now_ns,
-                                        miss[i] ? classes[i] : nullptr);
+                                        miss[i] ? classes[i] : nullptr, tags[i]);
     }
   }
   return n;
@@ -271,7 +278,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
 
 FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, const void* key,
                                     std::uint64_t h, bool src_is_a, std::uint64_t now_ns,
-                                    const PeerClass* classes) {
+                                    const PeerClass* classes, TagCheck tag) {
   Impl& m = *impl_;
   const FlowKey& k = *static_cast<const FlowKey*>(key);
   const auto gen32 = static_cast<std::uint32_t>(g.serial());
@@ -321,23 +328,20 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   // A miss. (The burst pipeline may have resolved the peers already; a
   // packet that missed in stage 2 may hit here when an earlier packet of
   // the same burst created its flow, and then never gets here.)
-  // A tag naming no tier of `g` is never decided: `d` stays the default deny.
-  const bool bad_tag = p.src_tag != 0 && p.src_tag - 1U >= g.tier_count();
-  FastDecision d;
-  if (bad_tag) {
+  PeerClass resolved[2];
+  if (classes == nullptr) {
+    tag = source_class(g, p, resolved[0]);
+    resolved[1] = g.resolve(p.dst);
+    classes = resolved;
+  }
+  if (refused(tag)) {
     ++counters_.denied;
-    return FlowResult{d, FlowOutcome::Denied};
+    return FlowResult{FastDecision{}, FlowOutcome::Denied, tag};
   }
-  if (classes != nullptr) {
-    d = g.decide(classes[0], classes[1], p.protocol, p.decision_port);
-  } else if (p.src_tag == 0) {
-    d = g.classify(p.src, p.dst, p.protocol, p.decision_port);
-  } else {
-    d = g.decide(source_class(g, p), g.resolve(p.dst), p.protocol, p.decision_port);
-  }
+  const FastDecision d = g.decide(classes[0], classes[1], p.protocol, p.decision_port);
   if (d.verdict == Verdict::Deny) {
     ++counters_.denied;
-    return FlowResult{d, FlowOutcome::Denied};
+    return FlowResult{d, FlowOutcome::Denied, tag};
   }
   // A way: free, else expired, else the one closest to expiry.
   const std::size_t base = static_cast<std::size_t>(h & m.bucket_mask) * kWays;
@@ -371,10 +375,10 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   e.verdict = d.verdict;
   e.kind = d.kind;
   e.flags = src_is_a ? kFlagInitiatorIsA : 0;
-  e.src_tag = p.src_tag;
+  e.src_tag = tag == TagCheck::ByTag ? p.src_tag : std::uint16_t{0};
   m.sigs[base + way] = static_cast<std::uint32_t>(h >> 32) | 1U;
   ++counters_.inserts;
-  return FlowResult{d, FlowOutcome::New};
+  return FlowResult{d, FlowOutcome::New, tag};
 }
 
 }  // namespace tierwall::dataplane::dpdk

@@ -76,26 +76,24 @@ std::string_view to_string(OverlayRefusal reason) {
 SourceCheck check_source(const Generation& g, const PacketInfo& inner) {
   SourceCheck out;
   if (!inner.has(kFlagGbp) || inner.group_id == 0) return out;  // ByAddress
-  if (tier_of_group(inner.group_id) >= g.tier_count()) {
-    out.kind = SourceCheck::Kind::Refused;
-    out.refusal = OverlayRefusal::UnknownTag;
-    return out;
-  }
-  const PeerClass src = g.resolve(inner.src);
-  if (src.entity == PeerMatch::Entity::Host) {
-    out.kind = SourceCheck::Kind::Refused;
-    out.refusal = OverlayRefusal::Spoofed;
-    return out;
-  }
-  if (src.entity == PeerMatch::Entity::Endpoint && src.endpoint != kUnknownEndpoint) {
-    if (src.cls != tier_of_group(inner.group_id)) {
+  PeerClass decided;
+  switch (g.check_tag(g.resolve(inner.src), inner.group_id, decided)) {
+    case TagCheck::ByTag:
+      out.kind = SourceCheck::Kind::ByTag;
+      out.src_tag = inner.group_id;
+      break;
+    case TagCheck::UnknownTag:
+      out.kind = SourceCheck::Kind::Refused;
+      out.refusal = OverlayRefusal::UnknownTag;
+      break;
+    case TagCheck::Spoofed:
       out.kind = SourceCheck::Kind::Refused;
       out.refusal = OverlayRefusal::Spoofed;
-    }
-    return out;  // ByAddress: the full identity is known here
+      break;
+    case TagCheck::None:
+    case TagCheck::ByAddress:
+      break;
   }
-  out.kind = SourceCheck::Kind::ByTag;
-  out.src_tag = inner.group_id;
   return out;
 }
 

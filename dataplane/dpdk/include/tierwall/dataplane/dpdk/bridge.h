@@ -24,8 +24,10 @@
 // uplink carrying VXLAN-GBP to trusted peer VTEPs. What it receives is
 // checked (Overlay::check_ingress: refused frames are dropped and counted
 // per OverlayRefusal), decapsulated, its inner source MAC learned behind
-// the peer, and the inner frame decided (a tagged source this node does not
-// know is decided by its tier: check_source) and forwarded to container
+// the peer, and the inner frame decided (FlowPacket::src_tag = the group
+// id: the flow table checks it on a connection's first packet, decides a
+// source this node does not know by its tier and refuses a contradicting
+// tag, FlowResult::tag) and forwarded to container
 // ports only (never back to an uplink). A frame from a container port whose
 // destination was learned behind a peer is encapsulated to that peer (in
 // place, rte_pktmbuf_prepend) with the group id of its source tier
@@ -46,7 +48,8 @@
 // Costs per packet: a parse, a learning-table probe or two, a flow-table
 // lookup for IP; no allocation, lock, log or system call (the clock is read
 // once per burst through the vDSO). Uplinks add a peer-table probe per frame
-// and a Generation::resolve per tagged inner packet; encapsulation writes
+// (the tag check rides on the flow table's own source lookup); egress to an
+// uplink adds a Generation::resolve of the source; encapsulation writes
 // 50-70 header bytes, and a flood takes one mempool buffer per peer.
 #pragma once
 
@@ -108,7 +111,7 @@ struct BridgeCounters {
   std::uint64_t overlay_decapsulated = 0;  // VXLAN frames accepted from a peer VTEP
   std::uint64_t overlay_encapsulated = 0;  // frames sent to a peer (a replication counts per peer)
   std::uint64_t overlay_encap_failed = 0;  // no mbuf for a copy, no headroom, chained: dropped
-  std::uint64_t overlay_by_tag = 0;        // inner packets decided by their tag (source unknown)
+  std::uint64_t overlay_by_tag = 0;        // new connections decided by their tag (source unknown)
   std::uint64_t overlay_refused = 0;       // frames refused on an uplink: sum of the reasons
   std::array<std::uint64_t, kOverlayRefusalCount> overlay_refused_by{};  // per OverlayRefusal
 };

@@ -78,6 +78,16 @@ struct FastDecision {
   friend bool operator==(const FastDecision&, const FastDecision&) = default;
 };
 
+// How a source tagged by a trusted overlay peer (tag = TierId + 1, the GBP
+// group id; overlay.h) is classified: Generation::check_tag().
+enum class TagCheck : std::uint8_t {
+  None,        // no tag (or not checked: a flow-table hit)
+  ByAddress,   // a known endpoint of the tagged tier: its own class
+  ByTag,       // unknown here: tagged_peer(tier)
+  UnknownTag,  // the tag names no tier of this generation: refused
+  Spoofed,     // a known endpoint of another tier, or this node: refused
+};
+
 struct GenerationOptions {
   // Generation id stamped on flows; 0 takes the policy's generation.
   std::uint64_t id = 0;
@@ -117,6 +127,14 @@ class Generation {
   [[nodiscard]] PeerClass tagged_peer(TierId tier) const;
   // Tiers of the policy, quarantine included (TierIds are [0, tier_count())).
   [[nodiscard]] std::size_t tier_count() const;
+  // The source class of a packet tagged `tag` (nonzero: TierId + 1) by a
+  // trusted overlay peer, from its address as resolve() gave it
+  // (`resolved`): the resolved class when it is a known endpoint of the
+  // tagged tier (ByAddress), tagged_peer(tier) when the address is not an
+  // endpoint or host here (ByTag); UnknownTag / Spoofed (`decided`
+  // untouched) refuse the packet. O(1), no memory access beyond the args.
+  [[nodiscard]] TagCheck check_tag(const PeerClass& resolved, std::uint16_t tag,
+                                   PeerClass& decided) const;
   // Burst pipelining (see FlowTable::process_burst): prefetch the address
   // hash slot of `address`; then, once resolved, the pair's range, flags
   // and both profiles' offsets; then the candidate list and selector lists.

@@ -72,11 +72,16 @@ struct FlowPacket {
   std::uint16_t decision_port = 0;
   std::uint8_t protocol = 0;
   std::uint8_t tcp_flags = 0;
-  // 0: `src` is resolved by address. t + 1: `src` is a remote endpoint of
-  // tier t that this generation does not know, named by a trusted overlay
-  // peer's tag (Generation::tagged_peer; overlay.h). A flow created from
-  // such a packet keeps the tag, and a re-check under a new generation
-  // decides its initiator by the tag again (Cut when the tier is gone).
+  // 0: `src` is resolved by address. t + 1: a trusted overlay peer tags
+  // `src` with tier t (the GBP group id; overlay.h). A new connection's
+  // source is then checked with Generation::check_tag() on the address it
+  // resolves to anyway (no extra lookup): a known endpoint of tier t is
+  // decided by its address, an unknown source as tagged_peer(t), and a
+  // contradicting or unknown tag is refused (FlowResult::tag, Denied).
+  // Packets that hit a flow are not checked (the 5-tuple decides, as for
+  // any packet). A flow decided by the tag keeps it, and a re-check under
+  // a new generation decides its initiator by the tag again (Cut when the
+  // tier is gone).
   std::uint16_t src_tag = 0;
 };
 
@@ -94,6 +99,9 @@ enum class FlowOutcome : std::uint8_t {
 struct FlowResult {
   FastDecision decision;
   FlowOutcome outcome = FlowOutcome::New;
+  // For a new connection with FlowPacket::src_tag: how its source was
+  // classified (UnknownTag / Spoofed: refused, outcome Denied).
+  TagCheck tag = TagCheck::None;
   // True when the packet may pass (Allow, or Audit: logged, not dropped).
   [[nodiscard]] bool pass() const { return decision.verdict != Verdict::Deny; }
 };
@@ -145,7 +153,7 @@ class FlowTable {
   // `classes`: the resolved (src, dst) when the burst pipeline has them.
   FlowResult process_keyed(const Generation& g, const FlowPacket& p, const void* key,
                            std::uint64_t hash, bool src_is_a, std::uint64_t now_ns,
-                           const PeerClass* classes);
+                           const PeerClass* classes, TagCheck tag);
   std::unique_ptr<Impl> impl_;
   FlowCounters counters_;
 };

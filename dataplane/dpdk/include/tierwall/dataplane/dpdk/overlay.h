@@ -12,9 +12,11 @@
 //  * Learning: inner source MAC -> the peer VTEP it came from (unless the
 //    GBP D bit says not to), open addressing with ageing like the Bridge's.
 //  * Tags: group id = TierId + 1 of the RuleSet (0 = untagged); quarantine
-//    (TierId 0) is group 1. check_source() turns a received group id into
-//    the FlowPacket::src_tag the decision uses, or refuses a spoof;
-//    egress_group() is the group id a sent frame carries.
+//    (TierId 0) is group 1. A received group id becomes FlowPacket::src_tag;
+//    the flow table checks it on a connection's first packet
+//    (Generation::check_tag, on the address lookup it makes anyway);
+//    check_source() is the same rule for one packet. egress_group() is the
+//    group id a sent frame carries.
 //  * Egress: encap_params() are the VXLAN-GBP headers for one peer.
 //
 // Thread contract: construction on the control thread; then one forwarding
@@ -22,7 +24,9 @@
 // functions are pure and may run on any thread.
 // Costs: check_ingress() is one hash probe over the peers plus a few byte
 // compares; learn()/lookup() probe at most 16 slots; check_source() and
-// egress_group() are one Generation::resolve(). No allocation, lock, log or
+// egress_group() are one Generation::resolve() (the Bridge's receive path
+// leaves the check to the flow table, which makes that lookup anyway).
+// No allocation, lock, log or
 // system call after construction.
 #pragma once
 
@@ -99,8 +103,11 @@ struct SourceCheck {
   OverlayRefusal refusal = OverlayRefusal::Spoofed;
 };
 
-// The decision input for the inner packet `inner` (status Ok, decapsulated)
-// of a frame check_ingress() accepted, under generation `g`:
+// How the inner packet `inner` (status Ok) of a frame check_ingress()
+// accepted is decided under generation `g`, the rule the flow table applies
+// to a new connection with FlowPacket::src_tag = the group id (for tests and
+// tools; the Bridge leaves it to the flow table, which resolves the source
+// address anyway):
 //  * no G bit, or group id 0: ByAddress (decided like local traffic);
 //  * a group id naming no tier of `g`: Refused(UnknownTag);
 //  * source = this node's address: Refused(Spoofed);
