@@ -92,7 +92,7 @@ spec:
     - name: a-to-b
       from: {tier: a}
       to: {tier: b}
-      ports: [tcp/8080, udp/5353, icmp/echo-request]
+      ports: [tcp/8080, udp/5353, icmp/echo-request, icmpv6/echo-request]
     - name: b-to-a
       from: {tier: b}
       to: {tier: a}
@@ -135,7 +135,8 @@ std::unique_ptr<const Generation> generation(bool leaky, const char* inventory) 
     ADD_FAILURE() << s.str();
     return nullptr;
   }
-  const dataplane::RuleSet rules = compiler::compile(*p, *inv, 1, {*Cidr::parse("10.78.0.0/24")});
+  const dataplane::RuleSet rules =
+      compiler::compile(*p, *inv, 1, {*Cidr::parse("10.78.0.0/24"), *Cidr::parse("fd00:78::/64")});
   auto built = build_generation(rules);
   if (!built.generation) ADD_FAILURE() << built.error;
   return std::move(built.generation);
@@ -352,17 +353,23 @@ void start_node(Node& node, const NetNs& ns, const char* local_vtep, const char*
   node.worker = std::thread([&node] { node.bridge->run(node.stop); });
 }
 
-// Container namespaces with MTU 1450 (the overlay adds 50 bytes), checksum
-// and segmentation offloads off (af_packet needs complete, MTU-sized
-// frames), node-side GRO off, no IPv6 chatter on the node links.
-void build_topology(Lab& lab) {
+// Container namespaces with MTU 1450 (the overlay adds 50 bytes; 70 and
+// 1430 over IPv6), checksum and segmentation offloads off (af_packet needs
+// complete, MTU-sized frames), node-side GRO off, no IPv6 chatter on the
+// node links. With `v6`, the containers also get fd00:78::1 and ::2.
+void build_topology(Lab& lab, int mtu = 1450, bool v6 = false) {
   veth(lab.cont_a, "eth0", lab.node_a, "c0");
   veth(lab.cont_b, "eth0", lab.node_b, "c0");
   veth(lab.node_a, "uplink", lab.node_b, "uplink");
   addr(lab.cont_a, "eth0", std::string(kAddrA) + "/24");
   addr(lab.cont_b, "eth0", std::string(kAddrB) + "/24");
+  if (v6) {
+    addr(lab.cont_a, "eth0", "fd00:78::1/64");
+    addr(lab.cont_b, "eth0", "fd00:78::2/64");
+  }
   for (NetNs* ns : {&lab.cont_a, &lab.cont_b}) {
-    ns->check("ip link set eth0 mtu 1450 && ethtool -K eth0 tx off tso off gso off");
+    ns->check("ip link set eth0 mtu " + std::to_string(mtu) +
+              " && ethtool -K eth0 tx off tso off gso off");
   }
   for (NetNs* ns : {&lab.node_a, &lab.node_b}) {
     sysctl(*ns, "net.ipv6.conf.c0.disable_ipv6", "1");
@@ -376,7 +383,7 @@ void build_topology(Lab& lab) {
 struct Tagged {
   std::size_t ip = 0;      // VXLAN frames with an inner IP packet from `src`
   std::size_t right = 0;   // ... with the G and A bits and the expected group
-  std::size_t non_ip = 0;  // VXLAN frames with a non-IP inner frame (ARP)
+  std::size_t non_ip = 0;  // VXLAN frames with a non-IP inner frame (ARP) or IPv6 ND
   std::size_t non_ip_untagged = 0;
 };
 
@@ -388,7 +395,8 @@ Tagged inspect(const std::vector<Bytes>& frames, const char* outer_src, const ch
   for (const Bytes& f : frames) {
     const PacketInfo p = parse_packet(f);
     if (!p.has(kFlagVxlan) || p.outer_src != outer || p.vni != kVni) continue;
-    if (p.status == ParseStatus::NotIp) {
+    const bool nd = p.protocol == 58 && p.icmp_type >= 133 && p.icmp_type <= 137;
+    if (p.status == ParseStatus::NotIp || nd) {
       ++t.non_ip;
       if (!p.has(kFlagGbp)) ++t.non_ip_untagged;
       continue;
@@ -634,6 +642,60 @@ TEST_F(DpdkVxlanGbp, InteroperatesWithTheKernelsVxlanGbp) {
   EXPECT_EQ(after.overlay_refused, refused(after, OverlayRefusal::NotVxlan)) << describe(after);
   std::printf("kernel: %llu packets marked 0x80002 (group 2, A bit); node A: %s\n",
               static_cast<unsigned long long>(tagged), describe(after).c_str());
+}
+
+// An IPv6 underlay (VTEPs fd00:77::1 and ::2, 70 bytes of headers, the
+// outer UDP checksum computed) carrying IPv6 containers: neighbour
+// discovery crosses untagged (multicast solicitations head-end
+// replicated), ICMPv6 and TCP are tagged and decided by the tag on node B.
+TEST_F(DpdkVxlanGbp, Ipv6UnderlayCarriesIpv6Containers) {
+  constexpr const char* kInventoryA6 = R"(apiVersion: tierwall.io/v1
+kind: Inventory
+node: {name: node-a, addresses: [10.78.0.251]}
+endpoints:
+  - {name: a-1, labels: {role: a}, addresses: [10.78.0.1, "fd00:78::1"]}
+  - {name: b-1, labels: {role: b}, addresses: [10.78.0.2, "fd00:78::2"]}
+)";
+  constexpr const char* kInventoryB6 = R"(apiVersion: tierwall.io/v1
+kind: Inventory
+node: {name: node-b, addresses: [10.78.0.252]}
+endpoints:
+  - {name: b-1, labels: {role: b}, addresses: [10.78.0.2, "fd00:78::2"]}
+)";
+  constexpr const char* kVtep6A = "fd00:77::1";
+  constexpr const char* kVtep6B = "fd00:77::2";
+  Lab lab;
+  build_topology(lab, 1430, true);
+  const MacAddress up_a = read_mac(lab.node_a, "uplink");
+  const MacAddress up_b = read_mac(lab.node_b, "uplink");
+  RawSocket capture_b(lab.node_b, "uplink");
+  start_node(lab.a, lab.node_a, kVtep6A, kVtep6B, up_b, generation(true, kInventoryA6));
+  start_node(lab.b, lab.node_b, kVtep6B, kVtep6A, up_a, generation(false, kInventoryB6));
+  TcpServer b8080(lab.cont_b, "fd00:78::2", 8080);
+  TcpServer b9090(lab.cont_b, "fd00:78::2", 9090);
+  TcpServer b8080v4(lab.cont_b, kAddrB, 8080);
+
+  EXPECT_EQ(ping_probe(lab.cont_a, "fd00:78::2", kPass), Outcome::kOk)
+      << "A: " << describe(lab.a.counters()) << "\nB: " << describe(lab.b.counters());
+  EXPECT_EQ(tcp_probe(lab.cont_a, "fd00:78::2", 8080, kPass), Outcome::kOk)
+      << "A: " << describe(lab.a.counters()) << "\nB: " << describe(lab.b.counters());
+  EXPECT_EQ(tcp_probe(lab.cont_a, "fd00:78::2", 9090, kDrop), Outcome::kTimeout);
+  EXPECT_EQ(b9090.accepted(), 0U);
+  // IPv4 over the same IPv6 underlay.
+  EXPECT_EQ(tcp_probe(lab.cont_a, kAddrB, 8080, kPass), Outcome::kOk);
+
+  const Tagged a_to_b = inspect(capture_b.drain(), kVtep6A, "fd00:78::1", kGroupA);
+  EXPECT_GE(a_to_b.ip, 4U);
+  EXPECT_EQ(a_to_b.right, a_to_b.ip);
+  EXPECT_GE(a_to_b.non_ip, 1U);  // neighbour discovery
+  EXPECT_EQ(a_to_b.non_ip_untagged, a_to_b.non_ip);
+  const BridgeCounters fb = lab.b.counters();
+  EXPECT_GE(fb.overlay_by_tag, 3U) << describe(fb);  // echo, tcp/8080, tcp/9090
+  EXPECT_GE(fb.policy_dropped, 1U) << describe(fb);
+  EXPECT_EQ(fb.overlay_refused, 0U) << describe(fb);
+  EXPECT_EQ(fb.malformed + lab.a.counters().malformed, 0U);
+  std::printf("IPv6 underlay: A->B %zu tagged IPv6 frames (group %u); node B: %s\n", a_to_b.ip,
+              kGroupA, describe(fb).c_str());
 }
 
 }  // namespace
