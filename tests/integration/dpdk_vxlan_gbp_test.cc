@@ -327,8 +327,8 @@ std::string next_vdev() {
 
 // Opens the node's two ports and starts its Bridge with the overlay uplink
 // towards `peer_vtep` / `peer_mac`.
-void start_node(Node& node, const NetNs& ns, const char* local_vtep, const char* peer_vtep,
-                const MacAddress& peer_mac, std::unique_ptr<const Generation> g) {
+void start_node(Node& node, const NetNs& ns, const char* local_vtep,
+                const std::vector<OverlayPeer>& peers, std::unique_ptr<const Generation> g) {
   std::string error;
   node.container_port = in_netns(
       ns, [&] { return Port::open_vdev(next_vdev() + ",iface=c0", PortOptions{}, error); });
@@ -344,13 +344,18 @@ void start_node(Node& node, const NetNs& ns, const char* local_vtep, const char*
   overlay.config.local_vtep = IpAddress::parse(local_vtep).value();
   ASSERT_TRUE(parse_mac(node.uplink->mac(), overlay.config.local_mac)) << node.uplink->mac();
   overlay.config.vni = kVni;
-  overlay.config.peers = {{IpAddress::parse(peer_vtep).value(), peer_mac}};
+  overlay.config.peers = peers;
   BridgeOptions options;
   options.idle_sleep_us = 50;
   options.overlays = {overlay};
   Port* ports[] = {node.container_port.get(), node.uplink.get()};
   node.bridge = std::make_unique<Bridge>(ports, node.store, options);
   node.worker = std::thread([&node] { node.bridge->run(node.stop); });
+}
+
+void start_node(Node& node, const NetNs& ns, const char* local_vtep, const char* peer_vtep,
+                const MacAddress& peer_mac, std::unique_ptr<const Generation> g) {
+  start_node(node, ns, local_vtep, {{IpAddress::parse(peer_vtep).value(), peer_mac}}, std::move(g));
 }
 
 // Container namespaces with MTU 1450 (the overlay adds 50 bytes; 70 and
@@ -696,6 +701,130 @@ endpoints:
   EXPECT_EQ(fb.malformed + lab.a.counters().malformed, 0U);
   std::printf("IPv6 underlay: A->B %zu tagged IPv6 frames (group %u); node B: %s\n", a_to_b.ip,
               kGroupA, describe(fb).c_str());
+}
+
+// Three nodes on one underlay (a Linux bridge in its own namespace): node A
+// has two peers. Its broadcasts (ARP) are head-end replicated to both; once
+// the containers' MACs are learned, unicast goes to the one peer behind
+// which the destination was learned. B and C each know only their own
+// container and decide A's by the tag.
+TEST_F(DpdkVxlanGbp, HeadEndReplicationToSeveralPeers) {
+  constexpr const char* kInventoryA3 = R"(apiVersion: tierwall.io/v1
+kind: Inventory
+node: {name: node-a, addresses: [10.78.0.251]}
+endpoints:
+  - {name: a-1, labels: {role: a}, addresses: [10.78.0.1]}
+  - {name: b-1, labels: {role: b}, addresses: [10.78.0.2]}
+  - {name: c-1, labels: {role: b}, addresses: [10.78.0.4]}
+)";
+  constexpr const char* kInventoryC = R"(apiVersion: tierwall.io/v1
+kind: Inventory
+node: {name: node-c, addresses: [10.78.0.253]}
+endpoints:
+  - {name: c-1, labels: {role: b}, addresses: [10.78.0.4]}
+)";
+  constexpr const char* kAddrC = "10.78.0.4";
+  constexpr const char* kVtepC = "192.168.77.3";
+  struct ThreeNodes {
+    NetNs underlay{"underlay"};
+    NetNs node_a{"node-a"};
+    NetNs node_b{"node-b"};
+    NetNs node_c{"node-c"};
+    NetNs cont_a{"cont-a"};
+    NetNs cont_b{"cont-b"};
+    NetNs cont_c{"cont-c"};
+    Node a;
+    Node b;
+    Node c;
+  } lab;
+  bridge(lab.underlay, "br0");
+  const std::pair<NetNs*, NetNs*> nodes[] = {
+      {&lab.node_a, &lab.cont_a}, {&lab.node_b, &lab.cont_b}, {&lab.node_c, &lab.cont_c}};
+  const char* addrs[] = {kAddrA, kAddrB, kAddrC};
+  const char* ports[] = {"ua", "ub", "uc"};
+  for (int i = 0; i < 3; ++i) {
+    NetNs& node = *nodes[i].first;
+    NetNs& cont = *nodes[i].second;
+    veth(cont, "eth0", node, "c0");
+    veth(node, "uplink", lab.underlay, ports[i]);
+    attach(lab.underlay, ports[i], "br0");
+    addr(cont, "eth0", std::string(addrs[i]) + "/24");
+    cont.check("ip link set eth0 mtu 1450 && ethtool -K eth0 tx off tso off gso off");
+    sysctl(node, "net.ipv6.conf.c0.disable_ipv6", "1");
+    sysctl(node, "net.ipv6.conf.uplink.disable_ipv6", "1");
+    node.check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
+    wait_link_running(node, "c0");
+    wait_link_running(node, "uplink");
+  }
+  const MacAddress up_a = read_mac(lab.node_a, "uplink");
+  const MacAddress up_b = read_mac(lab.node_b, "uplink");
+  const MacAddress up_c = read_mac(lab.node_c, "uplink");
+  const auto ip = [](const char* s) { return IpAddress::parse(s).value(); };
+  RawSocket capture_b(lab.node_b, "uplink");
+  RawSocket capture_c(lab.node_c, "uplink");
+  start_node(lab.a, lab.node_a, kVtepA, {{ip(kVtepB), up_b}, {ip(kVtepC), up_c}},
+             generation(true, kInventoryA3));  // leaky: tcp/9090 is C's to deny
+  start_node(lab.b, lab.node_b, kVtepB, kVtepA, up_a, generation(false, kInventoryB));
+  start_node(lab.c, lab.node_c, kVtepC, kVtepA, up_a, generation(false, kInventoryC));
+  TcpServer b8080(lab.cont_b, kAddrB, 8080);
+  TcpServer c8080(lab.cont_c, kAddrC, 8080);
+
+  EXPECT_EQ(ping_probe(lab.cont_a, kAddrB, kPass), Outcome::kOk) << describe(lab.a.counters());
+  EXPECT_EQ(ping_probe(lab.cont_a, kAddrC, kPass), Outcome::kOk) << describe(lab.a.counters());
+  EXPECT_EQ(tcp_probe(lab.cont_a, kAddrB, 8080, kPass), Outcome::kOk);
+  EXPECT_EQ(tcp_probe(lab.cont_a, kAddrC, 8080, kPass), Outcome::kOk);
+  EXPECT_EQ(tcp_probe(lab.cont_a, kAddrC, 9090, kDrop), Outcome::kTimeout);  // C's deny
+
+  // What reached B and C with their own outer destination MAC, by the
+  // inner frame's target: ARP requests (target address at byte 38 of the
+  // inner frame) and IP packets.
+  struct Seen {
+    std::size_t arp_for_b = 0, arp_for_c = 0, ip_to_b = 0, ip_to_c = 0;
+  };
+  const auto seen = [&](const std::vector<Bytes>& frames, const MacAddress& mine) {
+    Seen r;
+    for (const Bytes& f : frames) {
+      if (!std::equal(mine.begin(), mine.end(), f.begin())) continue;
+      const PacketInfo p = parse_packet(f);
+      if (!p.has(kFlagVxlan) || p.outer_src != ip(kVtepA)) continue;
+      const std::size_t in = p.inner_l2_offset;
+      if (p.status == ParseStatus::NotIp && f.size() >= in + 42 && f[in + 12] == 0x08 &&
+          f[in + 13] == 0x06) {
+        const IpAddress target =
+            IpAddress::v4((std::uint32_t{f[in + 38]} << 24) | (std::uint32_t{f[in + 39]} << 16) |
+                          (std::uint32_t{f[in + 40]} << 8) | f[in + 41]);
+        r.arp_for_b += target == ip(kAddrB);
+        r.arp_for_c += target == ip(kAddrC);
+      } else if (p.status == ParseStatus::Ok && p.src == ip(kAddrA)) {
+        r.ip_to_b += p.dst == ip(kAddrB);
+        r.ip_to_c += p.dst == ip(kAddrC);
+      }
+    }
+    return r;
+  };
+  const Seen at_b = seen(capture_b.drain(), up_b);
+  const Seen at_c = seen(capture_c.drain(), up_c);
+  // Broadcasts reach both peers, including the one not asked.
+  EXPECT_GE(at_b.arp_for_b, 1U);
+  EXPECT_GE(at_b.arp_for_c, 1U);
+  EXPECT_GE(at_c.arp_for_b, 1U);
+  EXPECT_GE(at_c.arp_for_c, 1U);
+  // Unicast goes to the peer the destination was learned behind only.
+  EXPECT_GE(at_b.ip_to_b, 4U);
+  EXPECT_EQ(at_b.ip_to_c, 0U);
+  EXPECT_GE(at_c.ip_to_c, 4U);
+  EXPECT_EQ(at_c.ip_to_b, 0U);
+  const BridgeCounters fb = lab.b.counters();
+  const BridgeCounters fc = lab.c.counters();
+  EXPECT_GE(fb.overlay_by_tag, 2U) << describe(fb);
+  EXPECT_GE(fc.overlay_by_tag, 3U) << describe(fc);
+  EXPECT_GE(fc.policy_dropped, 1U) << describe(fc);
+  std::printf(
+      "three nodes: at B %zu ARP (for C: %zu), %zu IP; at C %zu ARP (for B: %zu), %zu IP\n"
+      "node A: %s\n",
+      at_b.arp_for_b + at_b.arp_for_c, at_b.arp_for_c, at_b.ip_to_b,
+      at_c.arp_for_b + at_c.arp_for_c, at_c.arp_for_b, at_c.ip_to_c,
+      describe(lab.a.counters()).c_str());
 }
 
 }  // namespace
