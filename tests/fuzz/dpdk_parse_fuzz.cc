@@ -18,14 +18,21 @@
 //   - parsing is deterministic;
 //   - encap round trip: a decided untagged frame (Ok, not VXLAN), encapsulated with
 //     VXLAN-GBP over IPv4 and IPv6, parses back to the same inner fields,
-//     the group id and the VNI.
+//     the group id and the VNI;
+//   - overlay ingress (overlay.h): on any frame that is not malformed,
+//     Overlay::check_ingress reads only inside the frame and accepts only
+//     VXLAN from the configured peer; the round trip's frame is accepted
+//     exactly when its VNI is the overlay's, refused as wrong_vni otherwise.
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "tierwall/dataplane/dpdk/encap.h"
+#include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 
 namespace dpdk = tierwall::dataplane::dpdk;
@@ -34,6 +41,44 @@ namespace {
 
 void check(bool ok) {
   if (!ok) __builtin_trap();
+}
+
+constexpr std::uint32_t kOverlayVni = 60;  // the round trip's VNI for 60-byte frames
+
+// The receiving node of the round trip: 192.0.2.2 / 2001:db8::2, trusting
+// 192.0.2.1 / 2001:db8::1. Its MAC's first byte is also the selector byte
+// of frames sent to it: 0x0c (VXLAN port 4789, IPv4 receiver) and 0x1c
+// (4789, IPv6 receiver), so that seeds reach the accepting path.
+constexpr std::array<std::uint8_t, 6> kMacV4 = {0x0c, 0, 0, 0, 0, 2};
+constexpr std::array<std::uint8_t, 6> kMacV6 = {0x1c, 0, 0, 0, 0, 2};
+
+const dpdk::Overlay& receiver(bool v6) {
+  static const auto make = [](bool six) {
+    dpdk::OverlayConfig c;
+    c.local_vtep = *tierwall::IpAddress::parse(six ? "2001:db8::2" : "192.0.2.2");
+    c.local_mac = six ? kMacV6 : kMacV4;
+    c.vni = kOverlayVni;
+    c.peers = {
+        {*tierwall::IpAddress::parse(six ? "2001:db8::1" : "192.0.2.1"), {2, 0, 0, 0, 0, 1}}};
+    c.mac_capacity = 16;
+    std::string error;
+    auto o = dpdk::Overlay::create(c, error);
+    check(o != nullptr);
+    return o;
+  };
+  static const auto v4 = make(false);
+  static const auto v6_overlay = make(true);
+  return v6 ? *v6_overlay : *v4;
+}
+
+void check_ingress(std::span<const std::uint8_t> frame, const dpdk::PacketInfo& info, bool v6) {
+  const dpdk::OverlayIngress r = receiver(v6).check_ingress(frame, info);
+  if (r.accepted) {
+    check(info.has(dpdk::kFlagVxlan) && info.vni == kOverlayVni && r.peer == 0);
+    check(info.outer_src == *tierwall::IpAddress::parse(v6 ? "2001:db8::1" : "192.0.2.1"));
+  } else {
+    check(static_cast<std::size_t>(r.refusal) < dpdk::kOverlayRefusalCount);
+  }
 }
 
 bool same_inner(const dpdk::PacketInfo& a, const dpdk::PacketInfo& b, std::size_t shift) {
@@ -47,7 +92,7 @@ bool same_inner(const dpdk::PacketInfo& a, const dpdk::PacketInfo& b, std::size_
 void round_trip(std::span<const std::uint8_t> frame, const dpdk::PacketInfo& info, bool v6) {
   dpdk::VxlanGbpParams params;
   params.src_mac = {2, 0, 0, 0, 0, 1};
-  params.dst_mac = {2, 0, 0, 0, 0, 2};
+  params.dst_mac = v6 ? kMacV6 : kMacV4;
   params.src_ip = *tierwall::IpAddress::parse(v6 ? "2001:db8::1" : "192.0.2.1");
   params.dst_ip = *tierwall::IpAddress::parse(v6 ? "2001:db8::2" : "192.0.2.2");
   params.src_port = dpdk::vxlan_source_port(info);
@@ -69,6 +114,9 @@ void round_trip(std::span<const std::uint8_t> frame, const dpdk::PacketInfo& inf
   check(back.outer_src == params.src_ip);
   check(back.inner_l2_offset == overhead);
   check(same_inner(info, back, overhead));
+  const dpdk::OverlayIngress in = receiver(v6).check_ingress({out.get(), size}, back);
+  check(in.accepted == (params.vni == kOverlayVni));
+  check(in.accepted || in.refusal == dpdk::OverlayRefusal::WrongVni);
 }
 
 }  // namespace
@@ -105,6 +153,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           info.outer_l4_offset + 16U == info.inner_l2_offset && info.inner_l2_offset <= size);
     if (info.status == dpdk::ParseStatus::Ok) check(info.inner_l2_offset < info.l3_offset);
   }
+  if (!dpdk::is_malformed(info.status)) check_ingress(frame, info, (selector & 16U) != 0);
   if (info.status == dpdk::ParseStatus::NonFirstFragment) {
     check(info.has(dpdk::kFlagFragment) && info.fragment_offset != 0 && info.l3_end <= size);
   }

@@ -2,8 +2,10 @@
 // per rule kind, a differential test against the reference evaluator over
 // generated policies, the flow table (injected clock), and RCU publication
 // with real reader threads.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -335,6 +337,160 @@ TEST(DpdkClassifyDifferential, EqualsReferenceEvaluator) {
   EXPECT_GT(compared, 500000);
 }
 
+// ------------------------------------------------------------ tagged peers
+//
+// A remote endpoint named only by a trusted overlay peer's tag: a member of
+// its tier and of no known selector. Denies whose only unmet check is a
+// selector on that side match; flows that need one there do not.
+//
+// tiers: 0 quarantine, 1 web, 2 app; selectors: 0 role=front, 1 env=prod
+// endpoints: web1 (web, {}) 10.1.0.10, web2 (web, {0,1}) 10.1.0.11,
+//   app1 (app, {1}) 10.1.0.20, app2 (app, {}) 10.1.0.21
+
+RuleSet tagged_rules() {
+  auto pol = std::make_shared<CompiledPolicy>();
+  pol->name = "tagged";
+  pol->generation = 3;
+  pol->intra_tier_allow = true;
+  pol->tiers = {{"quarantine", -1, Mode::Enforce, false},
+                {"web", 10, Mode::Enforce, true},
+                {"app", 20, Mode::Enforce, true}};
+  pol->selectors = {{"role=front"}, {"env=prod"}};
+  pol->denies = {
+      rule(16, tiers({1}, 0), tiers({2}), {port(proto::kTcp, 22, 22)}),
+      rule(17, tiers({1}, 1), tiers({2}), {port(proto::kTcp, 8443, 8443)}, true),
+      rule(18, tiers({1}), tiers({2}, 1), {port(proto::kTcp, 23, 23)}),
+  };
+  pol->flows = {
+      rule(19, tiers({1}, 0), tiers({2}), {port(proto::kTcp, 8080, 8080)}),
+      rule(20, tiers({1}), tiers({2}),
+           {port(proto::kTcp, 22, 23), port(proto::kTcp, 8443, 8443),
+            port(proto::kTcp, 9000, 9000)}),
+      rule(21, tiers({1}), tiers({2}, 1), {port(proto::kTcp, 7000, 7000)}),
+      rule(22, tiers({2}, 1), tiers({1}), {port(proto::kTcp, 6000, 6000)}),
+  };
+  auto eps = std::make_shared<EndpointTable>();
+  auto add = [&](EndpointId id, const char* a, TierId tier, std::vector<SelectorId> sel) {
+    const IpAddress addr[] = {ip(a)};
+    EXPECT_TRUE(eps->upsert(id, addr, tier, sel));
+  };
+  add(0, "10.1.0.10", 1, {});
+  add(1, "10.1.0.11", 1, {0, 1});
+  add(2, "10.1.0.20", 2, {1});
+  add(3, "10.1.0.21", 2, {});
+  eps->set_node_addresses({ip("10.1.0.1")});
+  eps->set_container_cidrs({cidr("10.1.0.0/16")});
+  return RuleSet{pol, eps};
+}
+
+// Deny > Audit > Allow.
+int restrictiveness(Verdict v) { return v == Verdict::Deny ? 2 : v == Verdict::Audit ? 1 : 0; }
+
+struct TaggedCase {
+  const char* what;
+  bool tagged_is_src;  // else the destination is the tagged peer
+  TierId tier;         // of the tagged peer
+  const char* other;   // the known side
+  std::uint16_t port;  // tcp
+  Verdict verdict;
+  RuleId rule;
+};
+
+const TaggedCase kTaggedCases[] = {
+    {"deny with a selector on the tagged side matches", true, 1, "10.1.0.20", 22, D, 16},
+    {"staged deny with a selector there matches", true, 1, "10.1.0.20", 8443, U, 17},
+    {"flow needing a selector there does not match", true, 1, "10.1.0.20", 8080, D,
+     kRuleDefaultDeny},
+    {"flow without selectors matches", true, 1, "10.1.0.20", 9000, A, 20},
+    {"selector on the known side: deny holds", true, 1, "10.1.0.20", 23, D, 18},
+    {"selector on the known side: deny does not apply", true, 1, "10.1.0.21", 23, A, 20},
+    {"selector on the known side: flow applies", true, 1, "10.1.0.20", 7000, A, 21},
+    {"selector on the known side: flow does not", true, 1, "10.1.0.21", 7000, D, kRuleDefaultDeny},
+    {"intra-tier: a member of its tier", true, 2, "10.1.0.21", 1234, A, kRuleIntraTier},
+    {"quarantine tag", true, 0, "10.1.0.20", 9000, D, kRuleDefaultDeny},
+    {"tagged destination: flow needing its selector", false, 2, "10.1.0.10", 7000, D,
+     kRuleDefaultDeny},
+    {"tagged destination: deny needing its selector", false, 2, "10.1.0.10", 23, D, 18},
+    {"tagged destination: flow without selectors", false, 2, "10.1.0.10", 9000, A, 20},
+};
+
+TEST(DpdkClassifyTagged, FailsClosedOnUnknownSelectors) {
+  const RuleSet rules = tagged_rules();
+  const auto built = build_generation(rules);
+  ASSERT_TRUE(built.generation) << built.error;
+  const Generation& g = *built.generation;
+  ASSERT_EQ(g.tier_count(), 3U);
+  const char* members[3][2] = {
+      {nullptr, nullptr}, {"10.1.0.10", "10.1.0.11"}, {"10.1.0.20", "10.1.0.21"}};
+  for (const TaggedCase& c : kTaggedCases) {
+    const PeerClass tagged = g.tagged_peer(c.tier);
+    EXPECT_TRUE(tagged.unknown_profile);
+    EXPECT_EQ(tagged.endpoint, kUnknownEndpoint);
+    const PeerClass known = g.resolve(ip(c.other));
+    const FastDecision got = c.tagged_is_src ? g.decide(tagged, known, TCP, c.port)
+                                             : g.decide(known, tagged, TCP, c.port);
+    EXPECT_EQ(got.verdict, c.verdict) << c.what << ": got " << describe(got);
+    EXPECT_EQ(got.rule_id, c.rule) << c.what << ": got " << describe(got);
+    // Never more permissive than what any known member of the tier gets.
+    for (const char* m : members[c.tier]) {
+      if (m == nullptr) continue;
+      const FastDecision member = c.tagged_is_src
+                                      ? reference(rules, ip(m), ip(c.other), TCP, c.port)
+                                      : reference(rules, ip(c.other), ip(m), TCP, c.port);
+      EXPECT_GE(restrictiveness(got.verdict), restrictiveness(member.verdict))
+          << c.what << ": member " << m << " gets " << describe(member);
+    }
+  }
+  // The same classes with a known profile decide exactly as the evaluator.
+  PeerClass web2 = g.resolve(ip("10.1.0.11"));
+  ASSERT_FALSE(web2.unknown_profile);
+  EXPECT_EQ(g.decide(web2, g.resolve(ip("10.1.0.20")), TCP, 8080),
+            reference(rules, ip("10.1.0.11"), ip("10.1.0.20"), TCP, 8080));
+}
+
+TEST(DpdkClassifyTagged, NeverMorePermissiveThanAnyMemberOnGeneratedPolicies) {
+  long compared = 0;
+  long stricter = 0;
+  for (std::uint32_t seed = 1; seed <= 120; ++seed) {
+    const auto gen = testkit::generate_case(seed, 8);
+    const RuleSet rules = compile_case(gen, seed);
+    ASSERT_TRUE(rules.policy);
+    const auto built = build_generation(rules);
+    ASSERT_TRUE(built.generation) << built.error;
+    const Generation& g = *built.generation;
+    std::mt19937 rng(seed);
+    const auto addrs = case_addresses(gen, false);
+    const auto prs = probes(false, rng);
+    for (const auto& m : gen.endpoint_v4) {
+      const PeerClass member = g.resolve(ip(m));
+      ASSERT_EQ(member.entity, PeerMatch::Entity::Endpoint);
+      const PeerClass tagged = g.tagged_peer(static_cast<TierId>(member.cls));
+      for (const auto& d : addrs) {
+        if (d == m) continue;  // self: the tagged peer has no identity
+        for (const Probe& pr : prs) {
+          const FastDecision want = reference(rules, ip(m), ip(d), pr.protocol, pr.port);
+          const FastDecision got = g.decide(tagged, g.resolve(ip(d)), pr.protocol, pr.port);
+          ASSERT_GE(restrictiveness(got.verdict), restrictiveness(want.verdict))
+              << "seed " << seed << ": tagged tier " << member.cls << " (member " << m << ") -> "
+              << d << " " << int(pr.protocol) << "/" << pr.port << ": got " << describe(got)
+              << ", member gets " << describe(want) << "\n"
+              << gen.policy_yaml;
+          // And in the other direction (the tagged peer as destination).
+          const FastDecision back = reference(rules, ip(d), ip(m), pr.protocol, pr.port);
+          const FastDecision got_back = g.decide(g.resolve(ip(d)), tagged, pr.protocol, pr.port);
+          ASSERT_GE(restrictiveness(got_back.verdict), restrictiveness(back.verdict))
+              << "seed " << seed << ": " << d << " -> tagged tier " << member.cls;
+          stricter += restrictiveness(got.verdict) > restrictiveness(want.verdict);
+          compared += 2;
+        }
+      }
+    }
+  }
+  std::printf("[tagged] %ld probes, %ld stricter than the member\n", compared, stricter);
+  EXPECT_GT(compared, 50000);
+  EXPECT_GT(stricter, 0);  // the generated selectors do make a difference
+}
+
 // ------------------------------------------------------------ flow table
 
 FlowPacket pkt(const char* s, const char* d, std::uint8_t protocol, std::uint16_t sport,
@@ -520,6 +676,94 @@ TEST(DpdkFlowTable, FlowPacketFromParsedPacket) {
   EXPECT_EQ(f.src_port, 99);
   EXPECT_EQ(f.dst_port, 99);
   EXPECT_EQ(to_connection(p).port, f.decision_port);
+}
+
+TEST(DpdkFlowTable, TaggedSourceIsDecidedAndRecheckedByItsTag) {
+  const RuleSet base = hand_rules();
+  const auto g1 = build_generation(base, {1}).generation;
+  const auto g2 = build_generation(base, {2}).generation;
+  // 10.0.9.9 is unknown here (a quarantined address by itself); tagged dev
+  // (tier 4, group 5) it may open anything to app (rule 27).
+  auto syn = pkt("10.0.9.9", "10.0.0.20", TCP, 40000, 5555, 0x02);
+  const auto ack = pkt("10.0.0.20", "10.0.9.9", TCP, 5555, 40000, 0x12);
+  FlowTable ft({64, {}});
+  EXPECT_EQ(ft.process(*g1, syn, 0).outcome, FlowOutcome::Denied);  // by address
+  syn.src_tag = 5;
+  auto r = ft.process(*g1, syn, 1);
+  EXPECT_EQ(r.outcome, FlowOutcome::New);
+  EXPECT_EQ(r.decision.rule_id, 27U);
+  EXPECT_EQ(ft.process(*g1, ack, 2).outcome, FlowOutcome::Hit);
+  // A new generation re-checks the initiator by its tag, not its address.
+  r = ft.process(*g2, ack, 3);
+  EXPECT_EQ(r.outcome, FlowOutcome::Recheck);
+  EXPECT_EQ(r.decision.rule_id, 27U);
+  // A generation without that tier cuts the flow.
+  auto pol = std::make_shared<CompiledPolicy>(*base.policy);
+  pol->tiers.resize(4);
+  pol->flows.erase(
+      std::remove_if(pol->flows.begin(), pol->flows.end(),
+                     [](const Rule& x) { return x.from.tiers == std::vector<TierId>{4}; }),
+      pol->flows.end());
+  pol->denies.erase(pol->denies.begin());  // rule 16 names tier 4
+  auto eps = std::make_shared<EndpointTable>(*base.endpoints);
+  eps->remove(4);
+  const auto g3 = build_generation(RuleSet{pol, eps}, {3}).generation;
+  ASSERT_TRUE(g3);
+  ASSERT_EQ(g3->tier_count(), 4U);
+  EXPECT_EQ(ft.process(*g3, ack, 4).outcome, FlowOutcome::Cut);
+  // A tag naming no tier is refused, in bursts too.
+  syn.src_tag = 9;
+  r = ft.process(*g1, syn, 5);
+  EXPECT_EQ(r.outcome, FlowOutcome::Denied);
+  EXPECT_EQ(r.tag, TagCheck::UnknownTag);
+  FlowResult results[2];
+  const FlowPacket burst[2] = {syn, ack};
+  ft.process_burst(*g1, burst, results, 6);
+  EXPECT_FALSE(results[0].pass());
+  EXPECT_EQ(results[0].tag, TagCheck::UnknownTag);
+  EXPECT_FALSE(results[1].pass());
+}
+
+TEST(DpdkFlowTable, TagsOfKnownSourcesAreCheckedOnTheFirstPacket) {
+  const auto g = build_generation(hand_rules()).generation;
+  struct TagCase {
+    const char* what;
+    const char* src;
+    std::uint16_t tag;
+    TagCheck check;
+    FlowOutcome outcome;
+  };
+  const TagCase cases[] = {
+      // web1 (tier 1, role=front) -> app1 tcp/8080: flow 19 needs its selector,
+      // which a known source keeps.
+      {"known, its own tier: by address", "10.0.0.10", 2, TagCheck::ByAddress, FlowOutcome::New},
+      {"known, another tier", "10.0.0.10", 3, TagCheck::Spoofed, FlowOutcome::Denied},
+      {"this node", "10.0.0.1", 2, TagCheck::Spoofed, FlowOutcome::Denied},
+      {"unknown, web tag: selector unknown", "10.0.9.9", 2, TagCheck::ByTag, FlowOutcome::Denied},
+      {"untagged", "10.0.0.10", 0, TagCheck::None, FlowOutcome::New},
+  };
+  for (const TagCase& c : cases) {
+    for (const bool in_burst : {false, true}) {
+      FlowTable ft({64, {}});
+      auto p = pkt(c.src, "10.0.0.20", TCP, 40000, 8080, 0x02);
+      p.src_tag = c.tag;
+      FlowResult r;
+      if (in_burst) {
+        ft.process_burst(*g, std::span(&p, 1), std::span(&r, 1), 0);
+      } else {
+        r = ft.process(*g, p, 0);
+      }
+      EXPECT_EQ(r.tag, c.check) << c.what << (in_burst ? " (burst)" : "");
+      EXPECT_EQ(r.outcome, c.outcome) << c.what << (in_burst ? " (burst)" : "");
+      // Later packets of an allowed flow are not checked again.
+      if (r.outcome == FlowOutcome::New) {
+        p.tcp_flags = 0x10;
+        const FlowResult hit = ft.process(*g, p, 1);
+        EXPECT_EQ(hit.outcome, FlowOutcome::Hit) << c.what;
+        EXPECT_EQ(hit.tag, TagCheck::None) << c.what;
+      }
+    }
+  }
 }
 
 // ------------------------------------------------------------ RCU

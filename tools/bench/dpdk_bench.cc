@@ -3,7 +3,9 @@
 // frames, 10,000 rules, 100,000 endpoints, 1M flows:
 //   established (flow-table hit), new connection (endpoint lookups +
 //   decision + insert), the VXLAN-GBP path (outer + inner parse, decision on
-//   the inner packet), each as parse + decide and decide only; the
+//   the inner packet), each as parse + decide and decide only; the overlay
+//   (the receiver's peer/VNI and tag checks, a source decided by its tag,
+//   the sender's tagging and header writes); the
 //   reference evaluator's linear scan as the floor; bytes per flow and per
 //   endpoint; and Debian's dpdk-test-acl classifying the same policy
 //   exported as an IP-expanded 5-tuple ACL over the traced packets.
@@ -29,6 +31,7 @@
 #include "dpdk_bench_common.h"
 
 #include "tierwall/dataplane/dpdk/encap.h"
+#include "tierwall/dataplane/dpdk/overlay.h"
 
 using namespace tierwall_bench;  // NOLINT(google-build-using-namespace): bench-local helpers
 
@@ -419,7 +422,7 @@ int main(int argc, char** argv) {
           k == 0 ? &reply_frames[i * 64] : &syn_frames[i * 64], 64);
       const auto& fp = k == 0 ? replies[i] : packets[i];
       const Peer src = peer_of(v4_value(fp.src));
-      vp.group_id = src.tier;
+      vp.group_id = dpdk::group_of_tier(src.tier);
       vp.gbp = src.endpoint >= 0;
       vp.src_port = static_cast<std::uint16_t>(0xc000 | (i & 0x3fff));
       auto& dst = k == 0 ? vxlan_frames : vxlan_syn_frames;
@@ -457,9 +460,81 @@ int main(int argc, char** argv) {
       for (std::size_t j = 0; j < n; ++j) sink += results[j].decision.rule_id;
     }
   };
+  // The overlay receiver (docs/dpdk.md, "Overlay"): parse, peer/VNI check,
+  // tag check against the generation, decide (the Bridge's uplink path
+  // without the mbuf work).
+  dpdk::OverlayConfig oc;
+  oc.local_vtep = vp.dst_ip;
+  oc.local_mac = vp.dst_mac;
+  oc.vni = vp.vni;
+  oc.peers = {{vp.src_ip, vp.src_mac}};
+  std::string overlay_error;
+  const auto overlay = dpdk::Overlay::create(oc, overlay_error);
+  if (!overlay) {
+    std::fprintf(stderr, "tierwall-bench-dpdk: %s\n", overlay_error.c_str());
+    return 1;
+  }
+  std::size_t overlay_refused = 0;
+  auto receive_bursts = [&](const std::vector<std::uint8_t>& frames, std::size_t size) {
+    const std::size_t count = frames.size() / size;
+    for (std::size_t i = 0; i < count; i += dpdk::FlowTable::kMaxBurst) {
+      const std::size_t n = std::min(dpdk::FlowTable::kMaxBurst, count - i);
+      for (std::size_t j = 0; j < n; ++j) {
+        const std::span<const std::uint8_t> frame(frames.data() + (i + j) * size, size);
+        const dpdk::PacketInfo info = dpdk::parse_packet(frame);
+        parse_errors += info.status != dpdk::ParseStatus::Ok;
+        overlay_refused += overlay->check_ingress(frame, info).accepted ? 0U : 1U;
+        burst[j] = dpdk::flow_packet(info);
+        if (info.has(dpdk::kFlagGbp)) burst[j].src_tag = info.group_id;
+      }
+      table.process_burst(g, std::span(burst.data(), n), results, now);
+      for (std::size_t j = 0; j < n; ++j) {
+        sink += results[j].decision.rule_id;
+        overlay_refused += results[j].tag == dpdk::TagCheck::Spoofed ||
+                           results[j].tag == dpdk::TagCheck::UnknownTag;
+      }
+    }
+  };
+  // New connections tagged by a trusted peer: sources known here (the tag
+  // is checked against the endpoint's tier), and sources this node does not
+  // know (decided by the tag: Generation::tagged_peer), from 100.64.0.0/10.
+  std::vector<dpdk::FlowPacket> tag_checked = packets;
+  std::vector<dpdk::FlowPacket> by_tag = packets;
+  for (std::size_t i = 0; i < packets.size(); ++i) {
+    const Peer src = peer_of(v4_value(packets[i].src));
+    if (src.endpoint < 0) continue;
+    tag_checked[i].src_tag = dpdk::group_of_tier(src.tier);
+    by_tag[i].src_tag = tag_checked[i].src_tag;
+    by_tag[i].src = v4(0x64400000U | static_cast<std::uint32_t>(i & 0x3fffffU));
+  }
   auto clear = [&] { table.clear(); };
   auto nothing = [] {};
 
+  // The overlay paths first: the new-connection paths below start from an
+  // empty table and leave the flows the established paths hit.
+  const double vxlan_rx_new = best_of(
+      reps, flows, [&] { receive_bursts(vxlan_syn_frames, kVxlanFrame); }, clear);
+  const double tag_checked_new = best_of(
+      reps, flows, [&] { decide_bursts(tag_checked); }, clear);
+  const double by_tag_new = best_of(
+      reps, flows, [&] { decide_bursts(by_tag); }, clear);
+  // The overlay sender: the source's group id under the generation, the
+  // parameters, the 50 header bytes before the 64-byte frame.
+  std::vector<std::uint8_t> encap_out(kVxlanFrame);
+  const double encap = best_of(
+      reps, flows,
+      [&] {
+        for (std::size_t i = 0; i < flows; ++i) {
+          const std::uint16_t group = dpdk::egress_group(g, packets[i].src);
+          const dpdk::VxlanGbpParams params =
+              overlay->encap_params(0, group, static_cast<std::uint16_t>(0xc000U | (i & 0x3fffU)));
+          sink += dpdk::write_vxlan_gbp_headers(
+              std::span(encap_out.data(), dpdk::kVxlanOverheadV4),
+              std::span<const std::uint8_t>(&syn_frames[i * 64], 64), params);
+          sink += encap_out[46];
+        }
+      },
+      nothing);
   // New connections: decide only, then parse + decide, into an empty table.
   const double new_decide = best_of(
       reps, flows, [&] { decide_bursts(packets); }, clear);
@@ -479,6 +554,9 @@ int main(int argc, char** argv) {
       reps, flows, [&] { parse_decide_bursts(vxlan_frames, kVxlanFrame); }, nothing);
   const double hit_share = static_cast<double>(table.counters().hits - hits0) /
                            (3.0 * reps * static_cast<double>(flows));
+  // The overlay receiver on established flows (hits: no tag check).
+  const double vxlan_rx_est = best_of(
+      reps, flows, [&] { receive_bursts(vxlan_frames, kVxlanFrame); }, nothing);
   // Parse alone (same frames, in order).
   const double parse64 = best_of(
       reps, flows,
@@ -574,6 +652,11 @@ int main(int argc, char** argv) {
         " \"new_cycles_per_packet\": %.1f, \"new_decide_cycles_per_packet\": %.1f,\n"
         " \"vxlan_cycles_per_packet\": %.1f, \"vxlan_new_cycles_per_packet\": %.1f, "
         "\"vxlan_frame_bytes\": %zu,\n"
+        " \"overlay_rx_new_cycles_per_packet\": %.1f, "
+        "\"overlay_rx_established_cycles_per_packet\": "
+        "%.1f, \"tag_checked_new_decide_cycles_per_packet\": %.1f, "
+        "\"by_tag_new_decide_cycles_per_packet\": %.1f, \"overlay_encap_cycles_per_packet\": %.1f, "
+        "\"overlay_refused\": %zu,\n"
         " \"parse_cycles_per_packet\": %.1f, \"vxlan_parse_cycles_per_packet\": %.1f,\n"
         " \"linear_cycles_per_packet\": %.1f, \"test_acl_cycles_per_packet\": %s,\n"
         " \"mpps_per_core\": {\"established\": %.2f, \"established_decide\": %.2f, \"new\": %.2f, "
@@ -589,9 +672,10 @@ int main(int argc, char** argv) {
         " \"bytes_per_flow\": %.1f, \"bytes_per_flow_slot\": %.1f, \"bytes_per_endpoint\": %.1f, "
         "\"flows_remembered\": %zu, \"established_hit_share\": %.3f, \"parse_errors\": %zu}\n",
         kRules, kEndpoints, flows, quick ? "true" : "false", hz, dpdk::FlowTable::kMaxBurst,
-        est_full, est_decide, new_full, new_decide, vxlan_est, vxlan_new, kVxlanFrame, parse64,
-        parse_vxlan, linear, num(acl.cycles).c_str(), mpps(est_full), mpps(est_decide),
-        mpps(new_full), mpps(new_decide), mpps(vxlan_est), mpps(vxlan_new), mpps(linear),
+        est_full, est_decide, new_full, new_decide, vxlan_est, vxlan_new, kVxlanFrame, vxlan_rx_new,
+        vxlan_rx_est, tag_checked_new, by_tag_new, encap, overlay_refused, parse64, parse_vxlan,
+        linear, num(acl.cycles).c_str(), mpps(est_full), mpps(est_decide), mpps(new_full),
+        mpps(new_decide), mpps(vxlan_est), mpps(vxlan_new), mpps(linear),
         acl.cycles ? num(mpps(*acl.cycles)).c_str() : "null", acl.rules, acl.traces, acl.agree,
         acl.cycles ? "null" : json_str(acl.reason).c_str(), trace_decide, num(ratio).c_str(),
         num(ratio_trace).c_str(), linear / new_decide, kTargetEstablished,
@@ -616,6 +700,11 @@ int main(int argc, char** argv) {
   row("new connection, decide + insert only", new_decide, "");
   row("VXLAN-GBP established, parse outer+inner + decide", vxlan_est, "");
   row("VXLAN-GBP new connection", vxlan_new, "");
+  row("overlay receiver, new connection", vxlan_rx_new, "(+ peer/VNI/tag checks)");
+  row("overlay receiver, established", vxlan_rx_est, "");
+  row("new connection, tag checked (known source)", tag_checked_new, "(decide + insert)");
+  row("new connection, decided by tag (unknown source)", by_tag_new, "(decide + insert)");
+  row("overlay sender: group id + 50 header bytes", encap, "");
   row("parse 64-byte IPv4/TCP", parse64, "");
   row("parse VXLAN-GBP (114 bytes)", parse_vxlan, "");
   row("floor: reference evaluator (linear scan)", linear, "");

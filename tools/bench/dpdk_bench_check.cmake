@@ -32,7 +32,9 @@ foreach(key established_cycles_per_packet established_decide_cycles_per_packet
             new_cycles_per_packet new_decide_cycles_per_packet vxlan_cycles_per_packet
             vxlan_new_cycles_per_packet parse_cycles_per_packet vxlan_parse_cycles_per_packet
             linear_cycles_per_packet bytes_per_flow bytes_per_flow_slot bytes_per_endpoint
-            rules endpoints flows tsc_hz flows_remembered)
+            rules endpoints flows tsc_hz flows_remembered overlay_rx_new_cycles_per_packet
+            overlay_rx_established_cycles_per_packet tag_checked_new_decide_cycles_per_packet
+            by_tag_new_decide_cycles_per_packet overlay_encap_cycles_per_packet)
   check_positive(${key})
 endforeach()
 foreach(key established established_decide new new_decide vxlan vxlan_new linear)
@@ -48,6 +50,10 @@ endforeach()
 string(JSON parse_errors GET "${out}" parse_errors)
 if(NOT parse_errors EQUAL 0)
   message(FATAL_ERROR "${parse_errors} synthesized frames did not parse")
+endif()
+string(JSON overlay_refused GET "${out}" overlay_refused)
+if(NOT overlay_refused EQUAL 0)
+  message(FATAL_ERROR "${overlay_refused} frames of the trusted peer were refused")
 endif()
 
 # dpdk-test-acl: a number with its ACL size, or null with a reason.

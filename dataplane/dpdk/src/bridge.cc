@@ -7,6 +7,7 @@
 #include <cstring>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <time.h>
 #include <unistd.h>
 #include <vector>
@@ -34,8 +35,14 @@ enum Counter : std::size_t {
   kLearned,
   kLearnFull,
   kBursts,
+  kOverlayDecapsulated,
+  kOverlayEncapsulated,
+  kOverlayEncapFailed,
+  kOverlayByTag,
+  kOverlayRefused,
   kStatusBase,
-  kCounterCount = kStatusBase + kParseStatusCount,
+  kOverlayRefusedBase = kStatusBase + kParseStatusCount,
+  kCounterCount = kOverlayRefusedBase + kOverlayRefusalCount,
 };
 
 constexpr std::size_t kMacProbes = 16;
@@ -112,6 +119,16 @@ struct Bridge::Impl {
     }
   }
 
+  // Overlay uplinks: null for container ports. Parse options per port
+  // (only uplinks decapsulate).
+  std::array<std::unique_ptr<Overlay>, kMaxPorts> overlay{};
+  std::array<ParseOptions, kMaxPorts> parse{};
+
+  void refuse(OverlayRefusal reason) {
+    ++local[kOverlayRefused];
+    ++local[kOverlayRefusedBase + static_cast<std::size_t>(reason)];
+  }
+
   // Port index of `key`, or -1 (unknown or aged out).
   int lookup(std::uint64_t key, std::uint64_t now, std::uint64_t ageing) const {
     std::size_t i = mac_hash(key) & mac_mask;
@@ -179,6 +196,19 @@ Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const Bridg
     impl_->events = std::make_unique<FlowEventEmitter>(*options_.events, options_.event_options);
     flows_.set_end_sink(impl_->events.get());
   }
+  for (std::size_t p = 0; p < ports_.size(); ++p) {
+    impl_->parse[p] = options_.parse;
+    impl_->parse[p].vxlan_port = 0;  // container ports never decapsulate
+  }
+  for (const BridgeOverlay& o : options_.overlays) {
+    if (o.port >= ports_.size() || impl_->overlay[o.port]) {
+      throw std::invalid_argument("Bridge: overlay on a missing or already overlaid port");
+    }
+    std::string error;
+    impl_->overlay[o.port] = Overlay::create(o.config, error);
+    if (!impl_->overlay[o.port]) throw std::invalid_argument("Bridge: " + error);
+    impl_->parse[o.port] = impl_->overlay[o.port]->parse_options(options_.parse);
+  }
   reader_ = store_.register_reader();
   if (reader_ < 0) throw std::runtime_error("Bridge: no free GenerationStore reader");
 }
@@ -226,29 +256,120 @@ std::size_t Bridge::poll_once() {
     if (d.txn[p] == kTxCapacity) flush(p);
     d.txq[p][d.txn[p]++] = m;
   };
-  // L2 forwarding of a frame received on `in` (at least 14 bytes).
-  auto forward = [&](rte_mbuf* m, std::size_t in, std::uint64_t now) {
+  const Generation* burst_generation = nullptr;  // the generation deciding the current burst
+  // Encapsulates `m` (ours alone: not queued or shared) to `peer` of the
+  // uplink `port` and queues it; drops it when that is not possible.
+  auto encap_send = [&](rte_mbuf* m, std::size_t port, std::uint16_t peer, std::uint16_t group,
+                        std::uint16_t src_port) {
+    const VxlanGbpParams params = d.overlay[port]->encap_params(peer, group, src_port);
+    const std::size_t overhead = vxlan_overhead(params);
+    const std::uint32_t inner = rte_pktmbuf_pkt_len(m);
+    std::uint8_t* hdr = nullptr;
+    if (m->nb_segs == 1) {
+      hdr = reinterpret_cast<std::uint8_t*>(
+          rte_pktmbuf_prepend(m, static_cast<std::uint16_t>(overhead)));
+    }
+    if (hdr == nullptr || write_vxlan_gbp_headers(
+                              std::span<std::uint8_t>(hdr, overhead),
+                              std::span<const std::uint8_t>(hdr + overhead, inner), params) == 0) {
+      ++d.local[kOverlayEncapFailed];
+      rte_pktmbuf_free(m);
+      return;
+    }
+    ++d.local[kOverlayEncapsulated];
+    enqueue(port, m);
+  };
+  // A copy of `m` (which stays untouched) encapsulated to `peer`.
+  auto encap_copy = [&](const rte_mbuf* m, std::size_t port, std::uint16_t peer,
+                        std::uint16_t group, std::uint16_t src_port) {
+    rte_mbuf* c = rte_pktmbuf_copy(m, ports_[port]->pool(), 0, UINT32_MAX);
+    if (c == nullptr) {
+      ++d.local[kOverlayEncapFailed];
+      return;
+    }
+    encap_send(c, port, peer, group, src_port);
+  };
+  // The group id and UDP source port of a frame from a container port:
+  // `ip` is its parsed packet when the policy decided it (else untagged).
+  auto egress_tag = [&](const PacketInfo* ip, std::uint16_t& group, std::uint16_t& src_port) {
+    group = ip != nullptr && burst_generation != nullptr ? egress_group(*burst_generation, ip->src)
+                                                         : std::uint16_t{0};
+    src_port = vxlan_source_port(ip != nullptr ? *ip : PacketInfo{});
+  };
+  // L2 forwarding of a frame received on `in` (at least 14 bytes); `ip` is
+  // the parsed packet of a frame the policy decided (egress tags).
+  auto forward = [&](rte_mbuf* m, std::size_t in, std::uint64_t now,
+                     const PacketInfo* ip = nullptr) {
     const auto* eth = rte_pktmbuf_mtod(m, const std::uint8_t*);
+    const bool from_uplink = d.overlay[in] != nullptr;
     int out = -1;
     if ((eth[0] & 1) == 0) out = d.lookup(mac_key(eth), now, ageing);
     if (out >= 0) {
-      if (static_cast<std::size_t>(out) == in) {
+      const auto port = static_cast<std::size_t>(out);
+      // Split horizon: what came from the overlay never goes back to it.
+      if (port == in || (from_uplink && d.overlay[port] != nullptr)) {
         ++d.local[kFiltered];
         rte_pktmbuf_free(m);
         return;
       }
       ++d.local[kForwarded];
-      enqueue(static_cast<std::size_t>(out), m);
+      if (d.overlay[port] == nullptr) {
+        enqueue(port, m);
+        return;
+      }
+      std::uint16_t group = 0;
+      std::uint16_t src_port = 0;
+      egress_tag(ip, group, src_port);
+      const Overlay& ov = *d.overlay[port];
+      const int peer = ov.lookup(eth, now);
+      const bool exclusive = rte_mbuf_refcnt_read(m) == 1 && RTE_MBUF_DIRECT(m);
+      if (peer != Overlay::kNoPeer && exclusive) {
+        encap_send(m, port, static_cast<std::uint16_t>(peer), group, src_port);
+        return;
+      }
+      // Peer unknown (aged out of the overlay's table): every peer gets it.
+      for (std::size_t p = 0; p < ov.peer_count(); ++p) {
+        if (peer == Overlay::kNoPeer || static_cast<std::size_t>(peer) == p) {
+          encap_copy(m, port, static_cast<std::uint16_t>(p), group, src_port);
+        }
+      }
+      rte_pktmbuf_free(m);
       return;
     }
-    if (nports < 2) {
+    std::size_t local_targets = 0;
+    bool uplink_targets = false;
+    for (std::size_t p = 0; p < nports; ++p) {
+      if (p == in) continue;
+      if (d.overlay[p] == nullptr) {
+        ++local_targets;
+      } else if (!from_uplink) {
+        uplink_targets = true;
+      }
+    }
+    if (local_targets == 0 && !uplink_targets) {
       rte_pktmbuf_free(m);
       return;
     }
     ++d.local[kFlooded];
-    rte_mbuf_refcnt_update(m, static_cast<std::int16_t>(nports - 2));
+    if (uplink_targets) {
+      // Head-end replication: copies first, while `m` is not queued yet.
+      std::uint16_t group = 0;
+      std::uint16_t src_port = 0;
+      egress_tag(ip, group, src_port);
+      for (std::size_t p = 0; p < nports; ++p) {
+        if (p == in || d.overlay[p] == nullptr) continue;
+        for (std::size_t peer = 0; peer < d.overlay[p]->peer_count(); ++peer) {
+          encap_copy(m, p, static_cast<std::uint16_t>(peer), group, src_port);
+        }
+      }
+    }
+    if (local_targets == 0) {
+      rte_pktmbuf_free(m);
+      return;
+    }
+    rte_mbuf_refcnt_update(m, static_cast<std::int16_t>(local_targets - 1));
     for (std::size_t p = 0; p < nports; ++p) {
-      if (p != in) enqueue(p, m);
+      if (p != in && d.overlay[p] == nullptr) enqueue(p, m);
     }
   };
 
@@ -260,6 +381,9 @@ std::size_t Bridge::poll_once() {
     d.local[kRx] += n;
     const std::uint64_t now = now_ns();
     const Generation* generation = store_.current();  // one generation per burst
+    burst_generation = generation;
+    Overlay* overlay = d.overlay[in].get();
+    const ParseOptions& parse = d.parse[in];
 
     std::uint16_t ip = 0;
     for (std::uint16_t i = 0; i < n; ++i) {
@@ -267,13 +391,31 @@ std::size_t Bridge::poll_once() {
       const auto* frame = rte_pktmbuf_mtod(m, const std::uint8_t*);
       const std::size_t len = rte_pktmbuf_data_len(m);
       PacketInfo& pi = d.info[i];
-      pi = parse_packet(std::span<const std::uint8_t>(frame, len), options_.parse);
+      pi = parse_packet(std::span<const std::uint8_t>(frame, len), parse);
       ++d.local[kStatusBase + static_cast<std::size_t>(pi.status)];
       if (is_malformed(pi.status)) {
         ++d.local[kMalformed];
         rte_pktmbuf_free(m);
         d.rx[i] = nullptr;
         continue;
+      }
+      if (overlay != nullptr) {
+        // An uplink: only VXLAN from a trusted peer with our VNI; the
+        // inner frame is what is learned, decided and forwarded.
+        const OverlayIngress ingress =
+            overlay->check_ingress(std::span<const std::uint8_t>(frame, len), pi);
+        if (!ingress.accepted) {
+          d.refuse(ingress.refusal);
+          rte_pktmbuf_free(m);
+          d.rx[i] = nullptr;
+          continue;
+        }
+        ++d.local[kOverlayDecapsulated];
+        rte_pktmbuf_adj(m, pi.inner_l2_offset);
+        frame = rte_pktmbuf_mtod(m, const std::uint8_t*);
+        if ((frame[6] & 1) == 0 && !pi.has(kFlagGbpDontLearn)) {
+          overlay->learn(frame + 6, ingress.peer, now);
+        }
       }
       // Not malformed implies a whole Ethernet header.
       if ((frame[6] & 1) == 0)
@@ -297,6 +439,10 @@ std::size_t Bridge::poll_once() {
         continue;
       }
       d.flow[ip] = flow_packet(pi);
+      // From a trusted peer, the group id names the source tier; the flow
+      // table checks it against the generation on a connection's first
+      // packet (FlowResult::tag).
+      if (overlay != nullptr && pi.has(kFlagGbp)) d.flow[ip].src_tag = pi.group_id;
       d.ip_index[ip] = i;
       ++ip;
     }
@@ -318,9 +464,16 @@ std::size_t Bridge::poll_once() {
             d.events->cut(pi, r.decision, generation->id(), port, now);
           }
         }
+        if (r.tag == TagCheck::ByTag) ++d.local[kOverlayByTag];
+        if (r.tag == TagCheck::Spoofed || r.tag == TagCheck::UnknownTag) {
+          d.refuse(r.tag == TagCheck::Spoofed ? OverlayRefusal::Spoofed
+                                              : OverlayRefusal::UnknownTag);
+          rte_pktmbuf_free(m);
+          continue;
+        }
         if (r.pass()) {
           ++d.local[kIpAllowed];
-          forward(m, in, now);
+          forward(m, in, now, &d.info[d.ip_index[k]]);
         } else {
           ++d.local[kPolicyDropped];
           if (r.outcome == FlowOutcome::Cut) ++d.local[kPolicyCut];
@@ -382,6 +535,14 @@ BridgeCounters Bridge::counters() const {
   c.learn_full = get(kLearnFull);
   c.bursts = get(kBursts);
   for (std::size_t s = 0; s < kParseStatusCount; ++s) c.by_status[s] = get(kStatusBase + s);
+  c.overlay_decapsulated = get(kOverlayDecapsulated);
+  c.overlay_encapsulated = get(kOverlayEncapsulated);
+  c.overlay_encap_failed = get(kOverlayEncapFailed);
+  c.overlay_by_tag = get(kOverlayByTag);
+  c.overlay_refused = get(kOverlayRefused);
+  for (std::size_t r = 0; r < kOverlayRefusalCount; ++r) {
+    c.overlay_refused_by[r] = get(kOverlayRefusedBase + r);
+  }
   return c;
 }
 

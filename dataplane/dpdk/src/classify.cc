@@ -210,19 +210,30 @@ struct Generation::Impl {
     return ((w >> (set & 63U)) & 1U) != 0;
   }
 
-  [[nodiscard]] bool side_ok(std::uint32_t req, const PeerClass& p) const {
+  // `Tagged`: a side may have an unknown profile; its selector check then
+  // counts as met for denies (`deny`) and unmet for flows (fail closed).
+  template <bool Tagged>
+  [[nodiscard]] bool side_ok(std::uint32_t req, const PeerClass& p, bool deny) const {
     if (req == kNoReq) return true;
     if (p.entity == PeerMatch::Entity::World) return world_has(p.world_class, req);
+    if constexpr (Tagged) {
+      if (p.unknown_profile) return deny;
+    }
     return profile_has(p.profile, req);
   }
 
+  template <bool Tagged>
   [[nodiscard]] bool matches(const Candidate& c, const PeerClass& s, const PeerClass& d,
-                             std::uint8_t protocol, std::uint16_t port) const {
+                             std::uint8_t protocol, std::uint16_t port, bool deny) const {
     if ((c.flags & kCandAny) == 0 && (c.protocol != protocol || port < c.lo || port > c.hi)) {
       return false;
     }
-    return side_ok(c.from_req, s) && side_ok(c.to_req, d);
+    return side_ok<Tagged>(c.from_req, s, deny) && side_ok<Tagged>(c.to_req, d, deny);
   }
+
+  template <bool Tagged>
+  FastDecision decide(const PeerClass& s, const PeerClass& d, std::uint8_t protocol,
+                      std::uint16_t port) const;
 
   PeerClass resolve(const IpAddress& a) const;
 };
@@ -321,10 +332,11 @@ void Generation::prefetch_candidates(const PeerClass& s, const PeerClass& d,
   }
 }
 
-FastDecision Generation::decide(const PeerClass& s, const PeerClass& d, std::uint8_t protocol,
-                                std::uint16_t port) const {
+template <bool Tagged>
+FastDecision Generation::Impl::decide(const PeerClass& s, const PeerClass& d, std::uint8_t protocol,
+                                      std::uint16_t port) const {
   using E = PeerMatch::Entity;
-  const Impl& m = *impl_;
+  const Impl& m = *this;
   if (s.entity == E::Endpoint && d.entity == E::Endpoint && s.endpoint == d.endpoint &&
       s.endpoint != kUnknownEndpoint) {
     return FastDecision{Verdict::Allow, RuleKind::Self, kRuleSelf};
@@ -335,7 +347,7 @@ FastDecision Generation::decide(const PeerClass& s, const PeerClass& d, std::uin
   const Candidate* c = m.candidates.data();
   RuleId staged = 0;
   for (std::uint32_t i = r.begin; i < r.mid; ++i) {
-    if (!m.matches(c[i], s, d, protocol, port)) continue;
+    if (!m.matches<Tagged>(c[i], s, d, protocol, port, true)) continue;
     if ((c[i].flags & kCandStaged) != 0) {
       if (staged == 0) staged = c[i].rule;
       continue;
@@ -346,7 +358,7 @@ FastDecision Generation::decide(const PeerClass& s, const PeerClass& d, std::uin
   FastDecision allow{Verdict::Deny, RuleKind::DefaultDeny, kRuleDefaultDeny};
   bool allowed = false;
   for (std::uint32_t i = r.mid; i < r.end; ++i) {
-    if (m.matches(c[i], s, d, protocol, port)) {
+    if (m.matches<Tagged>(c[i], s, d, protocol, port, false)) {
       allow = FastDecision{Verdict::Allow, RuleKind::Flow, c[i].rule};
       allowed = true;
       break;
@@ -362,6 +374,41 @@ FastDecision Generation::decide(const PeerClass& s, const PeerClass& d, std::uin
   }
   const Verdict v = (flags & kPairDenyAudited) != 0 ? Verdict::Audit : Verdict::Deny;
   return FastDecision{v, RuleKind::DefaultDeny, kRuleDefaultDeny};
+}
+
+FastDecision Generation::decide(const PeerClass& s, const PeerClass& d, std::uint8_t protocol,
+                                std::uint16_t port) const {
+  // One well-predicted branch keeps the exact path free of the tagged checks.
+  if (s.unknown_profile || d.unknown_profile) [[unlikely]] {
+    return impl_->decide<true>(s, d, protocol, port);
+  }
+  return impl_->decide<false>(s, d, protocol, port);
+}
+
+PeerClass Generation::tagged_peer(TierId tier) const {
+  PeerClass p;
+  p.entity = PeerMatch::Entity::Endpoint;
+  p.cls = tier;
+  p.endpoint = kUnknownEndpoint;
+  p.profile = 0;
+  p.unknown_profile = true;
+  return p;
+}
+
+std::size_t Generation::tier_count() const { return impl_->tiers; }
+
+TagCheck Generation::check_tag(const PeerClass& resolved, std::uint16_t tag,
+                               PeerClass& decided) const {
+  if (tag == 0 || tag - 1U >= impl_->tiers) return TagCheck::UnknownTag;
+  const auto tier = static_cast<TierId>(tag - 1U);
+  if (resolved.entity == PeerMatch::Entity::Host) return TagCheck::Spoofed;
+  if (resolved.entity == PeerMatch::Entity::Endpoint && resolved.endpoint != kUnknownEndpoint) {
+    if (resolved.cls != tier) return TagCheck::Spoofed;
+    decided = resolved;  // the full identity, selectors included
+    return TagCheck::ByAddress;
+  }
+  decided = tagged_peer(tier);
+  return TagCheck::ByTag;
 }
 
 FastDecision Generation::classify(const IpAddress& src, const IpAddress& dst, std::uint8_t protocol,

@@ -44,6 +44,7 @@ struct alignas(64) Entry {
   RuleKind kind;
   std::uint8_t state;
   std::uint8_t flags;
+  std::uint16_t src_tag;  // FlowPacket::src_tag of the initiator's first packet
 };
 static_assert(sizeof(Entry) == 64);
 
@@ -136,6 +137,20 @@ IpAddress address_of(const std::uint8_t* bytes, std::uint8_t family) {
   std::memcpy(a.bytes.data(), bytes, 16);
   return a;
 }
+
+// The source's class for a decision: its address resolved, then for a
+// tagged packet checked against the tag (Generation::check_tag). `src` is
+// only meaningful when the result is None, ByAddress or ByTag.
+TagCheck source_class(const Generation& g, const FlowPacket& p, PeerClass& src) {
+  src = g.resolve(p.src);
+  if (p.src_tag == 0) return TagCheck::None;
+  PeerClass decided;
+  const TagCheck t = g.check_tag(src, p.src_tag, decided);
+  if (t == TagCheck::ByAddress || t == TagCheck::ByTag) src = decided;
+  return t;
+}
+
+bool refused(TagCheck t) { return t == TagCheck::UnknownTag || t == TagCheck::Spoofed; }
 
 }  // namespace
 
@@ -317,7 +332,8 @@ bool FlowTable::peek(const FlowPacket& p, std::uint64_t now_ns, FastDecision& ou
 FlowResult FlowTable::process(const Generation& g, const FlowPacket& p, std::uint64_t now_ns) {
   FlowKey k;
   const bool src_is_a = make_key(p, k);
-  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr, kNoHint);
+  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr, kNoHint,
+                       TagCheck::None);
 }
 
 std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPacket> packets,
@@ -362,9 +378,11 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     // Stage 3 (new connections): resolve, then prefetch the decision
     // structure in two steps.
     PeerClass classes[kMaxBurst][2];
+    TagCheck tags[kMaxBurst];
     for (std::size_t i = 0; i < count; ++i) {
+      tags[i] = TagCheck::None;
       if (!miss[i]) continue;
-      classes[i][0] = g.resolve(p[i].src);
+      tags[i] = source_class(g, p[i], classes[i][0]);
       classes[i][1] = g.resolve(p[i].dst);
       g.prefetch_pair(classes[i][0], classes[i][1], p[i].protocol);
     }
@@ -374,7 +392,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     // Stage 4: decide, in order.
     for (std::size_t i = 0; i < count; ++i) {
       results[done + i] = process_keyed(g, p[i], &keys[i], hashes[i], src_is_a[i], now_ns,
-                                        miss[i] ? classes[i] : nullptr, hint[i]);
+                                        miss[i] ? classes[i] : nullptr, hint[i], tags[i]);
     }
   }
   return n;
@@ -382,7 +400,8 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
 
 FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, const void* key,
                                     std::uint64_t h, bool src_is_a, std::uint64_t now_ns,
-                                    const PeerClass* classes, std::uint8_t hint) {
+                                    const PeerClass* classes, std::uint8_t hint,
+                                    TagCheck tag) {
   Impl& m = *impl_;
   const FlowKey& k = *static_cast<const FlowKey*>(key);
   const auto gen32 = static_cast<std::uint32_t>(g.serial());
@@ -404,7 +423,13 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
         const bool init_a = (e.flags & kFlagInitiatorIsA) != 0;
         const IpAddress src = address_of(init_a ? e.key.a : e.key.b, e.key.family);
         const IpAddress dst = address_of(init_a ? e.key.b : e.key.a, e.key.family);
-        const FastDecision now = g.classify(src, dst, e.key.protocol, e.decision_port);
+        FastDecision now;
+        if (e.src_tag == 0) {
+          now = g.classify(src, dst, e.key.protocol, e.decision_port);
+        } else if (e.src_tag - 1U < g.tier_count()) {
+          now = g.decide(g.tagged_peer(static_cast<TierId>(e.src_tag - 1U)), g.resolve(dst),
+                         e.key.protocol, e.decision_port);
+        }  // else: the tier is gone; `now` is the default deny
         if (now.verdict == Verdict::Deny) {
           m.report_end(i, FlowEndReason::Cut, now_ns);
           m.sigs[i] = 0;
@@ -443,12 +468,24 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   // A miss. (The burst pipeline may have resolved the peers already; a
   // packet that missed in stage 2 may hit here when an earlier packet of
   // the same burst created its flow, and then never gets here.)
-  const FastDecision d = classes != nullptr
-                             ? g.decide(classes[0], classes[1], p.protocol, p.decision_port)
-                             : g.classify(p.src, p.dst, p.protocol, p.decision_port);
+  PeerClass resolved[2];
+  if (classes == nullptr) {
+    tag = source_class(g, p, resolved[0]);
+    resolved[1] = g.resolve(p.dst);
+    classes = resolved;
+  }
+  if (refused(tag)) {
+    ++counters_.denied;
+    FlowResult r{FastDecision{}, FlowOutcome::Denied};
+    r.tag = tag;
+    return r;
+  }
+  const FastDecision d = g.decide(classes[0], classes[1], p.protocol, p.decision_port);
   if (d.verdict == Verdict::Deny) {
     ++counters_.denied;
-    return FlowResult{d, FlowOutcome::Denied};
+    FlowResult r{d, FlowOutcome::Denied};
+    r.tag = tag;
+    return r;
   }
   // A way: free, else expired, else the one closest to expiry.
   const std::size_t base = static_cast<std::size_t>(h & m.bucket_mask) * kWays;
@@ -484,6 +521,7 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   e.verdict = d.verdict;
   e.kind = d.kind;
   e.flags = src_is_a ? kFlagInitiatorIsA : 0;
+  e.src_tag = tag == TagCheck::ByTag ? p.src_tag : std::uint16_t{0};
   m.sigs[base + way] = signature(h);
   ++counters_.inserts;
   std::uint32_t id = 0;
@@ -492,7 +530,9 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
     m.next_id = m.next_id == UINT32_MAX ? 1 : m.next_id + 1;  // 0: no flow
     m.stats[base + way] = FlowStats{{1, 0}, {p.length, 0}, id, 0};
   }
-  return FlowResult{d, FlowOutcome::New, id};
+  FlowResult r{d, FlowOutcome::New, id};
+  r.tag = tag;
+  return r;
 }
 
 }  // namespace tierwall::dataplane::dpdk

@@ -20,6 +20,23 @@
 // rte_eth_tx_burst at the end of each RX burst; what the PMD does not
 // accept is freed and counted.
 //
+// Overlay uplinks (BridgeOptions::overlays, overlay.h): a port may be an
+// uplink carrying VXLAN-GBP to trusted peer VTEPs. What it receives is
+// checked (Overlay::check_ingress: refused frames are dropped and counted
+// per OverlayRefusal), decapsulated, its inner source MAC learned behind
+// the peer, and the inner frame decided (FlowPacket::src_tag = the group
+// id: the flow table checks it on a connection's first packet, decides a
+// source this node does not know by its tier and refuses a contradicting
+// tag, FlowResult::tag) and forwarded to container
+// ports only (never back to an uplink). A frame from a container port whose
+// destination was learned behind a peer is encapsulated to that peer (in
+// place, rte_pktmbuf_prepend) with the group id of its source tier
+// (egress_group, under the generation that decided it) and the A bit; an
+// unknown, broadcast or multicast destination is flooded to the other
+// container ports and, head-end replicated (one copy per peer from the
+// uplink port's pool), to every peer. Container ports never decapsulate:
+// VXLAN sent by a container is a UDP packet like any other.
+//
 // Learning table: open addressing, fixed capacity (BridgeOptions), MAC ->
 // port and last-seen time; entries older than `mac_ageing_ns` are ignored
 // and reused; when full, a new MAC is not learned (its frames flood).
@@ -39,7 +56,10 @@
 // exact, a snapshot is not one instant).
 // Costs per packet: a parse, a learning-table probe or two, a flow-table
 // lookup for IP; no allocation, lock, log or system call (the clock is read
-// once per burst through the vDSO).
+// once per burst through the vDSO). Uplinks add a peer-table probe per frame
+// (the tag check rides on the flow table's own source lookup); egress to an
+// uplink adds a Generation::resolve of the source; encapsulation writes
+// 50-70 header bytes, and a flood takes one mempool buffer per peer.
 #pragma once
 
 #include <array>
@@ -53,10 +73,17 @@
 #include "tierwall/dataplane/dpdk/flow_events.h"
 #include "tierwall/dataplane/dpdk/flow_table.h"
 #include "tierwall/dataplane/dpdk/generation_store.h"
+#include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 #include "tierwall/dataplane/dpdk/port.h"
 
 namespace tierwall::dataplane::dpdk {
+
+// A Bridge port that is an overlay uplink.
+struct BridgeOverlay {
+  std::size_t port = 0;  // index in the Bridge's ports
+  OverlayConfig config;
+};
 
 struct BridgeOptions {
   FlowTableOptions flows{.capacity = std::size_t{1} << 16, .timeouts = {}};
@@ -70,6 +97,9 @@ struct BridgeOptions {
   // Where flow events go (outliving the Bridge); null: none.
   FlowEventSink* events = nullptr;
   FlowEventOptions event_options;
+  // Overlay uplinks (at most one per port); every other port is a container
+  // port. The Bridge constructor throws std::invalid_argument on a bad one.
+  std::vector<BridgeOverlay> overlays;
 };
 
 struct BridgeCounters {
@@ -90,6 +120,13 @@ struct BridgeCounters {
   std::uint64_t learned = 0;     // MACs learned or moved to another port
   std::uint64_t learn_full = 0;  // MACs not learned: table full
   std::uint64_t bursts = 0;      // non-empty RX bursts
+  // Overlay uplinks (docs/dpdk.md, "Overlay").
+  std::uint64_t overlay_decapsulated = 0;  // VXLAN frames accepted from a peer VTEP
+  std::uint64_t overlay_encapsulated = 0;  // frames sent to a peer (a replication counts per peer)
+  std::uint64_t overlay_encap_failed = 0;  // no mbuf for a copy, no headroom, chained: dropped
+  std::uint64_t overlay_by_tag = 0;        // new connections decided by their tag (source unknown)
+  std::uint64_t overlay_refused = 0;       // frames refused on an uplink: sum of the reasons
+  std::array<std::uint64_t, kOverlayRefusalCount> overlay_refused_by{};  // per OverlayRefusal
 };
 
 class Bridge {

@@ -27,6 +27,13 @@
 //    bit per side. Per pair, the intra-tier allow and the "deny is audited"
 //    answers are precomputed. A decision is: self check, one pair lookup,
 //    a scan of the (usually short) candidate list with early exit.
+//  * tagged peers: a remote endpoint known only by the tier a trusted
+//    overlay peer names (VXLAN-GBP group id, overlay.h) is a PeerClass of
+//    that tier with no identity and an unknown selector profile
+//    (tagged_peer()). decide() stays fail-closed for it: a deny whose only
+//    unmet check is a selector on that side matches, a flow (allow) that
+//    needs a selector on that side does not. For every other PeerClass the
+//    decision is exactly the reference evaluator's.
 //
 // Thread contract: build_generation() runs on the control thread. A built
 // Generation is never mutated; any number of lcores may call its const
@@ -55,6 +62,10 @@ struct PeerClass {
   EndpointId endpoint = kUnknownEndpoint;  // Endpoint only
   std::uint32_t profile = 0;               // Endpoint only: selector profile
   std::uint32_t world_class = 0;           // World only
+  // Endpoint only: its selector memberships are unknown (a tagged remote
+  // peer, Generation::tagged_peer()); decide() then treats a selector on
+  // this side as met by denies and unmet by flows.
+  bool unknown_profile = false;
 };
 
 // What the fast path needs from a decision: the evaluator's Decision
@@ -65,6 +76,16 @@ struct FastDecision {
   RuleId rule_id = kRuleDefaultDeny;
 
   friend bool operator==(const FastDecision&, const FastDecision&) = default;
+};
+
+// How a source tagged by a trusted overlay peer (tag = TierId + 1, the GBP
+// group id; overlay.h) is classified: Generation::check_tag().
+enum class TagCheck : std::uint8_t {
+  None,        // no tag (or not checked: a flow-table hit)
+  ByAddress,   // a known endpoint of the tagged tier: its own class
+  ByTag,       // unknown here: tagged_peer(tier)
+  UnknownTag,  // the tag names no tier of this generation: refused
+  Spoofed,     // a known endpoint of another tier, or this node: refused
 };
 
 struct GenerationOptions {
@@ -100,6 +121,20 @@ class Generation {
   [[nodiscard]] PeerClass resolve(const IpAddress& address) const;
   [[nodiscard]] FastDecision decide(const PeerClass& src, const PeerClass& dst,
                                     std::uint8_t protocol, std::uint16_t port) const;
+  // A remote endpoint known only by its tier (`tier` < tier_count()): the
+  // source class of traffic a trusted overlay peer tagged with that tier.
+  // It is a member of `tier` and of no known selector (unknown_profile).
+  [[nodiscard]] PeerClass tagged_peer(TierId tier) const;
+  // Tiers of the policy, quarantine included (TierIds are [0, tier_count())).
+  [[nodiscard]] std::size_t tier_count() const;
+  // The source class of a packet tagged `tag` (nonzero: TierId + 1) by a
+  // trusted overlay peer, from its address as resolve() gave it
+  // (`resolved`): the resolved class when it is a known endpoint of the
+  // tagged tier (ByAddress), tagged_peer(tier) when the address is not an
+  // endpoint or host here (ByTag); UnknownTag / Spoofed (`decided`
+  // untouched) refuse the packet. O(1), no memory access beyond the args.
+  [[nodiscard]] TagCheck check_tag(const PeerClass& resolved, std::uint16_t tag,
+                                   PeerClass& decided) const;
   // Burst pipelining (see FlowTable::process_burst): prefetch the address
   // hash slot of `address`; then, once resolved, the pair's range, flags
   // and both profiles' offsets; then the candidate list and selector lists.

@@ -83,9 +83,20 @@ struct FlowPacket {
   std::uint8_t protocol = 0;
   std::uint8_t tcp_flags = 0;
   std::uint16_t length = 0;  // IP bytes (header included), for per-flow counts
+  // 0: `src` is resolved by address. t + 1: a trusted overlay peer tags
+  // `src` with tier t (the GBP group id; overlay.h). A new connection's
+  // source is then checked with Generation::check_tag() on the address it
+  // resolves to anyway (no extra lookup): a known endpoint of tier t is
+  // decided by its address, an unknown source as tagged_peer(t), and a
+  // contradicting or unknown tag is refused (FlowResult::tag, Denied).
+  // Packets that hit a flow are not checked (the 5-tuple decides, as for
+  // any packet). A flow decided by the tag keeps it, and a re-check under
+  // a new generation decides its initiator by the tag again (Cut when the
+  // tier is gone).
+  std::uint16_t src_tag = 0;
 };
 
-// From a parsed packet (status Ok).
+// From a parsed packet (status Ok); src_tag 0.
 FlowPacket flow_packet(const PacketInfo& p);
 
 enum class FlowOutcome : std::uint8_t {
@@ -100,6 +111,9 @@ struct FlowResult {
   FastDecision decision;
   FlowOutcome outcome = FlowOutcome::New;
   std::uint32_t flow_id = 0;  // the remembered flow's id (FlowTableOptions::count), else 0
+  // For a new connection with FlowPacket::src_tag: how its source was
+  // classified (UnknownTag / Spoofed: refused, outcome Denied).
+  TagCheck tag = TagCheck::None;
   // True when the packet may pass (Allow, or Audit: logged, not dropped).
   [[nodiscard]] bool pass() const { return decision.verdict != Verdict::Deny; }
 };
@@ -190,7 +204,7 @@ class FlowTable {
   static constexpr std::uint8_t kNoHint = 0xff;
   FlowResult process_keyed(const Generation& g, const FlowPacket& p, const void* key,
                            std::uint64_t hash, bool src_is_a, std::uint64_t now_ns,
-                           const PeerClass* classes, std::uint8_t hint);
+                           const PeerClass* classes, std::uint8_t hint, TagCheck tag);
   std::unique_ptr<Impl> impl_;
   FlowCounters counters_;
 };
