@@ -332,8 +332,7 @@ bool FlowTable::peek(const FlowPacket& p, std::uint64_t now_ns, FastDecision& ou
 FlowResult FlowTable::process(const Generation& g, const FlowPacket& p, std::uint64_t now_ns) {
   FlowKey k;
   const bool src_is_a = make_key(p, k);
-  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr, kNoHint,
-                       TagCheck::None);
+  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr, kNoHint, TagCheck::None);
 }
 
 std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPacket> packets,
@@ -400,8 +399,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
 
 FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, const void* key,
                                     std::uint64_t h, bool src_is_a, std::uint64_t now_ns,
-                                    const PeerClass* classes, std::uint8_t hint,
-                                    TagCheck tag) {
+                                    const PeerClass* classes, std::uint8_t hint, TagCheck tag) {
   Impl& m = *impl_;
   const FlowKey& k = *static_cast<const FlowKey*>(key);
   const auto gen32 = static_cast<std::uint32_t>(g.serial());
