@@ -44,6 +44,8 @@ constexpr std::uint32_t kNftTypeIp6Addr = 8;
 constexpr std::uint32_t kNftTypeMark = 19;             // TYPE_MARK: map data of tag4/tag6
 constexpr std::uint32_t kNftTypeIfname = 41;           // TYPE_IFNAME: the overlay device set
 constexpr std::size_t kIfnameLen = 16;                 // IFNAMSIZ: ifname keys are NUL-padded
+constexpr std::uint32_t kNftHostOrder = 1;             // nft's BYTEORDER_HOST_ENDIAN
+constexpr std::uint32_t kNftNetworkOrder = 2;          // nft's BYTEORDER_BIG_ENDIAN
 constexpr std::uint32_t kTagMask = 0xffffU;            // the GBP group id in the packet mark
 constexpr std::size_t kNameMax = NFT_NAME_MAXLEN - 1;  // bytes, without NUL
 constexpr std::size_t kLogPrefixMax = 127;
@@ -66,6 +68,9 @@ struct SetFree {
 };
 struct TableFree {
   void operator()(nftnl_table* t) const { nftnl_table_free(t); }
+};
+struct UdataFree {
+  void operator()(nftnl_udata_buf* b) const { nftnl_udata_buf_free(b); }
 };
 struct ObjFree {
   void operator()(nftnl_obj* o) const { nftnl_obj_free(o); }
@@ -650,6 +655,17 @@ void put_set(Builder& b, const std::string& table, const SetDef& s, std::uint32_
     nftnl_set_set_u32(set.get(), NFTNL_SET_DATA_LEN, sizeof(std::uint32_t));
   }
   nftnl_set_set_u32(set.get(), NFTNL_SET_FLAGS, flags);
+  if (ifname || s.mark_map) {
+    // Interface names and marks are host-order data: say so in the set's
+    // userdata (as nft does), or `nft list` prints them byte-swapped.
+    // Address sets carry none, which nft reads as network order.
+    std::unique_ptr<nftnl_udata_buf, UdataFree> ud(checked(nftnl_udata_buf_alloc(64)));
+    nftnl_udata_put_u32(ud.get(), NFTNL_UDATA_SET_KEYBYTEORDER,
+                        ifname ? kNftHostOrder : kNftNetworkOrder);
+    if (s.mark_map) nftnl_udata_put_u32(ud.get(), NFTNL_UDATA_SET_DATABYTEORDER, kNftHostOrder);
+    nftnl_set_set_data(set.get(), NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud.get()),
+                       nftnl_udata_buf_len(ud.get()));
+  }
   nftnl_set_set_u32(set.get(), NFTNL_SET_ID, id);
   nlmsghdr* nlh = b.message(kMessageSlack, NFT_MSG_NEWSET, NLM_F_CREATE,
                             BatchObject{BatchObject::Kind::Set, s.name, {}, 0, 0});
