@@ -177,7 +177,7 @@ std::optional<LogTag> parse_log_prefix(std::string_view prefix);
 struct Element {
   std::string set;
   IpAddress address;
-  std::optional<std::uint32_t> mark;  // map elements: the value (tag4/6)
+  std::optional<std::uint32_t> mark = std::nullopt;  // map elements: the value (tag4/6)
   friend bool operator==(const Element&, const Element&) = default;
   friend auto operator<=>(const Element&, const Element&) = default;
 };
