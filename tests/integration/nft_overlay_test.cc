@@ -296,8 +296,14 @@ class NftOverlay : public ::testing::Test {
       const bool is_a = n == a_.get();
       const std::string local = is_a ? "172.31.0.1" : "172.31.0.2";
       const std::string remote = is_a ? "172.31.0.2" : "172.31.0.1";
-      n->ns.check("ip link add vx0 type vxlan id 42 local " + local + " remote " + remote +
-                  " dstport 4789 gbp nolearning dev ul0 && ip link set vx0 up");
+      const auto vxlan =
+          n->ns.run("ip link add vx0 type vxlan id 42 local " + local + " remote " + remote +
+                    " dstport 4789 gbp nolearning dev ul0 && ip link set vx0 up");
+      if (!vxlan.ok()) {
+        const std::string why = "cannot create a vxlan-gbp device: " + vxlan.err;
+        if (std::getenv("CI") != nullptr) FAIL() << why;
+        GTEST_SKIP() << why;
+      }
       testsupport::addr(n->ns, "vx0", is_a ? "10.200.0.1/24" : "10.200.0.2/24");
       testsupport::addr(n->ns, "vx0", is_a ? "fd00:200::1/64" : "fd00:200::2/64");
       const std::string subnet = is_a ? "10.88.1" : "10.88.2";
