@@ -14,7 +14,10 @@
 // permissive than decide() on ca's full identity. Then the trust model: VXLAN
 // from an underlay address that is not a peer is dropped and counted; a
 // sender cannot choose its tag (SO_MARK from a container or from the node);
-// a container sending from an address not its own gains nothing.
+// a container sending from an address not its own gains nothing. Finally
+// churn: a tier change on the sending node is set elements only (its tag
+// map entry included) and retags at once, and a connection cut by a
+// re-apply on either node carries on.
 //
 // Namespaces (and with them every link and table) are removed by the NetNs
 // guards, also when a test fails. Root is required: without it the test
@@ -276,6 +279,7 @@ struct Node {
   NetNs ns;
   NetNs container;
   std::unique_ptr<NftBackend> backend;
+  std::unique_ptr<compiler::Compilation> compilation;
   dataplane::RuleSet rules;
 };
 
@@ -385,8 +389,10 @@ class NftOverlay : public ::testing::Test {
     auto p = policy::parse_policy(kPolicy, "policy.yaml", diags);
     auto i = identity::parse_inventory(inv.str(), "inventory.yaml", diags);
     ASSERT_TRUE(p && i) << diag_text(diags);
-    n.rules =
-        compiler::compile(*p, *i, 1, {*Cidr::parse("10.88.0.0/16"), *Cidr::parse("fd00:88::/32")});
+    n.compilation = std::make_unique<compiler::Compilation>(*p, 1);
+    n.rules = dataplane::RuleSet{
+        n.compilation->policy(),
+        n.compilation->bind_all(*i, {*Cidr::parse("10.88.0.0/16"), *Cidr::parse("fd00:88::/32")})};
     NftBackend::Config config;
     for (const auto& a : node_addresses) config.local_addresses.push_back(ip(a));
     config.plan.overlay.devices = {"vx0"};
@@ -573,6 +579,47 @@ TEST_F(NftOverlay, ConnectionsAcrossTheOverlayCarryOnAfterACut) {
   ASSERT_NO_FATAL_FAILURE(apply(*a_));
   EXPECT_GE(a_->backend->last_cut(), 1U);
   EXPECT_EQ(session.exchange_probe(kPassRetry), Outcome::kOk);
+}
+
+// Endpoint churn with an overlay: ca changing tier on node A is one batch of
+// set elements (its tier sets and its tag map entry), no rule changes, and
+// node B at once decides ca's packets as the new tier.
+TEST_F(NftOverlay, ATierChangeRetagsWithElementsOnly) {
+  ASSERT_NO_FATAL_FAILURE(apply(*a_));
+  ASSERT_NO_FATAL_FAILURE(apply(*b_));
+  expect_probe(a_->container, kCb, {Kind::kUdp, 5000}, true, "web-to-db");
+  expect_probe(a_->container, kCb, {Kind::kUdp, 6000}, false, "web may not use api-to-db");
+  const auto before = in_netns(a_->ns, [&] { return a_->backend->kernel_counts(); });
+  ASSERT_TRUE(before);
+
+  identity::Endpoint ep;
+  ep.name = "web-1";
+  ep.labels = identity::Labels(std::vector<std::pair<std::string, std::string>>{{"role", "api"}});
+  ep.addresses = {ip(kCa), ip(kCa6)};
+  const compiler::EndpointBinding binding = a_->compilation->bind(ep);
+  const auto api = *a_->rules.policy->find_tier("api");
+  ASSERT_EQ(binding.tier, api);
+  dataplane::EndpointChange change;
+  change.id = 0;  // the inventory's only endpoint
+  change.addresses = ep.addresses;
+  change.tier = binding.tier;
+  change.selectors = binding.selectors;
+  const std::vector<dataplane::EndpointChange> changes{change};
+  const auto err = in_netns(a_->ns, [&] { return a_->backend->update_endpoints(changes); });
+  ASSERT_FALSE(err) << err->message;
+
+  const auto after = in_netns(a_->ns, [&] { return a_->backend->kernel_counts(); });
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->rules, before->rules);
+  EXPECT_EQ(after->chains, before->chains);
+  const std::string tags = a_->ns.check("nft list map inet tierwall tag4").out;
+  char want[64];
+  std::snprintf(want, sizeof want, "10.88.1.10 : 0x%08x", static_cast<unsigned>(gbp_tag(api)));
+  EXPECT_NE(tags.find(want), std::string::npos) << tags;
+  for (const char* to : {kCb, kCb6}) {
+    expect_probe(a_->container, to, {Kind::kUdp, 6000}, true, "api-to-db after the change");
+    expect_probe(a_->container, to, {Kind::kUdp, 5000}, false, "api may not use web-to-db");
+  }
 }
 
 }  // namespace
