@@ -169,6 +169,14 @@ TEST(PlanScaling, RulesAndChainsDoNotGrowWithEndpoints) {
   EXPECT_EQ(count_rules(pa), count_rules(pb));
   EXPECT_EQ(pa.chains.size(), pb.chains.size());
   EXPECT_EQ(pa.sets.size(), pb.sets.size());
+  // With an overlay too: endpoints add tag map elements, never rules.
+  dataplane::nft::Options ovl;
+  ovl.overlay.devices = {"vx0"};
+  const auto oa = dataplane::nft::build_plan(compiler::compile(a.policy, a.inventory), ovl);
+  const auto ob = dataplane::nft::build_plan(compiler::compile(b.policy, b.inventory), ovl);
+  EXPECT_EQ(count_rules(oa), count_rules(ob));
+  EXPECT_EQ(oa.chains.size(), ob.chains.size());
+  EXPECT_EQ(ob.find_set("tag4")->addresses.size(), pb.find_set("ep4")->addresses.size());
   std::size_t ea = 0, eb = 0;
   for (const auto& s : pa.sets) ea += s.addresses.size();
   for (const auto& s : pb.sets) eb += s.addresses.size();
