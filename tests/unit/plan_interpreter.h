@@ -5,6 +5,7 @@
 // then check that the kernel behaves like the plan.
 #pragma once
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -21,6 +22,9 @@ struct PlanPacket {
   std::uint8_t protocol = 0;
   std::uint16_t port = 0;  // dport or ICMP type
   bool established = false;
+  std::string iif = "eth0";  // input interface (forward, input)
+  std::string oif = "eth1";  // output interface (forward, output)
+  std::uint32_t mark = 0;    // meta mark on arrival
 };
 
 struct PlanVerdict {
@@ -28,6 +32,7 @@ struct PlanVerdict {
   std::string counter;  // last named counter hit ("c16"), empty when none
   std::string log;      // last log prefix, empty when none
   std::optional<std::uint32_t> ct_mark;
+  std::uint32_t mark = 0;  // meta mark when the base chain ended
 };
 
 class PlanInterpreter {
@@ -42,8 +47,10 @@ class PlanInterpreter {
                        : p.hook == Hook::Input ? "input"
                                                : "output";
     PlanVerdict v;
-    auto r = chain(base, p, v, 0);
+    PlanPacket packet = p;
+    auto r = chain(base, packet, v, 0);
     v.accept = r.value_or(true);  // base chains have policy accept
+    v.mark = packet.mark;
     return v;
   }
 
@@ -52,7 +59,7 @@ class PlanInterpreter {
     auto it = sets_.find(name);
     if (it == sets_.end()) throw std::logic_error("missing set " + name);
     const auto& s = *it->second;
-    if (s.family != a.family) return false;
+    if (s.key != dataplane::nft::SetDef::Key::Address || s.family != a.family) return false;
     for (const auto& c : s.prefixes) {
       if (c.contains(a)) return true;
     }
@@ -60,6 +67,23 @@ class PlanInterpreter {
       if (x == a) return true;
     }
     return false;
+  }
+
+  bool has_ifname(const std::string& name, const std::string& ifname) const {
+    auto it = sets_.find(name);
+    if (it == sets_.end()) throw std::logic_error("missing set " + name);
+    const auto& n = it->second->ifnames;
+    return std::find(n.begin(), n.end(), ifname) != n.end();
+  }
+
+  std::optional<std::uint32_t> map_lookup(const std::string& name, const IpAddress& a) const {
+    auto it = sets_.find(name);
+    if (it == sets_.end()) throw std::logic_error("missing map " + name);
+    const auto& s = *it->second;
+    for (std::size_t i = 0; i < s.addresses.size(); ++i) {
+      if (s.addresses[i] == a) return s.marks.at(i);
+    }
+    return std::nullopt;
   }
 
   bool matches(const dataplane::nft::Match& m, const PlanPacket& p) const {
@@ -81,12 +105,22 @@ class PlanInterpreter {
         return p.established;
       case K::IcmpV6Nd:
         return p.protocol == 58 && p.port >= 133 && p.port <= 137;
+      case K::IifInSet:
+        return has_ifname(m.set, p.iif);
+      case K::IifNotInSet:
+        return !has_ifname(m.set, p.iif);
+      case K::OifInSet:
+        return has_ifname(m.set, p.oif);
+      case K::TagRange:
+        return (p.mark & 0xffffU) >= m.lo && (p.mark & 0xffffU) <= m.hi;
+      case K::TagNot:
+        return (p.mark & 0xffffU) != m.lo;
     }
     return false;
   }
 
   // nullopt: fell off the end (return); true/false: accept/drop.
-  std::optional<bool> chain(const std::string& name, const PlanPacket& p, PlanVerdict& v,
+  std::optional<bool> chain(const std::string& name, PlanPacket& p, PlanVerdict& v,
                             int depth) const {
     if (depth > 16) throw std::logic_error("chain loop");
     for (const auto& r : plan_.rules) {
@@ -101,7 +135,20 @@ class PlanInterpreter {
       if (!all) continue;
       for (const auto& a : r.actions) {
         using A = dataplane::nft::Action::Kind;
+        bool stop = false;  // a map miss ends the rule
         switch (a.kind) {
+          case A::SetMark:
+            p.mark = a.value;
+            break;
+          case A::SetMarkMap:
+            if (p.src.family != a.family) {
+              stop = true;
+            } else if (auto value = map_lookup(a.name, p.src)) {
+              p.mark = *value;
+            } else {
+              stop = true;
+            }
+            break;
           case A::Counter:
             v.counter = a.name;
             break;
@@ -123,6 +170,7 @@ class PlanInterpreter {
           case A::Goto:
             return chain(a.name, p, v, depth + 1);
         }
+        if (stop) break;
       }
     }
     return std::nullopt;

@@ -71,7 +71,7 @@ std::optional<DataplaneError> NftBackend::apply(const RuleSet& rules) {
   std::set<EndpointId> ids;
   live_.for_each_address(
       [&](const IpAddress&, EndpointId id, const EndpointEntry&) { ids.insert(id); });
-  for (EndpointId id : ids) installed_[id] = endpoint_elements(*policy_, live_, id);
+  for (EndpointId id : ids) installed_[id] = endpoint_elements(*policy_, live_, id, config_.plan);
   last_cut_ = 0;
   if (config_.cut_connections) cut({});
   return std::nullopt;
@@ -113,7 +113,7 @@ std::optional<DataplaneError> NftBackend::update_endpoints(
       // Elements of the changed endpoint alone, from a one-endpoint table.
       EndpointTable one;
       one.upsert(c.id, c.addresses, c.tier, c.selectors);
-      now = endpoint_elements(*policy_, one, c.id);
+      now = endpoint_elements(*policy_, one, c.id, config_.plan);
     }
     std::sort(now.begin(), now.end());
     std::vector<Element> before;
@@ -212,6 +212,14 @@ std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> NftBackend::kernel_rul
   for (const auto& [name, value] : socket_.read_counters(config_.plan.table)) {
     if (name.size() < 2 || name[0] != 'c') continue;
     out[static_cast<RuleId>(std::stoul(name.substr(1)))] = value;
+  }
+  return out;
+}
+
+std::map<std::string, std::uint64_t> NftBackend::overlay_counters() {
+  std::map<std::string, std::uint64_t> out;
+  for (const auto& [name, value] : socket_.read_counters(config_.plan.table)) {
+    if (name.starts_with("ovl_")) out[name] = value.first;
   }
   return out;
 }

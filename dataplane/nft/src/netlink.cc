@@ -41,6 +41,12 @@ using Clock = std::chrono::steady_clock;
 // the set's key type so `nft list` prints addresses.
 constexpr std::uint32_t kNftTypeIpAddr = 7;
 constexpr std::uint32_t kNftTypeIp6Addr = 8;
+constexpr std::uint32_t kNftTypeMark = 19;             // TYPE_MARK: map data of tag4/tag6
+constexpr std::uint32_t kNftTypeIfname = 41;           // TYPE_IFNAME: the overlay device set
+constexpr std::size_t kIfnameLen = 16;                 // IFNAMSIZ: ifname keys are NUL-padded
+constexpr std::uint32_t kNftHostOrder = 1;             // nft's BYTEORDER_HOST_ENDIAN
+constexpr std::uint32_t kNftNetworkOrder = 2;          // nft's BYTEORDER_BIG_ENDIAN
+constexpr std::uint32_t kTagMask = 0xffffU;            // the GBP group id in the packet mark
 constexpr std::size_t kNameMax = NFT_NAME_MAXLEN - 1;  // bytes, without NUL
 constexpr std::size_t kLogPrefixMax = 127;
 constexpr std::size_t kMaxRuleTerms = 64;           // matches + actions
@@ -62,6 +68,9 @@ struct SetFree {
 };
 struct TableFree {
   void operator()(nftnl_table* t) const { nftnl_table_free(t); }
+};
+struct UdataFree {
+  void operator()(nftnl_udata_buf* b) const { nftnl_udata_buf_free(b); }
 };
 struct ObjFree {
   void operator()(nftnl_obj* o) const { nftnl_obj_free(o); }
@@ -147,7 +156,15 @@ struct Key {
   std::uint8_t len = 4;
   bool end = false;
   bool open = false;
+  std::optional<std::uint32_t> data;  // map elements: the value (host order)
 };
+
+Key ifname_key(const std::string& name) {
+  Key k;
+  k.len = kIfnameLen;
+  std::memcpy(k.bytes.data(), name.data(), std::min(name.size(), kIfnameLen - 1));
+  return k;
+}
 
 std::uint8_t key_len(Fam f) { return f == Fam::V4 ? 4 : 16; }
 
@@ -215,11 +232,11 @@ std::vector<Key> interval_set_keys(std::span<const Cidr> prefixes, Fam family) {
   const std::vector<Range> ranges = merged_ranges(prefixes, family);
   std::vector<Key> keys;
   if (ranges.empty()) return keys;
-  if (ranges.front().lo != Bytes{}) keys.push_back(Key{Bytes{}, len, true, false});
+  if (ranges.front().lo != Bytes{}) keys.push_back(Key{Bytes{}, len, true, false, std::nullopt});
   for (const Range& r : ranges) {
     const bool open = all_ones(r.hi, len);
-    keys.push_back(Key{r.lo, len, false, open});
-    if (!open) keys.push_back(Key{increment(r.hi, len), len, true, false});
+    keys.push_back(Key{r.lo, len, false, open, std::nullopt});
+    if (!open) keys.push_back(Key{increment(r.hi, len), len, true, false, std::nullopt});
   }
   return keys;
 }
@@ -242,7 +259,29 @@ std::vector<Key> plain_set_keys(const SetDef& s) {
   return keys;
 }
 
+std::vector<Key> map_keys(const SetDef& s) {
+  std::vector<std::pair<IpAddress, std::uint32_t>> pairs;
+  for (std::size_t i = 0; i < s.addresses.size() && i < s.marks.size(); ++i)
+    pairs.emplace_back(s.addresses[i], s.marks[i]);
+  std::sort(pairs.begin(), pairs.end());
+  std::vector<Key> keys;
+  for (const auto& [a, mark] : pairs) {
+    if (!keys.empty() && std::equal(keys.back().bytes.begin(), keys.back().bytes.end(),
+                                    address_key(a).bytes.begin()))
+      continue;  // one value per key
+    keys.push_back(address_key(a));
+    keys.back().data = mark;
+  }
+  return keys;
+}
+
 std::vector<Key> set_keys(const SetDef& s) {
+  if (s.key == SetDef::Key::Ifname) {
+    std::vector<Key> keys;
+    for (const std::string& n : s.ifnames) keys.push_back(ifname_key(n));
+    return keys;
+  }
+  if (s.mark_map) return map_keys(s);
   if (!s.interval) return plain_set_keys(s);
   const std::vector<Cidr> members = interval_members(s);
   return interval_set_keys(members, s.family);
@@ -253,6 +292,7 @@ std::size_t element_bytes(const Key& k) {
   std::size_t n = 4 /*LIST_ELEM*/ + 4 /*KEY*/ + 4 + align4(k.len) /*DATA_VALUE*/;
   if (k.end) n += 8;    // NFTA_SET_ELEM_FLAGS
   if (k.open) n += 12;  // NFTA_SET_ELEM_USERDATA (6 bytes of udata)
+  if (k.data) n += 12;  // NFTA_SET_ELEM_DATA { NFTA_DATA_VALUE u32 }
   return n;
 }
 
@@ -261,6 +301,12 @@ void put_element(nlmsghdr* nlh, const Key& k) {
   nlattr* key = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_KEY);
   mnl_attr_put(nlh, NFTA_DATA_VALUE, k.len, k.bytes.data());
   mnl_attr_nest_end(nlh, key);
+  if (k.data) {
+    nlattr* data = mnl_attr_nest_start(nlh, NFTA_SET_ELEM_DATA);
+    const std::uint32_t value = *k.data;  // a mark is host order
+    mnl_attr_put(nlh, NFTA_DATA_VALUE, sizeof value, &value);
+    mnl_attr_nest_end(nlh, data);
+  }
   if (k.end) mnl_attr_put_u32(nlh, NFTA_SET_ELEM_FLAGS, htonl(NFT_SET_ELEM_INTERVAL_END));
   if (k.open) {
     // nftnl udata TLV: type, length, host-order u32 flags (what nft sends).
@@ -352,6 +398,14 @@ class RuleEncoder {
   }
   void range_u8(std::uint16_t lo, std::uint16_t hi);
   void lookup(const Match& m);
+  void lookup_set(const std::string& set, bool invert, std::optional<std::uint32_t> dreg);
+  void ifname_lookup(std::uint32_t key, const std::string& set, bool invert);
+  void tag_load();  // reg1 = meta mark & 0xffff
+  void meta_store(std::uint32_t key) {
+    nftnl_expr* e = add("meta");
+    nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
+    nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
+  }
   void verdict(int code, const std::string& chain);
   // nft's implicit dependencies: `ip saddr` implies `meta nfproto ipv4`,
   // `icmp type` implies `meta l4proto icmp`. Emitted unless the rule
@@ -388,19 +442,34 @@ void RuleEncoder::range_u8(std::uint16_t lo, std::uint16_t hi) {
   cmp_u8(NFT_CMP_LTE, static_cast<std::uint8_t>(hi));
 }
 
+void RuleEncoder::lookup_set(const std::string& set, bool invert,
+                             std::optional<std::uint32_t> dreg) {
+  nftnl_expr* e = add("lookup");
+  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
+  nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, set.c_str());
+  if (auto it = set_ids_.find(set); it != set_ids_.end())
+    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, it->second);
+  if (dreg) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_DREG, *dreg);
+  if (invert) nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+}
+
 void RuleEncoder::lookup(const Match& m) {
   require_nfproto(m.family);
   const bool v4 = m.family == Fam::V4;
   const std::uint32_t offset =
       v4 ? (m.dir == Dir::Src ? 12U : 16U) : (m.dir == Dir::Src ? 8U : 24U);
   payload(NFT_PAYLOAD_NETWORK_HEADER, offset, v4 ? 4U : 16U);
-  nftnl_expr* e = add("lookup");
-  nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SREG, NFT_REG_1);
-  nftnl_expr_set_str(e, NFTNL_EXPR_LOOKUP_SET, m.set.c_str());
-  if (auto it = set_ids_.find(m.set); it != set_ids_.end())
-    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, it->second);
-  if (m.kind == Match::Kind::NotInSet)
-    nftnl_expr_set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+  lookup_set(m.set, m.kind == Match::Kind::NotInSet, std::nullopt);
+}
+
+void RuleEncoder::ifname_lookup(std::uint32_t key, const std::string& set, bool invert) {
+  meta_load(key);  // 16 bytes, NUL-padded: regs 1..4 of 32 bits
+  lookup_set(set, invert, std::nullopt);
+}
+
+void RuleEncoder::tag_load() {
+  meta_load(NFT_META_MARK);
+  bitwise(kTagMask, 0);
 }
 
 void RuleEncoder::match(const Match& m) {
@@ -448,6 +517,39 @@ void RuleEncoder::match(const Match& m) {
       payload(NFT_PAYLOAD_TRANSPORT_HEADER, 0, 1);
       range_u8(133, 137);  // router solicitation .. redirect
       return;
+    case Match::Kind::IifInSet:
+    case Match::Kind::IifNotInSet:
+      ifname_lookup(NFT_META_IIFNAME, m.set, m.kind == Match::Kind::IifNotInSet);
+      return;
+    case Match::Kind::OifInSet:
+      ifname_lookup(NFT_META_OIFNAME, m.set, false);
+      return;
+    case Match::Kind::TagNot: {
+      tag_load();
+      const std::uint32_t v = m.lo;  // host order, like the mark
+      cmp(NFT_CMP_NEQ, &v, sizeof v);
+      return;
+    }
+    case Match::Kind::TagRange: {
+      tag_load();
+      if (m.lo == m.hi) {
+        const std::uint32_t v = m.lo;
+        cmp(NFT_CMP_EQ, &v, sizeof v);
+        return;
+      }
+      // Ordered comparisons are big-endian (memcmp): convert, as nft does.
+      nftnl_expr* e = add("byteorder");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_DREG, NFT_REG_1);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_OP, NFT_BYTEORDER_HTON);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_LEN, 4);
+      nftnl_expr_set_u32(e, NFTNL_EXPR_BYTEORDER_SIZE, 4);
+      const std::uint32_t lo = htonl(m.lo);
+      const std::uint32_t hi = htonl(m.hi);
+      cmp(NFT_CMP_GTE, &lo, sizeof lo);
+      cmp(NFT_CMP_LTE, &hi, sizeof hi);
+      return;
+    }
   }
 }
 
@@ -489,6 +591,22 @@ void RuleEncoder::action(const Action& a) {
     case Action::Kind::Goto:
       verdict(NFT_GOTO, a.name);
       return;
+    case Action::Kind::SetMark: {
+      nftnl_expr* e = add("immediate");
+      nftnl_expr_set_u32(e, NFTNL_EXPR_IMM_DREG, NFT_REG_1);
+      const std::uint32_t v = a.value;  // host order
+      nftnl_expr_set(e, NFTNL_EXPR_IMM_DATA, &v, sizeof v);
+      meta_store(NFT_META_MARK);
+      return;
+    }
+    case Action::Kind::SetMarkMap: {
+      require_nfproto(a.family);
+      const bool v4 = a.family == Fam::V4;
+      payload(NFT_PAYLOAD_NETWORK_HEADER, v4 ? 12U : 8U, v4 ? 4U : 16U);
+      lookup_set(a.name, false, NFT_REG_1);  // a miss ends the rule here
+      meta_store(NFT_META_MARK);
+      return;
+    }
   }
 }
 
@@ -524,10 +642,30 @@ void put_set(Builder& b, const std::string& table, const SetDef& s, std::uint32_
   nftnl_set_set_str(set.get(), NFTNL_SET_TABLE, table.c_str());
   nftnl_set_set_str(set.get(), NFTNL_SET_NAME, s.name.c_str());
   nftnl_set_set_u32(set.get(), NFTNL_SET_FAMILY, NFPROTO_INET);
-  nftnl_set_set_u32(set.get(), NFTNL_SET_KEY_LEN, key_len(s.family));
+  const bool ifname = s.key == SetDef::Key::Ifname;
+  nftnl_set_set_u32(set.get(), NFTNL_SET_KEY_LEN, ifname ? kIfnameLen : key_len(s.family));
   nftnl_set_set_u32(set.get(), NFTNL_SET_KEY_TYPE,
-                    s.family == Fam::V4 ? kNftTypeIpAddr : kNftTypeIp6Addr);
-  nftnl_set_set_u32(set.get(), NFTNL_SET_FLAGS, s.interval ? std::uint32_t{NFT_SET_INTERVAL} : 0U);
+                    ifname                ? kNftTypeIfname
+                    : s.family == Fam::V4 ? kNftTypeIpAddr
+                                          : kNftTypeIp6Addr);
+  std::uint32_t flags = s.interval ? std::uint32_t{NFT_SET_INTERVAL} : 0U;
+  if (s.mark_map) {
+    flags |= NFT_SET_MAP;
+    nftnl_set_set_u32(set.get(), NFTNL_SET_DATA_TYPE, kNftTypeMark);
+    nftnl_set_set_u32(set.get(), NFTNL_SET_DATA_LEN, sizeof(std::uint32_t));
+  }
+  nftnl_set_set_u32(set.get(), NFTNL_SET_FLAGS, flags);
+  if (ifname || s.mark_map) {
+    // Interface names and marks are host-order data: say so in the set's
+    // userdata (as nft does), or `nft list` prints them byte-swapped.
+    // Address sets carry none, which nft reads as network order.
+    std::unique_ptr<nftnl_udata_buf, UdataFree> ud(checked(nftnl_udata_buf_alloc(64)));
+    nftnl_udata_put_u32(ud.get(), NFTNL_UDATA_SET_KEYBYTEORDER,
+                        ifname ? kNftHostOrder : kNftNetworkOrder);
+    if (s.mark_map) nftnl_udata_put_u32(ud.get(), NFTNL_UDATA_SET_DATABYTEORDER, kNftHostOrder);
+    nftnl_set_set_data(set.get(), NFTNL_SET_USERDATA, nftnl_udata_buf_data(ud.get()),
+                       nftnl_udata_buf_len(ud.get()));
+  }
   nftnl_set_set_u32(set.get(), NFTNL_SET_ID, id);
   nlmsghdr* nlh = b.message(kMessageSlack, NFT_MSG_NEWSET, NLM_F_CREATE,
                             BatchObject{BatchObject::Kind::Set, s.name, {}, 0, 0});
@@ -615,6 +753,13 @@ ApplyResult validate_names(const Plan& plan) {
 
 ApplyResult validate_set(const SetDef& s) {
   const std::string object = "set " + s.name;
+  for (const std::string& n : s.ifnames)
+    if (s.key != SetDef::Key::Ifname || n.empty() || n.size() >= kIfnameLen)
+      return invalid(object, "interface name '" + n + "' empty, too long or in an address set");
+  if (s.key == SetDef::Key::Ifname && (!s.addresses.empty() || !s.prefixes.empty()))
+    return invalid(object, "addresses in an interface-name set");
+  if (s.mark_map && (s.interval || s.marks.size() != s.addresses.size() || !s.prefixes.empty()))
+    return invalid(object, "a mark map needs one mark per address and no prefixes");
   for (const IpAddress& a : s.addresses)
     if (a.family != s.family)
       return invalid(object, "address " + a.to_string() + " of the other family");
@@ -633,14 +778,16 @@ ApplyResult validate_rule(const RuleDef& r, std::size_t index) {
   if (r.matches.size() + r.actions.size() > kMaxRuleTerms)
     return invalid(object, "too many terms", r.origin);
   for (const Match& m : r.matches) {
-    const bool set_match = m.kind == Match::Kind::InSet || m.kind == Match::Kind::NotInSet;
+    const bool set_match = m.kind == Match::Kind::InSet || m.kind == Match::Kind::NotInSet ||
+                           m.kind == Match::Kind::IifInSet || m.kind == Match::Kind::IifNotInSet ||
+                           m.kind == Match::Kind::OifInSet;
     if (set_match && bad_name(m.set)) return invalid(object, "bad set name", r.origin);
     if (m.kind == Match::Kind::IcmpTypeRange && (m.lo > 255 || m.hi > 255))
       return invalid(object, "icmp type beyond 255", r.origin);
   }
   for (const Action& a : r.actions) {
     const bool named = a.kind == Action::Kind::Counter || a.kind == Action::Kind::Jump ||
-                       a.kind == Action::Kind::Goto;
+                       a.kind == Action::Kind::Goto || a.kind == Action::Kind::SetMarkMap;
     if (named && bad_name(a.name)) return invalid(object, "bad counter or chain name", r.origin);
     if (a.kind == Action::Kind::Log && (a.name.size() > kLogPrefixMax || a.value > 0xffff))
       return invalid(object, "log prefix longer than 127 bytes or group beyond 65535", r.origin);
@@ -891,7 +1038,11 @@ EncodedBatch encode_elements(std::string_view table, std::span<const Element> ad
   const std::string t(table);
   auto put_all = [&](std::span<const Element> elems, int type) {
     std::map<std::string, std::vector<Key>> by_set;  // deterministic order
-    for (const Element& e : elems) by_set[e.set].push_back(address_key(e.address));
+    for (const Element& e : elems) {
+      by_set[e.set].push_back(address_key(e.address));
+      if (type == NFT_MSG_NEWSETELEM)
+        by_set[e.set].back().data = e.mark;  // deletes need the key only
+    }
     for (auto& [set, keys] : by_set) put_element_messages(b, type, t, set, 0, keys);
   };
   put_all(remove, NFT_MSG_DELSETELEM);

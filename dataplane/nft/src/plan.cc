@@ -47,6 +47,30 @@ Action act(Action::Kind kind, std::string name = {}, std::uint32_t value = 0) {
   return Action{kind, std::move(name), value};
 }
 
+Match ifname(Match::Kind kind, std::string set) {
+  Match m;
+  m.kind = kind;
+  m.set = std::move(set);
+  return m;
+}
+
+// meta mark & 0xffff in lo..hi (TagRange) or != lo (TagNot).
+Match tag(Match::Kind kind, std::uint16_t lo, std::uint16_t hi) {
+  Match m;
+  m.kind = kind;
+  m.lo = lo;
+  m.hi = hi;
+  return m;
+}
+Match tag_is(std::uint16_t t) { return tag(Match::Kind::TagRange, t, t); }
+
+constexpr const char* kOverlaySet = "ovl";
+constexpr const char* kTagChain = "ovl_tag";
+constexpr const char* kCheckChain = "ovl_check";
+constexpr const char* kUntrustedCounter = "ovl_untrusted";
+constexpr const char* kSpoofCounter = "ovl_spoof";
+constexpr const char* kBadTagCounter = "ovl_badtag";
+
 std::vector<Alt> product(const std::vector<Alt>& a, const std::vector<Alt>& b) {
   std::vector<Alt> out;
   for (const auto& x : a) {
@@ -83,6 +107,9 @@ struct Ctx {
   std::string chain;
   std::string staged_chain;
   bool has_staged = false;
+  // The source is known only by its GBP tag (an unknown address that came
+  // in through an overlay device with a tag naming a tier).
+  bool tagged = false;
 };
 
 class Builder {
@@ -108,12 +135,24 @@ class Builder {
     add_counters();
     add_base_chains();
     for (Hook hook : {Hook::Forward, Hook::Input, Hook::Output}) {
-      for (Fam f : kFamilies) add_decision_chain(hook, f);
+      for (Fam f : kFamilies) add_decision_chain(hook, f, false);
+    }
+    if (overlay()) {
+      add_overlay_chains();
+      for (Hook hook : {Hook::Forward, Hook::Input}) {
+        for (Fam f : kFamilies) add_decision_chain(hook, f, true);
+      }
     }
     return std::move(plan_);
   }
 
  private:
+  [[nodiscard]] bool overlay() const { return options_.overlay.enabled(); }
+  // Tags name tiers 1..N; anything above is no tier of this policy.
+  [[nodiscard]] std::uint16_t last_tag() const {
+    return gbp_tag(static_cast<TierId>(policy_.tiers.size() - 1));
+  }
+
   void add_set(std::string name, Fam f, bool interval) {
     SetDef s;
     s.name = std::move(name);
@@ -148,6 +187,23 @@ class Builder {
       for (const auto& a : table_.node_addresses()) {
         if (a.family == f) set(set_name("node", f)).addresses.push_back(a);
       }
+      if (overlay()) {
+        add_set(set_name("peer", f), f, false);
+        for (const auto& a : options_.overlay.peers) {
+          if (a.family == f) set(set_name("peer", f)).addresses.push_back(a);
+        }
+        add_set(set_name("tag", f), f, false);
+        set(set_name("tag", f)).mark_map = true;
+      }
+    }
+    if (overlay()) {
+      add_set(kOverlaySet, Fam::V4, false);
+      SetDef& devices = set(kOverlaySet);
+      devices.key = SetDef::Key::Ifname;
+      devices.ifnames = options_.overlay.devices;
+      std::sort(devices.ifnames.begin(), devices.ifnames.end());
+      devices.ifnames.erase(std::unique(devices.ifnames.begin(), devices.ifnames.end()),
+                            devices.ifnames.end());
     }
     // Endpoint elements, in a deterministic order.
     std::vector<std::pair<IpAddress, EndpointId>> addresses;
@@ -158,8 +214,10 @@ class Builder {
     std::unordered_map<std::string, SetDef*> index;
     for (auto& s : plan_.sets) index.emplace(s.name, &s);
     for (const auto& [address, id] : addresses) {
-      for (const auto& e : elements_of(policy_, table_, id, address)) {
-        index.at(e.set)->addresses.push_back(e.address);
+      for (const auto& e : elements_of(policy_, table_, id, address, overlay())) {
+        SetDef* s = index.at(e.set);
+        s->addresses.push_back(e.address);
+        if (e.mark) s->marks.push_back(*e.mark);
       }
     }
   }
@@ -170,6 +228,10 @@ class Builder {
     for (const auto* list : {&policy_.denies, &policy_.flows}) {
       for (const auto& r : *list) plan_.counters.push_back(counter_name(r.id));
     }
+    if (overlay()) {
+      for (const char* c : {kUntrustedCounter, kSpoofCounter, kBadTagCounter})
+        plan_.counters.emplace_back(c);
+    }
   }
 
   void add_base_chains() {
@@ -177,6 +239,7 @@ class Builder {
         {Hook::Forward, "forward"}, {Hook::Input, "input"}, {Hook::Output, "output"}};
     for (const auto& [hook, name] : hooks) {
       plan_.chains.push_back(ChainDef{name, hook, options_.priority});
+      if (overlay()) add_overlay_before_fast_path(hook, name);
       // Established traffic is decided once, by conntrack.
       emit(name, {simple(Match::Kind::CtStateEstRel)}, {act(Action::Kind::Accept)}, 0);
       // IPv6 neighbour discovery is link infrastructure, like ARP.
@@ -184,6 +247,7 @@ class Builder {
            {simple(Match::Kind::NfProto, Fam::V6), simple(Match::Kind::L4Proto, Fam::V6, 58),
             simple(Match::Kind::IcmpV6Nd, Fam::V6)},
            {act(Action::Kind::Accept)}, 0);
+      if (overlay()) add_overlay_after_fast_path(hook, name);
       // Scope: only traffic with a container (known or not) on the policed side.
       for (Fam f : kFamilies) {
         const std::string target = decision_chain(hook, f);
@@ -201,9 +265,96 @@ class Builder {
     }
   }
 
-  static std::string decision_chain(Hook hook, Fam f) {
+  static std::string decision_chain(Hook hook, Fam f, bool tagged = false) {
     const char* base = hook == Hook::Forward ? "fwd" : hook == Hook::Input ? "in" : "out";
-    return base + fam_suffix(f);
+    return base + fam_suffix(f) + (tagged ? "g" : "");
+  }
+
+  // Before conntrack's fast path, for every packet: only VXLAN from trusted
+  // peers reaches the node, and every packet that leaves through an overlay
+  // device carries the mark tierwall gives it (a local sender cannot choose
+  // its tag, also not on an established connection).
+  void add_overlay_before_fast_path(Hook hook, const std::string& chain) {
+    const std::string ovl = kOverlaySet;
+    if (hook == Hook::Input) {
+      for (Fam f : kFamilies) {
+        emit(chain,
+             {simple(Match::Kind::NfProto, f), simple(Match::Kind::L4Proto, f, proto::kUdp),
+              simple(Match::Kind::DportRange, f, proto::kUdp, options_.overlay.port,
+                     options_.overlay.port),
+              not_in_set(f, Dir::Src, set_name("peer", f))},
+             {act(Action::Kind::Counter, kUntrustedCounter), act(Action::Kind::Drop)}, 0);
+      }
+    }
+    if (hook == Hook::Forward) {
+      emit(chain, {ifname(Match::Kind::IifNotInSet, ovl), ifname(Match::Kind::OifInSet, ovl)},
+           {act(Action::Kind::Jump, kTagChain)}, 0);
+    }
+    if (hook == Hook::Output) {
+      // The node's own packets cross the overlay untagged.
+      emit(chain, {ifname(Match::Kind::OifInSet, ovl)}, {act(Action::Kind::SetMark, {}, 0)}, 0);
+    }
+  }
+
+  // After the fast path (first packets only): sources from an overlay
+  // device. A known address must carry its own tier's tag; an unknown one
+  // with a tag is decided by the tag (the tagged chains); an unknown one
+  // without a tag falls through to the usual scope (world or quarantine).
+  // Packets leaving through an overlay device towards a container address
+  // this node does not know are the receiving node's to decide.
+  void add_overlay_after_fast_path(Hook hook, const std::string& chain) {
+    const std::string ovl = kOverlaySet;
+    if (hook != Hook::Output) {
+      emit(chain, {ifname(Match::Kind::IifInSet, ovl)}, {act(Action::Kind::Jump, kCheckChain)}, 0);
+      for (Fam f : kFamilies) {
+        emit(
+            chain,
+            {ifname(Match::Kind::IifInSet, ovl), simple(Match::Kind::NfProto, f),
+             not_in_set(f, Dir::Src, set_name("ep", f)), tag(Match::Kind::TagRange, 1, last_tag())},
+            {act(Action::Kind::Goto, decision_chain(hook, f, true))}, 0);
+      }
+    }
+    if (hook != Hook::Input) {
+      for (Fam f : kFamilies) {
+        Alt m;
+        if (hook == Hook::Forward) m.push_back(ifname(Match::Kind::IifNotInSet, ovl));
+        m.push_back(ifname(Match::Kind::OifInSet, ovl));
+        m.push_back(simple(Match::Kind::NfProto, f));
+        m.push_back(in_set(f, Dir::Dst, set_name("cidr", f)));
+        m.push_back(not_in_set(f, Dir::Dst, set_name("ep", f)));
+        emit(chain, std::move(m), {act(Action::Kind::Accept)}, 0);
+      }
+    }
+  }
+
+  void add_overlay_chains() {
+    // Egress tagging: untagged, then quarantine for container-network
+    // sources, then the endpoint's own tier (a map miss leaves the mark).
+    plan_.chains.push_back(ChainDef{kTagChain, std::nullopt, 0});
+    emit(kTagChain, {}, {act(Action::Kind::SetMark, {}, 0)}, 0);
+    for (Fam f : kFamilies) {
+      emit(kTagChain, {simple(Match::Kind::NfProto, f), in_set(f, Dir::Src, set_name("cidr", f))},
+           {act(Action::Kind::SetMark, {}, gbp_tag(kQuarantineTier))}, 0);
+      Action map = act(Action::Kind::SetMarkMap, set_name("tag", f));
+      map.family = f;
+      emit(kTagChain, {simple(Match::Kind::NfProto, f)}, {map}, 0);
+    }
+    // Ingress checks: a known address with another tag (or none) is a
+    // spoof; a tag naming no tier is invalid.
+    plan_.chains.push_back(ChainDef{kCheckChain, std::nullopt, 0});
+    for (Fam f : kFamilies) {
+      for (std::size_t t = 0; t < policy_.tiers.size(); ++t) {
+        const auto tier = static_cast<TierId>(t);
+        emit(kCheckChain,
+             {simple(Match::Kind::NfProto, f), in_set(f, Dir::Src, tier_set(tier, f)),
+              tag(Match::Kind::TagNot, gbp_tag(tier), gbp_tag(tier))},
+             {act(Action::Kind::Counter, kSpoofCounter), act(Action::Kind::Drop)}, 0);
+      }
+      emit(kCheckChain,
+           {simple(Match::Kind::NfProto, f), not_in_set(f, Dir::Src, set_name("ep", f)),
+            tag(Match::Kind::TagRange, static_cast<std::uint16_t>(last_tag() + 1), 0xffff)},
+           {act(Action::Kind::Counter, kBadTagCounter), act(Action::Kind::Drop)}, 0);
+    }
   }
 
   void emit(const std::string& chain, Alt matches, std::vector<Action> actions, RuleId origin) {
@@ -211,7 +362,8 @@ class Builder {
   }
 
   // Alternatives under which one side of a rule matches in a context.
-  std::vector<Alt> side_alts(const Rule& rule, const PeerMatch& m, Dir d, const Ctx& c) {
+  std::vector<Alt> side_alts(const Rule& rule, const PeerMatch& m, Dir d, const Ctx& c, bool deny) {
+    if (c.tagged && d == Dir::Src) return tagged_alts(m, deny);
     const bool side_is_host =
         (c.hook == Hook::Input && d == Dir::Dst) || (c.hook == Hook::Output && d == Dir::Src);
     switch (m.entity) {
@@ -242,6 +394,19 @@ class Builder {
         return endpoint_alts(m, d, c.fam);
     }
     return {};
+  }
+
+  // A source known only by its tag: an endpoint of the tagged tier, member
+  // of no selector, fail closed (decide_tagged()): a deny ignores its source
+  // selector, a flow that needs one cannot match. The entry rule admits only
+  // tags 1..N, so "every tier" needs no match.
+  static std::vector<Alt> tagged_alts(const PeerMatch& m, bool deny) {
+    if (m.entity != PeerMatch::Entity::Endpoint) return {};
+    if (m.selector && !deny) return {};
+    if (m.tiers.empty()) return {{}};
+    std::vector<Alt> out;
+    for (TierId t : m.tiers) out.push_back({tag_is(gbp_tag(t))});
+    return out;
   }
 
   static std::vector<Alt> endpoint_alts(const PeerMatch& m, Dir d, Fam f) {
@@ -283,8 +448,9 @@ class Builder {
     return out;
   }
 
-  std::vector<Alt> rule_alts(const Rule& r, const Ctx& c) {
-    auto alts = product(side_alts(r, r.from, Dir::Src, c), side_alts(r, r.to, Dir::Dst, c));
+  std::vector<Alt> rule_alts(const Rule& r, const Ctx& c, bool deny) {
+    auto alts =
+        product(side_alts(r, r.from, Dir::Src, c, deny), side_alts(r, r.to, Dir::Dst, c, deny));
     return product(alts, port_alts(r.ports, c.fam));
   }
 
@@ -305,6 +471,18 @@ class Builder {
       return std::vector<Alt>{{not_in_set(c.fam, d, set_name("ep", c.fam)),
                                not_in_set(c.fam, d, set_name("cidr", c.fam))}};
     };
+    if (c.tagged) {
+      // The source is an endpoint of the tagged tier.
+      std::vector<Alt> src;
+      for (std::size_t t = 0; t < policy_.tiers.size(); ++t) {
+        if (policy_.tiers[t].mode == Mode::Audit)
+          src.push_back({tag_is(gbp_tag(static_cast<TierId>(t)))});
+      }
+      if (c.hook == Hook::Input) return src;
+      auto out = product(src, aud(Dir::Dst));
+      for (auto& a : product(src, non(Dir::Dst))) out.push_back(std::move(a));
+      return out;
+    }
     switch (c.hook) {
       case Hook::Input:
         return aud(Dir::Src);
@@ -356,6 +534,11 @@ class Builder {
     for (const Match& a : alt) {
       bool keep = true;
       for (const Match& m : rule) {
+        if (a.kind == Match::Kind::TagRange && m.kind == Match::Kind::TagRange) {
+          if (a.lo == m.lo && a.hi == m.hi) keep = false;
+          if (a.hi < m.lo || m.hi < a.lo) return std::nullopt;  // disjoint tags
+          continue;
+        }
         if (m.dir != a.dir || m.family != a.family) continue;
         const bool m_in = m.kind == Match::Kind::InSet;
         const bool m_out = m.kind == Match::Kind::NotInSet;
@@ -401,13 +584,14 @@ class Builder {
     emit(c.chain, m, verdict('l', id, log), id);
   }
 
-  void add_decision_chain(Hook hook, Fam f) {
-    Ctx c{hook, f, decision_chain(hook, f), "staged_" + decision_chain(hook, f), false};
+  void add_decision_chain(Hook hook, Fam f, bool tagged) {
+    const std::string name = decision_chain(hook, f, tagged);
+    Ctx c{hook, f, name, "staged_" + name, false, tagged};
     // Staged denies: matched only after an allow; they turn it into audit.
     std::vector<std::pair<Alt, RuleId>> staged;
     for (const auto& r : policy_.denies) {
       if (!r.staged) continue;
-      for (auto& a : rule_alts(r, c)) staged.emplace_back(std::move(a), r.id);
+      for (auto& a : rule_alts(r, c, true)) staged.emplace_back(std::move(a), r.id);
     }
     plan_.chains.push_back(ChainDef{c.chain, std::nullopt, 0});
     if (!staged.empty()) {
@@ -418,16 +602,18 @@ class Builder {
     }
     for (const auto& r : policy_.denies) {
       if (r.staged) continue;
-      for (const auto& a : rule_alts(r, c)) emit_deny(c, a, r.id);
+      for (const auto& a : rule_alts(r, c, true)) emit_deny(c, a, r.id);
     }
     for (const auto& r : policy_.flows) {
-      for (const auto& a : rule_alts(r, c)) emit_allow(c, a, r.id, r.log);
+      for (const auto& a : rule_alts(r, c, false)) emit_allow(c, a, r.id, r.log);
     }
     if (hook == Hook::Forward && policy_.intra_tier_allow) {
       for (std::size_t t = 0; t < policy_.tiers.size(); ++t) {
         if (!policy_.tiers[t].declared) continue;
-        const std::string s = tier_set(static_cast<TierId>(t), f);
-        emit_allow(c, {in_set(f, Dir::Src, s), in_set(f, Dir::Dst, s)}, kRuleIntraTier, false);
+        const auto tier = static_cast<TierId>(t);
+        const std::string s = tier_set(tier, f);
+        Match src = tagged ? tag_is(gbp_tag(tier)) : in_set(f, Dir::Src, s);
+        emit_allow(c, {src, in_set(f, Dir::Dst, s)}, kRuleIntraTier, false);
       }
     }
     emit_deny(c, {}, kRuleDefaultDeny);
@@ -435,16 +621,18 @@ class Builder {
 
  public:
   static std::vector<Element> elements_of(const CompiledPolicy& policy, const EndpointTable& table,
-                                          EndpointId id, const IpAddress& a) {
+                                          EndpointId id, const IpAddress& a, bool tags) {
     std::vector<Element> out;
     const EndpointEntry* e = table.entry(id);
     if (e == nullptr) return out;
-    out.push_back(Element{set_name("ep", a.family), a});
-    out.push_back(Element{tier_set(e->tier, a.family), a});
-    for (SelectorId s : table.selectors(*e)) out.push_back(Element{selector_set(s, a.family), a});
+    out.push_back(Element{set_name("ep", a.family), a, std::nullopt});
+    out.push_back(Element{tier_set(e->tier, a.family), a, std::nullopt});
+    for (SelectorId s : table.selectors(*e))
+      out.push_back(Element{selector_set(s, a.family), a, std::nullopt});
     if (e->tier < policy.tiers.size() && policy.tiers[e->tier].mode == Mode::Audit) {
-      out.push_back(Element{set_name("aud", a.family), a});
+      out.push_back(Element{set_name("aud", a.family), a, std::nullopt});
     }
+    if (tags) out.push_back(Element{set_name("tag", a.family), a, gbp_tag(e->tier)});
     return out;
   }
 
@@ -481,6 +669,12 @@ std::string range(std::uint16_t lo, std::uint16_t hi) {
   return lo == hi ? std::to_string(lo) : std::to_string(lo) + "-" + std::to_string(hi);
 }
 
+std::string hex32(std::uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08x", v);
+  return buf;
+}
+
 std::string render_match(const Match& m) {
   const std::string ip = m.family == Fam::V4 ? "ip" : "ip6";
   const std::string addr = ip + (m.dir == Dir::Src ? " saddr" : " daddr");
@@ -504,6 +698,17 @@ std::string render_match(const Match& m) {
       return "ct state established,related";
     case Match::Kind::IcmpV6Nd:
       return "icmpv6 type 133-137";
+    case Match::Kind::IifInSet:
+      return "iifname @" + m.set;
+    case Match::Kind::IifNotInSet:
+      return "iifname != @" + m.set;
+    case Match::Kind::OifInSet:
+      return "oifname @" + m.set;
+    case Match::Kind::TagRange:
+      return "meta mark & " + hex32(0xffff) + " " +
+             (m.lo == m.hi ? hex32(m.lo) : hex32(m.lo) + "-" + hex32(m.hi));
+    case Match::Kind::TagNot:
+      return "meta mark & " + hex32(0xffff) + " != " + hex32(m.lo);
   }
   return "?";
 }
@@ -526,6 +731,11 @@ std::string render_action(const Action& a) {
       return "jump " + a.name;
     case Action::Kind::Goto:
       return "goto " + a.name;
+    case Action::Kind::SetMark:
+      return "meta mark set " + hex32(a.value);
+    case Action::Kind::SetMarkMap:
+      return std::string("meta mark set ") + (a.family == Fam::V4 ? "ip" : "ip6") + " saddr map @" +
+             a.name;
   }
   return "?";
 }
@@ -567,12 +777,23 @@ std::optional<LogTag> parse_log_prefix(std::string_view prefix) {
 
 std::vector<Element> endpoint_elements(const CompiledPolicy& policy, const EndpointTable& table,
                                        EndpointId id) {
+  return endpoint_elements(policy, table, id, Options{});
+}
+
+std::vector<Element> endpoint_elements(const CompiledPolicy& policy, const EndpointTable& table,
+                                       EndpointId id, const Options& options) {
   std::vector<Element> out;
   for (const auto& a : table.addresses(id)) {
-    auto part = Builder::elements_of(policy, table, id, a);
+    auto part = Builder::elements_of(policy, table, id, a, options.overlay.enabled());
     out.insert(out.end(), part.begin(), part.end());
   }
   return out;
+}
+
+std::optional<TierId> tier_of_tag(const CompiledPolicy& policy, std::uint32_t mark) {
+  const std::uint32_t t = mark & 0xffffU;
+  if (t == 0 || t > policy.tiers.size()) return std::nullopt;
+  return static_cast<TierId>(t - 1);
 }
 
 Plan build_plan(const RuleSet& rules, const Options& options) {
@@ -585,12 +806,19 @@ std::string render(const Plan& plan) {
   out << "table inet " << plan.table << " {\n";
   for (const auto& c : plan.counters) out << "\tcounter " << c << " {\n\t}\n\n";
   for (const auto& s : plan.sets) {
-    out << "\tset " << s.name << " {\n\t\ttype "
-        << (s.family == Fam::V4 ? "ipv4_addr" : "ipv6_addr") << "\n";
+    const char* type = s.key == SetDef::Key::Ifname ? "ifname"
+                       : s.family == Fam::V4        ? "ipv4_addr"
+                                                    : "ipv6_addr";
+    out << "\t" << (s.mark_map ? "map " : "set ") << s.name << " {\n\t\ttype " << type
+        << (s.mark_map ? " : mark" : "") << "\n";
     if (s.interval) out << "\t\tflags interval\n";
     std::vector<std::string> elems;
     for (const auto& p : s.prefixes) elems.push_back(p.to_string());
-    for (const auto& a : s.addresses) elems.push_back(a.to_string());
+    for (std::size_t i = 0; i < s.addresses.size(); ++i) {
+      elems.push_back(s.addresses[i].to_string());
+      if (s.mark_map && i < s.marks.size()) elems.back() += " : " + hex32(s.marks[i]);
+    }
+    for (const auto& n : s.ifnames) elems.push_back("\"" + n + "\"");
     if (!elems.empty()) {
       out << "\t\telements = { ";
       for (std::size_t i = 0; i < elems.size(); ++i) {

@@ -128,4 +128,62 @@ Decision decide(const RuleSet& rules, const Connection& c) {
   return decide(*rules.policy, src, dst, c.protocol, c.port);
 }
 
+namespace {
+
+// The source side of `rule` for a source known only by its tier.
+bool tagged_source_matches(const PeerMatch& from, TierId tier, bool deny) {
+  if (from.entity != PeerMatch::Entity::Endpoint) return false;
+  if (!from.tiers.empty() && !std::binary_search(from.tiers.begin(), from.tiers.end(), tier)) {
+    return false;
+  }
+  return deny || !from.selector;  // unknown memberships: a deny assumes, a flow does not
+}
+
+bool tagged_rule_matches(const Rule& rule, TierId tier, const ResolvedPeer& dst, bool deny,
+                         std::uint8_t protocol, std::uint16_t port) {
+  if (!tagged_source_matches(rule.from, tier, deny) || !peer_matches(rule.to, dst)) return false;
+  return std::any_of(rule.ports.begin(), rule.ports.end(),
+                     [&](const PortMatch& p) { return p.matches(protocol, port); });
+}
+
+}  // namespace
+
+Decision decide_tagged(const CompiledPolicy& policy, TierId tier, const ResolvedPeer& dst,
+                       std::uint8_t protocol, std::uint16_t port) {
+  using E = PeerMatch::Entity;
+  ResolvedPeer src;
+  src.entity = E::Endpoint;
+  src.tier = tier;
+  const Rule* staged = nullptr;
+  for (const Rule& r : policy.denies) {
+    if (!tagged_rule_matches(r, tier, dst, true, protocol, port)) continue;
+    if (r.staged) {
+      if (staged == nullptr) staged = &r;
+      continue;
+    }
+    const Verdict v = deny_is_audited(policy, src, dst) ? Verdict::Audit : Verdict::Deny;
+    return Decision{v, RuleKind::Deny, &r};
+  }
+  Decision allow{Verdict::Deny, RuleKind::DefaultDeny, nullptr};
+  bool allowed = false;
+  for (const Rule& r : policy.flows) {
+    if (tagged_rule_matches(r, tier, dst, false, protocol, port)) {
+      allow = Decision{Verdict::Allow, RuleKind::Flow, &r};
+      allowed = true;
+      break;
+    }
+  }
+  if (!allowed && policy.intra_tier_allow && dst.entity == E::Endpoint && dst.tier == tier &&
+      policy.tiers[tier].declared) {
+    allow = Decision{Verdict::Allow, RuleKind::IntraTier, nullptr};
+    allowed = true;
+  }
+  if (allowed) {
+    if (staged != nullptr) return Decision{Verdict::Audit, RuleKind::Deny, staged};
+    return allow;
+  }
+  const Verdict v = deny_is_audited(policy, src, dst) ? Verdict::Audit : Verdict::Deny;
+  return Decision{v, RuleKind::DefaultDeny, nullptr};
+}
+
 }  // namespace tierwall::dataplane

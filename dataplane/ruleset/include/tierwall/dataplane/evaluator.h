@@ -56,4 +56,13 @@ Decision decide(const CompiledPolicy& policy, const ResolvedPeer& src, const Res
                 std::uint8_t protocol, std::uint16_t port);
 Decision decide(const RuleSet& rules, const Connection& connection);
 
+// A source known only by the tier it carries on the wire (the VXLAN-GBP
+// group id of the overlay): an endpoint of tier `tier` whose labels, image
+// and name are unknown. Decided fail-closed: a deny (enforced or staged)
+// whose source side names a selector counts as matching when its other
+// checks hold; a flow whose source side names a selector never matches.
+// Never `self`. Every other step is decide()'s. Linear in the rules.
+Decision decide_tagged(const CompiledPolicy& policy, TierId tier, const ResolvedPeer& dst,
+                       std::uint8_t protocol, std::uint16_t port);
+
 }  // namespace tierwall::dataplane

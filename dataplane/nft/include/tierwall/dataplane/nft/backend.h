@@ -3,6 +3,10 @@
 //
 // Thread contract: one control thread drives an NftBackend; it is not
 // thread-safe. It owns one netlink socket.
+// Costs: apply() is one batch with the whole table (linear in rules and
+// endpoint addresses); update_endpoints() one batch of the changed
+// endpoints' elements (tier sets, selector sets and, with an overlay, the
+// tag map); both may dump conntrack to cut connections.
 #pragma once
 
 #include <functional>
@@ -24,6 +28,8 @@ namespace tierwall::dataplane::nft {
 class NftBackend final : public Dataplane {
  public:
   struct Config {
+    // The table, log group, priority and the overlay (plan.overlay: vxlan-gbp
+    // devices and trusted peers; empty: no overlay, the plain ruleset).
     Options plan;
     // Addresses local to this namespace. Conntrack entries are judged like
     // the kernel judges them: a local destination is the host (input), a
@@ -49,6 +55,11 @@ class NftBackend final : public Dataplane {
   // (so they never go backwards while the generation lasts).
   std::map<RuleId, std::pair<std::uint64_t, std::uint64_t>> rule_counters();
   std::optional<KernelCounts> kernel_counts();
+  // Packets dropped by the overlay's trust checks, by counter name:
+  // ovl_untrusted (VXLAN from a non-peer), ovl_spoof (a known address with
+  // another tier's tag), ovl_badtag (a tag naming no tier). Empty without
+  // an overlay. One netlink dump.
+  std::map<std::string, std::uint64_t> overlay_counters();
   [[nodiscard]] const std::string& table() const { return config_.plan.table; }
   NftSocket& socket() { return socket_; }
 

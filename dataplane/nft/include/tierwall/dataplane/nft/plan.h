@@ -15,6 +15,18 @@
 //           family), staged_* (staged denies);
 //   rules   one per (policy rule × tier alternative × port entry) — never
 //           per endpoint. Endpoints are set elements only.
+//
+// With an overlay (Options::overlay, docs/nftables.md "Overlay: the tier on
+// the wire") the plan adds: set `ovl` (the overlay devices), sets
+// `peer4/6` (trusted underlay peers), maps `tag4/6` (endpoint address ->
+// its GBP tag, gbp_tag()), chains `ovl_tag` (egress tagging), `ovl_check`
+// (tag/address agreement) and the tagged decision chains fwd4g/fwd6g,
+// in4g/in6g; counters `ovl_untrusted`, `ovl_spoof`, `ovl_badtag`. Without
+// an overlay the plan is exactly the plain one.
+//
+// Costs: build_plan is linear in rules × tier alternatives plus endpoint
+// addresses; it allocates the whole Plan. Thread contract: pure functions of
+// their arguments, callable from any thread.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +53,11 @@ struct Match {
     IcmpTypeRange,  // icmp(v6) type lo-hi
     CtStateEstRel,  // ct state established,related
     IcmpV6Nd,       // icmpv6 type neighbour discovery (133..137)
+    IifInSet,       // iifname @set
+    IifNotInSet,    // iifname != @set
+    OifInSet,       // oifname @set
+    TagRange,       // meta mark & 0xffff lo-hi (the GBP group id)
+    TagNot,         // meta mark & 0xffff != lo
   };
   Kind kind = Kind::NfProto;
   IpAddress::Family family = IpAddress::Family::V4;
@@ -55,10 +72,23 @@ struct Match {
 
 // Statements in order; the last one is the verdict.
 struct Action {
-  enum class Kind : std::uint8_t { Counter, Log, CtMark, Accept, Drop, Jump, Goto };
+  enum class Kind : std::uint8_t {
+    Counter,
+    Log,
+    CtMark,
+    Accept,
+    Drop,
+    Jump,
+    Goto,
+    SetMark,     // meta mark set value
+    SetMarkMap,  // meta mark set (ip|ip6) saddr map @name (no-op when absent)
+  };
   Kind kind = Kind::Accept;
-  std::string name;         // Counter: named counter; Log: prefix; Jump/Goto: chain
-  std::uint32_t value = 0;  // Log: group; CtMark: rule id (low 16 bits of ct mark)
+  std::string name;         // Counter: named counter; Log: prefix; Jump/Goto: chain;
+                            // SetMarkMap: the map
+  std::uint32_t value = 0;  // Log: group; CtMark: rule id (low 16 bits of ct mark);
+                            // SetMark: the mark
+  IpAddress::Family family = IpAddress::Family::V4;  // SetMarkMap: the key's family
 
   friend bool operator==(const Action&, const Action&) = default;
 };
@@ -71,11 +101,17 @@ struct RuleDef {
 };
 
 struct SetDef {
+  enum class Key : std::uint8_t { Address, Ifname };
   std::string name;
+  Key key = Key::Address;
   IpAddress::Family family = IpAddress::Family::V4;
   bool interval = false;
   std::vector<Cidr> prefixes;        // interval sets
   std::vector<IpAddress> addresses;  // plain sets
+  std::vector<std::string> ifnames;  // Key::Ifname: interface names
+  // A map address -> mark: addresses[i] maps to marks[i].
+  bool mark_map = false;
+  std::vector<std::uint32_t> marks;
 };
 
 struct ChainDef {
@@ -96,6 +132,22 @@ struct Plan {
   [[nodiscard]] const SetDef* find_set(std::string_view name) const;
 };
 
+// Nodes joined by VXLAN with the Group Based Policy extension (`ip link add
+// ... type vxlan ... gbp`): the kernel sends the low 16 bits of the packet
+// mark as the group id and sets the mark from it on receipt. The group id is
+// gbp_tag(tier of the source); 0 means untagged.
+struct Overlay {
+  std::vector<std::string> devices;  // the vxlan-gbp interfaces; empty: no overlay
+  std::vector<IpAddress> peers;      // underlay addresses of the other nodes
+  std::uint16_t port = 4789;         // the VXLAN UDP port
+
+  [[nodiscard]] bool enabled() const { return !devices.empty(); }
+};
+
+// The group id carried for tier `t` (0 is "untagged"), and back.
+inline constexpr std::uint16_t gbp_tag(TierId t) { return static_cast<std::uint16_t>(t + 1U); }
+std::optional<TierId> tier_of_tag(const CompiledPolicy& policy, std::uint32_t mark);
+
 struct Options {
   std::string table = "tierwall";
   std::uint16_t log_group = 100;
@@ -103,6 +155,7 @@ struct Options {
   // usual filter chains (0) of iptables-nft and netavark, so our drops come
   // first and are logged once. Accepts never override other tables' drops.
   int priority = -10;
+  Overlay overlay;
 };
 
 Plan build_plan(const RuleSet& rules, const Options& options = {});
@@ -124,11 +177,15 @@ std::optional<LogTag> parse_log_prefix(std::string_view prefix);
 struct Element {
   std::string set;
   IpAddress address;
+  std::optional<std::uint32_t> mark = std::nullopt;  // map elements: the value (tag4/6)
   friend bool operator==(const Element&, const Element&) = default;
   friend auto operator<=>(const Element&, const Element&) = default;
 };
 std::vector<Element> endpoint_elements(const CompiledPolicy& policy, const EndpointTable& table,
                                        EndpointId id);
+// The same, plus the tag map elements when `options` configure an overlay.
+std::vector<Element> endpoint_elements(const CompiledPolicy& policy, const EndpointTable& table,
+                                       EndpointId id, const Options& options);
 
 // Name of the set of `kind` ("ep", "cidr", "node", "aud") for a family.
 std::string set_name(std::string_view kind, IpAddress::Family family);
