@@ -376,4 +376,30 @@ TEST_F(TierwalldDaemon, ServesMetricsAndHealth) {
   lab_->node.stop(pid);
 }
 
+// nft.overlay in the agent's config file reaches the ruleset: the overlay
+// device set, the trusted peer and the untrusted-VXLAN counter appear in
+// tierwall's table (what they do is nft_overlay_test's subject).
+TEST_F(TierwalldDaemon, ConfigOverlayProgramsTheTierOnTheWire) {
+  replace_file(dir_ / "agent.yaml",
+               "policy: policy\n"
+               "inventory: inventory.yaml\n"
+               "containerCidrs: [10.88.0.0/16]\n"
+               "api: {socket: \"\"}\n"
+               "metrics: {address: 127.0.0.1:19642}\n"
+               "nft:\n"
+               "  overlay:\n"
+               "    devices: [tw-vx0]\n"
+               "    peers: [192.0.2.11]\n");
+  const pid_t pid = lab_->node.spawn(
+      "exec " + kTierwalld + " --config " + (dir_ / "agent.yaml").string(), log_.string());
+  ASSERT_TRUE(
+      wait_until([&] { return log().find("applied policy") != std::string::npos; }, Millis{5000}))
+      << log();
+  const std::string t = table();
+  EXPECT_NE(t.find("tw-vx0"), std::string::npos) << t;
+  EXPECT_NE(t.find("192.0.2.11"), std::string::npos) << t;
+  EXPECT_NE(t.find("ovl_untrusted"), std::string::npos) << t;
+  lab_->node.stop(pid);
+}
+
 }  // namespace

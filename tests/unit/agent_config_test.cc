@@ -96,6 +96,67 @@ metrics: {address: "localhost"}
   EXPECT_NE(out.find("agent.yaml:6:"), std::string::npos) << out;
 }
 
+TEST(AgentConfig, NftOverlay) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(policy: p.yaml
+nft:
+  overlay:
+    devices: [tw-vx0]
+    peers: [192.0.2.11, "2001:db8::12"]
+    port: 8472
+)",
+                        "agent.yaml", diags);
+  ASSERT_TRUE(c.has_value()) << text(diags);
+  EXPECT_EQ(c->nft.table, "tierwall");
+  EXPECT_EQ(c->nft.overlay.devices, std::vector<std::string>{"tw-vx0"});
+  ASSERT_EQ(c->nft.overlay.peers.size(), 2U);
+  EXPECT_EQ(c->nft.overlay.peers[1].to_string(), "2001:db8::12");
+  EXPECT_EQ(c->nft.overlay.port, 8472);
+  // Without the block: no overlay.
+  policy::Diagnostics none;
+  auto d = parse_config("policy: p.yaml\n", "agent.yaml", none);
+  ASSERT_TRUE(d.has_value()) << text(none);
+  EXPECT_TRUE(d->nft.overlay.devices.empty());
+}
+
+TEST(AgentConfig, NftOverlayErrorsAreLocated) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(policy: p.yaml
+nft:
+  overlay:
+    devices: [tw-vx0, tw-vx0, a-name-far-too-long-for-linux]
+    peers: [192.0.2.11, nope, 192.0.2.11]
+    port: 0
+    mtu: 1450
+)",
+                        "agent.yaml", diags);
+  EXPECT_FALSE(c.has_value());
+  const auto out = text(diags);
+  EXPECT_NE(out.find("agent.yaml:4:23: error: overlay device 'tw-vx0' is listed twice"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("agent.yaml:4:31: error: invalid interface name"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:5:25: error: invalid overlay peer address 'nope'"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("overlay peer 192.0.2.11 is listed twice"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:6:11: error: nft.overlay.port 0 is not in 1..65535"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("agent.yaml:7:5: error: unknown key 'mtu'"), std::string::npos) << out;
+
+  // Both lists are required: an overlay without peers accepts VXLAN from no
+  // node, one without devices tags nothing.
+  policy::Diagnostics missing;
+  EXPECT_FALSE(
+      parse_config("policy: p.yaml\nnft: {overlay: {devices: [vx0]}}\n", "a.yaml", missing));
+  EXPECT_NE(text(missing).find("peers"), std::string::npos) << text(missing);
+  policy::Diagnostics empty;
+  EXPECT_FALSE(parse_config("policy: p.yaml\nnft: {overlay: {devices: [vx0], peers: []}}\n",
+                            "a.yaml", empty));
+  EXPECT_NE(text(empty).find("nft.overlay.peers is empty"), std::string::npos) << text(empty);
+}
+
 TEST(AgentConfig, DpdkSection) {
   policy::Diagnostics diags;
   auto c = parse_config(R"(policy: p.yaml

@@ -237,7 +237,7 @@ class ConfigReader {
   }
 
   void read_nft(const policy::yaml::Node& n, AgentConfig::Nft& nft) {
-    if (!r_.check_map(n, "nft", {"table", "logGroup"})) return;
+    if (!r_.check_map(n, "nft", {"table", "logGroup", "overlay"})) return;
     if (const auto* t = field(n, "table")) {
       if (auto v = nonempty(*t, "nft.table")) {
         if (v->size() > 255) {
@@ -253,6 +253,63 @@ class ConfigReader {
           r_.error(*g, "nft.logGroup " + std::to_string(*v) + " is not in 0..65535");
         } else {
           nft.log_group = static_cast<std::uint16_t>(*v);
+        }
+      }
+    }
+    if (const auto* o = field(n, "overlay")) read_nft_overlay(*o, nft.overlay);
+  }
+
+  // nft.overlay: devices (interface names) and the peers' underlay
+  // addresses are both required; a peer list is what keeps anyone else
+  // from injecting tagged VXLAN.
+  void read_nft_overlay(const policy::yaml::Node& n, AgentConfig::NftOverlay& overlay) {
+    if (!r_.check_map(n, "nft.overlay", {"devices", "peers", "port"})) return;
+    const auto* devices = field(n, "devices");
+    const auto* peers = field(n, "peers");
+    if (devices == nullptr) r_.missing(n, "devices", "nft.overlay");
+    if (peers == nullptr) r_.missing(n, "peers", "nft.overlay");
+    if (devices != nullptr && r_.check_list(*devices, "nft.overlay.devices")) {
+      overlay.devices.clear();
+      for (const auto& item : devices->children) {
+        auto v = nonempty(item, "an overlay device");
+        if (!v) continue;
+        if (v->size() > 15 || v->find_first_of("/ \t") != std::string::npos) {
+          r_.error(item,
+                   "invalid interface name '" + *v + "' (at most 15 characters, no '/' or spaces)");
+        } else if (std::find(overlay.devices.begin(), overlay.devices.end(), *v) !=
+                   overlay.devices.end()) {
+          r_.error(item, "overlay device '" + *v + "' is listed twice");
+        } else {
+          overlay.devices.push_back(*v);
+        }
+      }
+      if (devices->children.empty()) r_.error(*devices, "nft.overlay.devices is empty");
+    }
+    if (peers != nullptr && r_.check_list(*peers, "nft.overlay.peers")) {
+      overlay.peers.clear();
+      for (const auto& item : peers->children) {
+        auto v = r_.string(item, "an overlay peer");
+        if (!v) continue;
+        auto a = IpAddress::parse(*v);
+        if (!a) {
+          r_.error(item, "invalid overlay peer address '" + *v + "'");
+        } else if (std::find(overlay.peers.begin(), overlay.peers.end(), *a) !=
+                   overlay.peers.end()) {
+          r_.error(item, "overlay peer " + *v + " is listed twice");
+        } else {
+          overlay.peers.push_back(*a);
+        }
+      }
+      if (peers->children.empty()) {
+        r_.error(*peers, "nft.overlay.peers is empty: VXLAN would be accepted from no node");
+      }
+    }
+    if (const auto* port = field(n, "port")) {
+      if (auto v = r_.integer(*port, "nft.overlay.port")) {
+        if (*v < 1 || *v > 65535) {
+          r_.error(*port, "nft.overlay.port " + std::to_string(*v) + " is not in 1..65535");
+        } else {
+          overlay.port = static_cast<std::uint16_t>(*v);
         }
       }
     }

@@ -673,6 +673,9 @@ bool Daemon::open_nft(const std::vector<IpAddress>& node_addresses, bool& adopt)
   dataplane::nft::NftBackend::Config nft;
   nft.plan.table = config_.nft.table;
   nft.plan.log_group = config_.nft.log_group;
+  nft.plan.overlay.devices = config_.nft.overlay.devices;
+  nft.plan.overlay.peers = config_.nft.overlay.peers;
+  nft.plan.overlay.port = config_.nft.overlay.port;
   nft.local_addresses = node_addresses;
   auto opened = dataplane::nft::NftBackend::open(nft);
   if (auto* e = std::get_if<std::string>(&opened)) {

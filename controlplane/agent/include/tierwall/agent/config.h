@@ -12,6 +12,11 @@
 //   runtime: {socket: /run/podman/podman.sock}   # optional: Docker API socket
 //   dataplane: nft                        # nft (default) | dpdk
 //   nft: {table: tierwall, logGroup: 100} # defaults shown
+//   nft:                                  # optional: the tier on the wire between nodes
+//     overlay:                            # (docs/nftables.md, "Overlay")
+//       devices: [tw-vx0]                 # this node's vxlan-gbp interfaces
+//       peers: [192.0.2.11, 192.0.2.12]   # underlay addresses of the other nodes
+//       port: 4789                        # the VXLAN UDP port (default shown)
 //   dpdk:                                 # dataplane: dpdk only (docs/dpdk.md)
 //     ealArgs: [-l, "2", --no-huge, -m, "256"]  # default: the built-in EAL arguments
 //     ports:                              # 1..8 ports, bridged and policed
@@ -65,9 +70,17 @@ struct AgentConfig {
     std::string name;                  // default: gethostname()
     std::vector<IpAddress> addresses;  // empty: discover (agent::local_addresses)
   };
+  // Nodes joined by kernel VXLAN-GBP devices carry the source's tier in
+  // the group id (dataplane::nft::Overlay). Empty devices: no overlay.
+  struct NftOverlay {
+    std::vector<std::string> devices;
+    std::vector<IpAddress> peers;  // the only underlay sources VXLAN is accepted from
+    std::uint16_t port = 4789;
+  };
   struct Nft {
     std::string table{kDefaultNftTable};
     std::uint16_t log_group = kDefaultLogGroup;
+    NftOverlay overlay;
   };
   struct DpdkPort {
     std::string devargs;  // "net_af_packet0,iface=veth0"
