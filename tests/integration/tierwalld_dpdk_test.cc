@@ -9,7 +9,8 @@
 // tierctl status names the dataplane. Two agents in two node namespaces,
 // joined by an overlay uplink each (VXLAN-GBP on a veth pair), enforce the
 // policy across nodes, the receiver deciding the remote container by its
-// tag; a bad uplink is refused before the agent starts.
+// tag, and refuses forged underlay frames; a bad uplink is refused before
+// the agent starts.
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -27,8 +28,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tierwall/dataplane/dpdk/encap.h"
+#include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/testsupport/netns.h"
 #include "tierwall/testsupport/podman.h"
+#include "tierwall/testsupport/raw_socket.h"
 
 namespace {
 
@@ -656,6 +660,45 @@ TEST_F(TierwalldDpdk, TwoAgentsAcrossAnOverlayDecideByTheTag) {
     }
     EXPECT_EQ(metric_value(*m, "tierwall_dpdk_malformed_total").value_or(-1), 0) << *m;
     EXPECT_EQ(metric_value(*m, "tierwall_dpdk_events_lost_packets_total").value_or(-1), 0) << *m;
+  }
+
+  // Frames forged onto the underlay (from node A's end of the uplink, so
+  // that they reach node B): an untrusted outer source and another VNI are
+  // refused by B and counted per reason in its /metrics.
+  {
+    using namespace tierwall::dataplane::dpdk;
+    RawSocket inject(lab.node_a, "uplink");
+    RawSocket::Frame inner(60, 0);  // a non-IP inner frame (local experimental ethertype)
+    std::fill_n(inner.begin(), 6, 0xff);
+    inner[6] = 0x02;
+    inner[11] = 0x01;
+    inner[12] = 0x88;
+    inner[13] = 0xb5;
+    VxlanGbpParams forged;
+    ASSERT_TRUE(parse_mac(mac_b, forged.dst_mac));
+    ASSERT_TRUE(parse_mac(mac_a, forged.src_mac));
+    forged.src_ip = *tierwall::IpAddress::parse("192.168.77.66");
+    forged.dst_ip = *tierwall::IpAddress::parse("192.168.77.2");
+    forged.vni = 4242;
+    VxlanGbpParams other_vni = forged;
+    other_vni.src_ip = *tierwall::IpAddress::parse("192.168.77.1");  // the trusted peer
+    other_vni.vni = 4243;
+    auto encap = [&](const VxlanGbpParams& p) {
+      RawSocket::Frame out(inner.size() + vxlan_overhead(p));
+      EXPECT_EQ(encap_vxlan_gbp(out, inner, p), out.size());
+      return out;
+    };
+    for (int i = 0; i < 3; ++i) {
+      inject.send(encap(forged));
+      inject.send(encap(other_vni));
+    }
+    const auto refused = [&](const char* reason) {
+      return b.metric(std::string("tierwall_dpdk_overlay_refused_total{reason=\"") + reason +
+                      "\"}");
+    };
+    EXPECT_TRUE(wait_until(
+        [&] { return refused("untrusted_peer") == 3 && refused("wrong_vni") == 3; }, Millis{3000}))
+        << b.metrics();
   }
 
   auto summary = [](const std::string& m) {
