@@ -4,6 +4,7 @@
 // closed) and re-apply, and a deny flood through a 64-slot event ring
 // without draining: the lost events are counted, and after the stop every
 // packet an event stood for is either drained or counted lost, exactly.
+// Overlay uplinks are checked at open and name their port when bad.
 // docs/dpdk.md, "In the agent".
 #include "tierwall/dataplane/dpdk/dpdk_dataplane.h"
 
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -21,6 +23,7 @@
 
 #include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/eal.h"
+#include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/identity/inventory.h"
 #include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
@@ -35,6 +38,7 @@ using dataplane::dpdk::DpdkStats;
 using dataplane::dpdk::Eal;
 using dataplane::dpdk::FlowEventRecord;
 using dataplane::dpdk::FlowEventType;
+using dataplane::dpdk::OverlayConfig;
 
 constexpr Millis kPass{3000};
 constexpr Millis kDrop{600};
@@ -124,7 +128,8 @@ TEST_F(DpdkDataplaneTest, AppliesUpdatesFlushesAndAccountsEveryEvent) {
   wait_link_running(lab.sw, "pb");
 
   DpdkDataplaneConfig config;
-  config.ports = {{"net_af_packet20,iface=pa", "a"}, {"net_af_packet21,iface=pb", "b"}};
+  config.ports = {{"net_af_packet20,iface=pa", "a", std::nullopt},
+                  {"net_af_packet21,iface=pb", "b", std::nullopt}};
   config.idle_sleep_us = 50;
   config.flow_capacity = 1024;
   config.event_ring_size = 64;
@@ -217,6 +222,42 @@ TEST_F(DpdkDataplaneTest, AppliesUpdatesFlushesAndAccountsEveryEvent) {
   EXPECT_EQ(ends, s.flows.inserts) << describe(s);  // none lost at the stop
   EXPECT_EQ(s.events.lost, lost_before_stop);
   std::printf("dataplane: %s\n", describe(s).c_str());
+}
+
+// Overlay uplinks are checked when the dataplane opens, with the port's own
+// MAC: a bad one is an error naming the port, and nothing is left running
+// (net_null ports: no traffic is needed).
+TEST_F(DpdkDataplaneTest, OverlayUplinksAreCheckedAtOpen) {
+  OverlayConfig overlay;
+  overlay.local_vtep = IpAddress::parse("192.168.77.1").value();
+  overlay.vni = 4242;
+  overlay.peers = {{IpAddress::parse("fd00:77::2").value(), {0x02, 0, 0, 0, 0x77, 0x02}}};
+  DpdkDataplaneConfig config;
+  config.ports = {{"net_null30", "c0", std::nullopt}, {"net_null31", "uplink", overlay}};
+  config.idle_sleep_us = 50;
+  config.flow_capacity = 1024;
+  std::string error;
+  EXPECT_FALSE(DpdkDataplane::open(config, error));
+  EXPECT_NE(error.find("port uplink: overlay: peer fd00:77::2 is not in the local VTEP's family"),
+            std::string::npos)
+      << error;
+
+  // Every port an uplink: nothing to bridge to.
+  overlay.peers = {{IpAddress::parse("192.168.77.2").value(), {0x02, 0, 0, 0, 0x77, 0x02}}};
+  config.ports = {{"net_null32", "uplink", overlay}};
+  error.clear();
+  EXPECT_FALSE(DpdkDataplane::open(config, error));
+  EXPECT_NE(error.find("every port is an overlay uplink"), std::string::npos) << error;
+
+  // A good uplink opens (the device names are free again: the failed opens
+  // closed their ports).
+  config.ports = {{"net_null30", "c0", std::nullopt}, {"net_null31", "uplink", overlay}};
+  error.clear();
+  auto dp = DpdkDataplane::open(config, error);
+  ASSERT_TRUE(dp) << error;
+  EXPECT_EQ(dp->port_count(), 2U);
+  EXPECT_EQ(dp->stats().bridge.overlay_refused, 0U);
+  dp->stop();
 }
 
 }  // namespace

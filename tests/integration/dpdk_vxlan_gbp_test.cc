@@ -45,6 +45,7 @@
 #include "tierwall/identity/inventory.h"
 #include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
+#include "tierwall/testsupport/raw_socket.h"
 
 namespace {
 
@@ -170,68 +171,6 @@ MacAddress read_mac(const NetNs& ns, const std::string& dev) {
   if (!parse_mac(text, m)) throw std::runtime_error("bad MAC " + text);
   return m;
 }
-
-// An AF_PACKET socket on one interface of a namespace: captures what the
-// interface receives (not what it sends) and injects frames onto it.
-class RawSocket {
- public:
-  RawSocket(const NetNs& ns, const std::string& ifname) {
-    fd_ = in_netns(ns, [&] {
-      const int fd = ::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
-      if (fd < 0) throw std::runtime_error("AF_PACKET socket");
-      const int buffer = 8 << 20;
-      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buffer, sizeof buffer);
-      sockaddr_ll a{};
-      a.sll_family = AF_PACKET;
-      a.sll_protocol = htons(ETH_P_ALL);
-      a.sll_ifindex = static_cast<int>(::if_nametoindex(ifname.c_str()));
-      if (a.sll_ifindex == 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-        ::close(fd);
-        throw std::runtime_error("AF_PACKET bind " + ifname);
-      }
-      ifindex_ = a.sll_ifindex;
-      return fd;
-    });
-  }
-  ~RawSocket() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  RawSocket(const RawSocket&) = delete;
-  RawSocket& operator=(const RawSocket&) = delete;
-
-  void send(const Bytes& frame) const {
-    sockaddr_ll a{};
-    a.sll_family = AF_PACKET;
-    a.sll_ifindex = ifindex_;
-    a.sll_halen = 6;
-    std::copy_n(frame.begin(), 6, a.sll_addr);
-    if (::sendto(fd_, frame.data(), frame.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a) !=
-        static_cast<ssize_t>(frame.size())) {
-      throw std::runtime_error("AF_PACKET sendto");
-    }
-  }
-  // Every frame received so far (outgoing ones skipped).
-  std::vector<Bytes> drain() const {
-    std::vector<Bytes> out;
-    Bytes buf(4096);
-    for (;;) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 50) <= 0) break;
-      sockaddr_ll from{};
-      socklen_t len = sizeof from;
-      const ssize_t n = ::recvfrom(fd_, buf.data(), buf.size(), MSG_DONTWAIT,
-                                   reinterpret_cast<sockaddr*>(&from), &len);
-      if (n <= 0) break;
-      if (from.sll_pkttype == PACKET_OUTGOING) continue;
-      out.emplace_back(buf.begin(), buf.begin() + n);
-    }
-    return out;
-  }
-
- private:
-  int fd_ = -1;
-  int ifindex_ = 0;
-};
 
 void put16(std::uint8_t* p, std::uint32_t v) {
   p[0] = static_cast<std::uint8_t>(v >> 8);

@@ -6,7 +6,11 @@
 // flow log holds "dataplane":"dpdk" records with the right verdicts, tiers
 // and rules, and verifies; /metrics shows the DPDK counters of the traffic
 // sent; a policy change (SIGHUP) cuts an established connection live;
-// tierctl status names the dataplane.
+// tierctl status names the dataplane. Two agents in two node namespaces,
+// joined by an overlay uplink each (VXLAN-GBP on a veth pair), enforce the
+// policy across nodes, the receiver deciding the remote container by its
+// tag, and refuses forged underlay frames; a bad uplink is refused before
+// the agent starts.
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -24,8 +28,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tierwall/dataplane/dpdk/encap.h"
+#include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/testsupport/netns.h"
 #include "tierwall/testsupport/podman.h"
+#include "tierwall/testsupport/raw_socket.h"
 
 namespace {
 
@@ -427,6 +434,336 @@ dpdk:
   if (HasFailure()) std::cerr << "tierwalld log:\n" << log;
 }
 
+// Two nodes, each running its own `tierwalld --dataplane dpdk` in its own
+// namespace with a container port and an overlay uplink (af_packet on a
+// veth pair between the nodes, VXLAN-GBP). Each agent's inventory knows
+// only its own container, and each node's containerCidrs only its own half
+// of the shared /24: the sender sees the remote container as world, the
+// receiver decides the remote source by the tier in the GBP tag. The same
+// policy runs on both nodes: its `*-out` flows let each tier reach the
+// other node, its tier-to-tier flows decide what the receiver accepts.
+constexpr const char* kOvlA = "10.80.0.1";    // container behind node A, tier a
+constexpr const char* kOvlB = "10.80.0.129";  // container behind node B, tier b
+
+constexpr const char* kOverlayPolicy = R"(apiVersion: tierwall.io/v1
+kind: SegmentationPolicy
+metadata: {name: overlay-agents}
+spec:
+  mode: enforce
+  tiers:
+    - {name: a, level: 10}
+    - {name: b, level: 20}
+  assignments:
+    - {name: a, match: {labels: {role: a}}, tier: a}
+    - {name: b, match: {labels: {role: b}}, tier: b}
+  flows:
+    - name: a-out
+      from: {tier: a}
+      to: {world: ["10.80.0.0/24"]}
+      ports: [tcp/8080, tcp/9090, udp/5353, icmp/echo-request]
+    - name: a-to-b
+      from: {tier: a}
+      to: {tier: b}
+      ports: [tcp/8080, udp/5353, icmp/echo-request]
+    - name: b-out
+      from: {tier: b}
+      to: {world: ["10.80.0.0/24"]}
+      ports: [tcp/8081]
+    - name: b-to-a
+      from: {tier: b}
+      to: {tier: a}
+      ports: [tcp/8081]
+)";
+
+std::string overlay_inventory(const std::string& node, const std::string& node_address,
+                              const std::string& endpoint, const std::string& role,
+                              const std::string& address) {
+  return "apiVersion: tierwall.io/v1\nkind: Inventory\nnode: {name: " + node + ", addresses: [" +
+         node_address + "]}\nendpoints:\n  - {name: " + endpoint + ", labels: {role: " + role +
+         "}, addresses: [" + address + "]}\n";
+}
+
+std::string overlay_agent_config(const std::string& container_cidr, const std::string& local_vtep,
+                                 const std::string& peer_vtep, const std::string& peer_mac) {
+  return "dataplane: dpdk\ncontainerCidrs: [" + container_cidr +
+         "]\n"
+         "dpdk:\n"
+         "  ports:\n"
+         "    - {devargs: \"net_af_packet0,iface=c0\", name: c0}\n"
+         "    - devargs: \"net_af_packet1,iface=uplink\"\n"
+         "      name: uplink\n"
+         "      overlay:\n"
+         "        localVtep: " +
+         local_vtep +
+         "\n"
+         "        vni: 4242\n"
+         "        peers: [{vtep: " +
+         peer_vtep + ", mac: \"" + peer_mac +
+         "\"}]\n"
+         "  idleSleepUs: 50\n"
+         "  flowTableCapacity: 4096\n";
+}
+
+struct OverlayLab {
+  TempDir tmp;  // destroyed last: after both agents are stopped
+  fs::path& dir = tmp.path;
+  NetNs cont_a{"cont-a"};
+  NetNs cont_b{"cont-b"};
+  NetNs node_a{"node-a"};
+  NetNs node_b{"node-b"};
+};
+
+// One node's agent: its files under `dir`, started in `ns`.
+struct OverlayAgent {
+  std::string name;
+  NetNs* ns = nullptr;
+  fs::path dir;
+  int metrics_port = 0;
+  pid_t pid = -1;
+
+  std::string log() const { return read_text(dir / "tierwalld.log"); }
+  std::string metrics() const {
+    auto r = in_netns(*ns, [&] { return http_get(metrics_port, "/metrics"); });
+    return r ? r->body : std::string();
+  }
+  double metric(const std::string& series) const {
+    return metric_value(metrics(), series).value_or(-1);
+  }
+  bool ready() const {
+    auto r = in_netns(*ns, [&] { return http_get(metrics_port, "/readyz"); });
+    return r && r->status == 200;
+  }
+};
+
+TEST_F(TierwalldDpdk, TwoAgentsAcrossAnOverlayDecideByTheTag) {
+  OverlayLab lab;
+  char tmpl[] = "/tmp/tierwalld-dpdk-ovl-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  lab.dir = tmpl;
+
+  // Containers on one /24 across the overlay (MTU 1450: VXLAN adds 50
+  // bytes), offloads off for af_packet; the ports' interfaces carry no IPv6.
+  veth(lab.cont_a, "eth0", lab.node_a, "c0");
+  veth(lab.cont_b, "eth0", lab.node_b, "c0");
+  veth(lab.node_a, "uplink", lab.node_b, "uplink");
+  addr(lab.cont_a, "eth0", std::string(kOvlA) + "/24");
+  addr(lab.cont_b, "eth0", std::string(kOvlB) + "/24");
+  for (NetNs* ns : {&lab.cont_a, &lab.cont_b}) {
+    sysctl(*ns, "net.ipv6.conf.eth0.disable_ipv6", "1");
+    ns->check("ip link set eth0 mtu 1450 && ethtool -K eth0 tx off tso off gso off");
+  }
+  for (NetNs* ns : {&lab.node_a, &lab.node_b}) {
+    sysctl(*ns, "net.ipv6.conf.c0.disable_ipv6", "1");
+    sysctl(*ns, "net.ipv6.conf.uplink.disable_ipv6", "1");
+    ns->check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
+    wait_link_running(*ns, "c0");
+    wait_link_running(*ns, "uplink");
+  }
+  auto uplink_mac = [](const NetNs& ns) {
+    std::string mac = ns.check("cat /sys/class/net/uplink/address").out;
+    return trim(mac);
+  };
+  const std::string mac_a = uplink_mac(lab.node_a);
+  const std::string mac_b = uplink_mac(lab.node_b);
+
+  OverlayAgent a{"node-a", &lab.node_a, lab.dir / "a"};
+  OverlayAgent b{"node-b", &lab.node_b, lab.dir / "b"};
+  struct Setup {
+    OverlayAgent* agent;
+    std::string inventory;
+    std::string config;
+  };
+  const Setup setups[] = {
+      {&a, overlay_inventory("node-a", "10.80.0.126", "a-1", "a", kOvlA),
+       overlay_agent_config("10.80.0.0/25", "192.168.77.1", "192.168.77.2", mac_b)},
+      {&b, overlay_inventory("node-b", "10.80.0.254", "b-1", "b", kOvlB),
+       overlay_agent_config("10.80.0.128/25", "192.168.77.2", "192.168.77.1", mac_a)},
+  };
+  for (const Setup& s : setups) {
+    OverlayAgent& agent = *s.agent;
+    fs::create_directories(agent.dir / "policy");
+    replace_file(agent.dir / "policy" / "policy.yaml", kOverlayPolicy);
+    replace_file(agent.dir / "inventory.yaml", s.inventory);
+    replace_file(agent.dir / "agent.yaml", s.config);
+    agent.metrics_port = free_loopback_port();
+    ASSERT_NE(agent.metrics_port, 0);
+    agent.pid = agent.ns->spawn(
+        "exec " + kTierwalld + " --config " + (agent.dir / "agent.yaml").string() + " --policy " +
+            (agent.dir / "policy").string() + " --inventory " +
+            (agent.dir / "inventory.yaml").string() + " --node-name " + agent.name +
+            " --flow-log " + (agent.dir / "flows").string() + " --flow-log-key " +
+            (agent.dir / "flowlog.key").string() +
+            " --api-socket '' --metrics 127.0.0.1:" + std::to_string(agent.metrics_port),
+        (agent.dir / "tierwalld.log").string());
+  }
+  for (const OverlayAgent* agent : {&a, &b}) {
+    ASSERT_TRUE(wait_until([&] { return agent->ready(); }, Millis{10000})) << agent->name << ":\n"
+                                                                           << agent->log();
+    EXPECT_NE(agent->log().find("DPDK overlay uplink uplink: VXLAN-GBP VNI 4242"),
+              std::string::npos)
+        << agent->log();
+  }
+  auto both = [&] {
+    return "node A:\n" + a.metrics() + "\nnode B:\n" + b.metrics() + "\nlogs:\n" + a.log() +
+           b.log();
+  };
+
+  TcpServer b8080(lab.cont_b, kOvlB, 8080);
+  TcpServer b9090(lab.cont_b, kOvlB, 9090);
+  TcpServer b7070(lab.cont_b, kOvlB, 7070);
+  UdpEchoServer b5353(lab.cont_b, kOvlB, 5353);
+  TcpServer a8081(lab.cont_a, kOvlA, 8081);
+  TcpServer a8080(lab.cont_a, kOvlA, 8080);
+
+  // A -> B: let out by A (a-out), decided by the tag on B (a-to-b).
+  EXPECT_EQ(ping_probe(lab.cont_a, kOvlB, kPass), Outcome::kOk) << both();
+  EXPECT_EQ(tcp_probe(lab.cont_a, kOvlB, 8080, kPass), Outcome::kOk) << both();
+  EXPECT_EQ(udp_probe(lab.cont_a, kOvlB, 5353, kPass), Outcome::kOk) << both();
+  // tcp/9090: A lets it out, B's policy has no a -> b tcp/9090.
+  const double b_dropped = b.metric("tierwall_dpdk_policy_dropped_total");
+  EXPECT_EQ(tcp_probe(lab.cont_a, kOvlB, 9090, kDrop), Outcome::kTimeout);
+  EXPECT_GE(b.metric("tierwall_dpdk_policy_dropped_total") - b_dropped, 1) << both();
+  // tcp/7070: no rule on A, the sender drops it.
+  const double a_dropped = a.metric("tierwall_dpdk_policy_dropped_total");
+  EXPECT_EQ(tcp_probe(lab.cont_a, kOvlB, 7070, kDrop), Outcome::kTimeout);
+  EXPECT_GE(a.metric("tierwall_dpdk_policy_dropped_total") - a_dropped, 1) << both();
+  // B -> A: tcp/8081 decided by the tag on A (b-to-a); tcp/8080 and ping
+  // have no b-out flow.
+  EXPECT_EQ(tcp_probe(lab.cont_b, kOvlA, 8081, kPass), Outcome::kOk) << both();
+  EXPECT_EQ(tcp_probe(lab.cont_b, kOvlA, 8080, kDrop), Outcome::kTimeout);
+  EXPECT_EQ(ping_probe(lab.cont_b, kOvlA, kDrop), Outcome::kTimeout);
+  EXPECT_GE(b8080.accepted(), 1U);
+  EXPECT_GE(b5353.received(), 1U);
+  EXPECT_GE(a8081.accepted(), 1U);
+  EXPECT_EQ(b9090.accepted(), 0U);
+  EXPECT_EQ(b7070.accepted(), 0U);
+  EXPECT_EQ(a8080.accepted(), 0U);
+
+  // The receivers decided by the tag: ping, tcp/8080, udp/5353 and tcp/9090
+  // on B, tcp/8081 on A; everything crossed the uplinks encapsulated.
+  const std::string mb = b.metrics();
+  const std::string ma = a.metrics();
+  EXPECT_GE(metric_value(mb, "tierwall_dpdk_overlay_by_tag_total").value_or(-1), 4) << mb;
+  EXPECT_GE(metric_value(ma, "tierwall_dpdk_overlay_by_tag_total").value_or(-1), 1) << ma;
+  for (const std::string* m : {&ma, &mb}) {
+    EXPECT_GT(metric_value(*m, "tierwall_dpdk_overlay_decapsulated_total").value_or(-1), 0) << *m;
+    EXPECT_GT(metric_value(*m, "tierwall_dpdk_overlay_encapsulated_total").value_or(-1), 0) << *m;
+    EXPECT_EQ(metric_value(*m, "tierwall_dpdk_overlay_encap_failed_total").value_or(-1), 0) << *m;
+    for (const char* reason : {"not_vxlan", "wrong_destination", "untrusted_peer", "wrong_vni",
+                               "unknown_tag", "spoofed"}) {
+      EXPECT_EQ(metric_value(*m, std::string("tierwall_dpdk_overlay_refused_total{reason=\"") +
+                                     reason + "\"}")
+                    .value_or(-1),
+                0)
+          << reason << "\n"
+          << *m;
+    }
+    EXPECT_EQ(metric_value(*m, "tierwall_dpdk_malformed_total").value_or(-1), 0) << *m;
+    EXPECT_EQ(metric_value(*m, "tierwall_dpdk_events_lost_packets_total").value_or(-1), 0) << *m;
+  }
+
+  // Frames forged onto the underlay (from node A's end of the uplink, so
+  // that they reach node B): an untrusted outer source and another VNI are
+  // refused by B and counted per reason in its /metrics.
+  {
+    using namespace tierwall::dataplane::dpdk;
+    RawSocket inject(lab.node_a, "uplink");
+    RawSocket::Frame inner(60, 0);  // a non-IP inner frame (local experimental ethertype)
+    std::fill_n(inner.begin(), 6, 0xff);
+    inner[6] = 0x02;
+    inner[11] = 0x01;
+    inner[12] = 0x88;
+    inner[13] = 0xb5;
+    VxlanGbpParams forged;
+    ASSERT_TRUE(parse_mac(mac_b, forged.dst_mac));
+    ASSERT_TRUE(parse_mac(mac_a, forged.src_mac));
+    forged.src_ip = *tierwall::IpAddress::parse("192.168.77.66");
+    forged.dst_ip = *tierwall::IpAddress::parse("192.168.77.2");
+    forged.vni = 4242;
+    VxlanGbpParams other_vni = forged;
+    other_vni.src_ip = *tierwall::IpAddress::parse("192.168.77.1");  // the trusted peer
+    other_vni.vni = 4243;
+    auto encap = [&](const VxlanGbpParams& p) {
+      RawSocket::Frame out(inner.size() + vxlan_overhead(p));
+      EXPECT_EQ(encap_vxlan_gbp(out, inner, p), out.size());
+      return out;
+    };
+    for (int i = 0; i < 3; ++i) {
+      inject.send(encap(forged));
+      inject.send(encap(other_vni));
+    }
+    const auto refused = [&](const char* reason) {
+      return b.metric(std::string("tierwall_dpdk_overlay_refused_total{reason=\"") + reason +
+                      "\"}");
+    };
+    EXPECT_TRUE(wait_until(
+        [&] { return refused("untrusted_peer") == 3 && refused("wrong_vni") == 3; }, Millis{3000}))
+        << b.metrics();
+  }
+
+  auto summary = [](const std::string& m) {
+    std::string line;
+    for (const char* k :
+         {"rx_frames_total", "ip_allowed_total", "policy_dropped_total",
+          "overlay_decapsulated_total", "overlay_encapsulated_total", "overlay_by_tag_total"}) {
+      line += std::string(k) + "=" +
+              std::to_string(static_cast<long long>(
+                  metric_value(m, std::string("tierwall_dpdk_") + k).value_or(-1))) +
+              " ";
+    }
+    return line;
+  };
+  std::printf("node A: %s\nnode B: %s\n", summary(ma).c_str(), summary(mb).c_str());
+
+  lab.node_a.stop(a.pid, Millis{10000});
+  lab.node_b.stop(b.pid, Millis{10000});
+  for (const OverlayAgent* agent : {&a, &b}) {
+    const std::string log = agent->log();
+    EXPECT_NE(log.find("flow log closed"), std::string::npos) << log;
+    EXPECT_EQ(log.find("Sanitizer"), std::string::npos) << log;
+    EXPECT_EQ(log.find("runtime error"), std::string::npos) << log;
+  }
+
+  // The flow logs: every flow record says dpdk; the sender's and the
+  // receiver's decisions name their rules. The receiver does not know the
+  // remote container: its records name only the local endpoint.
+  const auto records_a = flow_records(a.dir / "flows");
+  const auto records_b = flow_records(b.dir / "flows");
+  for (const auto* records : {&records_a, &records_b}) {
+    ASSERT_FALSE(records->empty());
+    for (const auto& r : *records) {
+      if (r.value("type", "") == "flow") {
+        EXPECT_EQ(r.value("dataplane", ""), "dpdk") << r.dump();
+      }
+      EXPECT_NE(r.value("type", ""), "loss") << r.dump();
+    }
+  }
+  auto decided = [](const std::vector<json>& records, const std::string& local_side,
+                    const std::string& local_name, const std::string& proto, int port,
+                    const std::string& verdict, const std::string& rule) {
+    for (const auto& r : records) {
+      if (r.value("type", "") != "flow" || r.value("event", "") != "start") continue;
+      if (r[local_side].value("name", "") != local_name || r.value("proto", "") != proto) continue;
+      const int p = proto == "icmp" ? r["dst"].value("icmpType", -1) : r["dst"].value("port", -1);
+      if (p == port && r.value("verdict", "") == verdict && r["rule"].value("name", "") == rule) {
+        return true;
+      }
+    }
+    return false;
+  };
+  // Node B (receiver of A's connections): by the tag, rule a-to-b.
+  EXPECT_TRUE(decided(records_b, "dst", "b-1", "tcp", 8080, "allow", "a-to-b"));
+  EXPECT_TRUE(decided(records_b, "dst", "b-1", "udp", 5353, "allow", "a-to-b"));
+  EXPECT_TRUE(decided(records_b, "dst", "b-1", "icmp", 8, "allow", "a-to-b"));
+  EXPECT_TRUE(decided(records_b, "dst", "b-1", "tcp", 9090, "deny", ""));
+  // Node A (sender): let out by a-out, tcp/7070 denied; tcp/8081 from B's
+  // container allowed by the tag (b-to-a).
+  EXPECT_TRUE(decided(records_a, "src", "a-1", "tcp", 9090, "allow", "a-out"));
+  EXPECT_TRUE(decided(records_a, "src", "a-1", "tcp", 7070, "deny", ""));
+  EXPECT_TRUE(decided(records_a, "dst", "a-1", "tcp", 8081, "allow", "b-to-a"));
+  if (HasFailure()) std::cerr << both();
+}
+
 // Bad DPDK settings stop the agent at start with exit 3 and a reason.
 TEST_F(TierwalldDpdk, UnusablePortIsReportedAtStart) {
   Lab lab;
@@ -445,6 +782,46 @@ dpdk:
   EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
   EXPECT_NE((r.out + r.err).find("DPDK dataplane not started"), std::string::npos)
       << r.out << r.err;
+}
+
+// A bad overlay uplink is refused with its location before anything starts
+// (exit 1, as any invalid configuration); an uplink on a missing interface
+// stops the agent at start like any unusable port (exit 3).
+TEST_F(TierwalldDpdk, BadOverlayUplinkIsRefused) {
+  Lab lab;
+  char tmpl[] = "/tmp/tierwalld-dpdk-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  lab.dir = tmpl;
+  replace_file(lab.dir / "policy.yaml", policy(true));
+  const std::string run = "exec " + kTierwalld + " --config " + (lab.dir / "agent.yaml").string() +
+                          " --policy " + (lab.dir / "policy.yaml").string() +
+                          " --api-socket '' 2>&1";
+  replace_file(lab.dir / "agent.yaml", R"(dataplane: dpdk
+dpdk:
+  ports:
+    - {devargs: "net_af_packet0,iface=c0"}
+    - devargs: "net_af_packet1,iface=uplink"
+      overlay: {localVtep: 192.168.77.1, vni: 1, peers: [{vtep: "fd00::2", mac: "02:00:00:00:00:02"}]}
+)");
+  const auto bad = lab.node.run(run, Millis{20000});
+  EXPECT_EQ(bad.exit_code, 1) << bad.out << bad.err;
+  EXPECT_NE((bad.out + bad.err)
+                .find("agent.yaml:6:65: error: overlay peer fd00::2 is IPv6 but localVtep "
+                      "192.168.77.1 is IPv4"),
+            std::string::npos)
+      << bad.out << bad.err;
+
+  replace_file(lab.dir / "agent.yaml", R"(dataplane: dpdk
+dpdk:
+  ports:
+    - {devargs: "net_null0"}
+    - devargs: "net_af_packet1,iface=no-such-uplink"
+      overlay: {localVtep: 192.168.77.1, vni: 1, peers: [{vtep: 192.168.77.2, mac: "02:00:00:00:00:02"}]}
+)");
+  const auto missing = lab.node.run(run, Millis{20000});
+  EXPECT_EQ(missing.exit_code, 3) << missing.out << missing.err;
+  EXPECT_NE((missing.out + missing.err).find("DPDK dataplane not started"), std::string::npos)
+      << missing.out << missing.err;
 }
 
 }  // namespace

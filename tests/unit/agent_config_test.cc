@@ -1,5 +1,7 @@
 // The agent's config file: defaults, every field, located errors with
 // did-you-mean, relative paths, and flags overriding the file.
+#include <array>
+#include <cstdint>
 #include <sstream>
 #include <string>
 
@@ -225,6 +227,171 @@ TEST(AgentConfig, DpdkErrorsAreLocated) {
   EXPECT_FALSE(parse_config(nine, "a.yaml", many));
   EXPECT_NE(text(many).find("a.yaml:3:5: error: dpdk.ports has 9 ports"), std::string::npos)
       << text(many);
+}
+
+TEST(AgentConfig, DpdkOverlayUplink) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(policy: p.yaml
+dataplane: dpdk
+dpdk:
+  ports:
+    - {devargs: "net_af_packet0,iface=c0", name: web}
+    - devargs: "net_af_packet1,iface=uplink"
+      name: uplink
+      overlay:
+        localVtep: 192.168.77.1
+        vni: 4242
+        udpPort: 8472
+        peers:
+          - {vtep: 192.168.77.2, mac: "02:00:00:00:77:02"}
+          - {vtep: 192.168.77.3, mac: "0A:BB:cc:dd:ee:ff"}
+        macAgeingSeconds: 60
+    - devargs: "net_af_packet2,iface=uplink6"
+      overlay:
+        localVtep: "fd00:77::1"
+        vni: 16777215
+        peers: [{vtep: "fd00:77::2", mac: "02:00:00:00:77:12"}]
+)",
+                        "/etc/tierwall/a.yaml", diags);
+  ASSERT_TRUE(c) << text(diags);
+  ASSERT_EQ(c->dpdk.ports.size(), 3U);
+  EXPECT_FALSE(c->dpdk.ports[0].overlay);
+  ASSERT_TRUE(c->dpdk.ports[1].overlay);
+  const auto& o = *c->dpdk.ports[1].overlay;
+  EXPECT_EQ(o.local_vtep.to_string(), "192.168.77.1");
+  EXPECT_EQ(o.vni, 4242U);
+  EXPECT_EQ(o.udp_port, 8472);
+  EXPECT_EQ(o.mac_ageing_seconds, 60U);
+  ASSERT_EQ(o.peers.size(), 2U);
+  EXPECT_EQ(o.peers[0].vtep.to_string(), "192.168.77.2");
+  EXPECT_EQ(o.peers[0].mac, (std::array<std::uint8_t, 6>{0x02, 0, 0, 0, 0x77, 0x02}));
+  EXPECT_EQ(o.peers[1].mac, (std::array<std::uint8_t, 6>{0x0a, 0xbb, 0xcc, 0xdd, 0xee, 0xff}));
+  // Defaults: the IANA port, 300 s ageing.
+  ASSERT_TRUE(c->dpdk.ports[2].overlay);
+  const auto& v6 = *c->dpdk.ports[2].overlay;
+  EXPECT_FALSE(v6.local_vtep.is_v4());
+  EXPECT_EQ(v6.vni, kMaxVni);
+  EXPECT_EQ(v6.udp_port, kDefaultVxlanUdpPort);
+  EXPECT_EQ(v6.mac_ageing_seconds, kDefaultMacAgeingSeconds);
+  ASSERT_EQ(v6.peers.size(), 1U);
+  EXPECT_EQ(v6.peers[0].vtep.to_string(), "fd00:77::2");
+  EXPECT_TRUE(apply_overrides(*c, Overrides{}, diags)) << text(diags);
+}
+
+TEST(AgentConfig, DpdkOverlayErrorsAreLocated) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(dpdk:
+  ports:
+    - {devargs: net_null0}
+    - devargs: net_null1
+      overlay:
+        localVtep: 192.168.77.300
+        vni: 16777216
+        udpPort: 0
+        macAgeingSecond: 10
+        peers: [{vtep: 192.168.77.2, mac: "02:00:00:00:77:02"}]
+    - devargs: net_null2
+      overlay:
+        localVtep: 192.168.77.1
+        vni: 7
+        peers:
+          - {vtep: "fd00::2", mac: "02:00:00:00:77:02"}
+          - {vtep: 192.168.77.2, mac: "02:00:00:00:77:02"}
+          - {vtep: 192.168.77.2, mac: "02:00:00:00:77:03"}
+          - {vtep: 192.168.77.1, mac: "02:00:00:00:77:04"}
+          - {vtep: 192.168.77.5, mac: "01:00:5e:00:00:01"}
+          - {vtep: 192.168.77.6, mac: "02:00:00:00:77"}
+          - {vtep: 224.0.0.1, mac: "02:00:00:00:77:07"}
+          - {vtep: 192.168.77.8}
+          - {vtep: 192.168.77.9, mac: "02:00:00:00:77:09", vni: 1}
+    - devargs: net_null3
+      overlay: {vni: 1, peers: []}
+    - devargs: net_null4
+      overlay: {localVtep: 10.0.0.1, vni: 1, peers: [{vtep: 10.0.0.2, mac: "02:00:00:00:00:02"}]}
+      overlay: {localVtep: 10.0.0.1, vni: 2, peers: [{vtep: 10.0.0.3, mac: "02:00:00:00:00:03"}]}
+)",
+                        "agent.yaml", diags);
+  EXPECT_FALSE(c);
+  const auto out = text(diags);
+  auto has = [&](const std::string& s) { return out.find(s) != std::string::npos; };
+  EXPECT_TRUE(
+      has("agent.yaml:6:20: error: invalid overlay.localVtep '192.168.77.300': not an "
+          "IPv4 or IPv6 address"))
+      << out;
+  EXPECT_TRUE(
+      has("agent.yaml:7:14: error: overlay.vni 16777216 does not fit in 24 bits "
+          "(0..16777215)"))
+      << out;
+  EXPECT_TRUE(has("agent.yaml:8:18: error: overlay.udpPort 0 is not in 1..65535")) << out;
+  EXPECT_TRUE(has("agent.yaml:9:9: error: unknown key 'macAgeingSecond'")) << out;
+  EXPECT_TRUE(has("did you mean 'macAgeingSeconds'")) << out;
+  EXPECT_TRUE(
+      has("agent.yaml:16:20: error: overlay peer fd00::2 is IPv6 but localVtep "
+          "192.168.77.1 is IPv4"))
+      << out;
+  EXPECT_TRUE(
+      has("agent.yaml:18:20: error: overlay peer 192.168.77.2 is listed twice (first at "
+          "17:20)"))
+      << out;
+  EXPECT_TRUE(has("agent.yaml:19:20: error: overlay peer 192.168.77.1 is the localVtep itself"))
+      << out;
+  EXPECT_TRUE(
+      has("agent.yaml:20:39: error: invalid overlay.peers[].mac '01:00:5e:00:00:01': "
+          "frames to a peer need a unicast MAC"))
+      << out;
+  EXPECT_TRUE(
+      has("agent.yaml:21:39: error: invalid overlay.peers[].mac '02:00:00:00:77': "
+          "expected aa:bb:cc:dd:ee:ff"))
+      << out;
+  EXPECT_TRUE(
+      has("agent.yaml:22:20: error: invalid overlay.peers[].vtep '224.0.0.1': a VTEP "
+          "needs a unicast address"))
+      << out;
+  EXPECT_TRUE(has("agent.yaml:23:13: error: an overlay peer is missing required key 'mac'")) << out;
+  EXPECT_TRUE(has("agent.yaml:24:60: error: unknown key 'vni'")) << out;
+  EXPECT_TRUE(
+      has("agent.yaml:26:16: error: dpdk.ports[].overlay is missing required key "
+          "'localVtep'"))
+      << out;
+  EXPECT_TRUE(has("agent.yaml:26:32: error: overlay.peers has 0 peers; an uplink needs 1 to 255"))
+      << out;
+  // Two overlays on one port.
+  EXPECT_TRUE(has("agent.yaml:29:7: error: duplicate key 'overlay' in a DPDK port")) << out;
+
+  // An uplink needs a container port to bridge to.
+  policy::Diagnostics alone;
+  EXPECT_FALSE(parse_config(R"(dpdk:
+  ports:
+    - devargs: net_null0
+      overlay: {localVtep: 10.0.0.1, vni: 1, peers: [{vtep: 10.0.0.2, mac: "02:00:00:00:00:02"}]}
+)",
+                            "a.yaml", alone));
+  EXPECT_NE(text(alone).find("a.yaml:4:16: error: every DPDK port is an overlay uplink: an "
+                             "uplink needs at least one container port"),
+            std::string::npos)
+      << text(alone);
+
+  // Required keys, and a peer list that is too long.
+  policy::Diagnostics bare;
+  EXPECT_FALSE(
+      parse_config("dpdk: {ports: [{devargs: a}, {devargs: b, overlay: {}}]}\n", "a.yaml", bare));
+  const auto b = text(bare);
+  EXPECT_NE(b.find("missing required key 'localVtep'"), std::string::npos) << b;
+  EXPECT_NE(b.find("missing required key 'vni'"), std::string::npos) << b;
+  EXPECT_NE(b.find("missing required key 'peers'"), std::string::npos) << b;
+  std::string many =
+      "dpdk:\n  ports:\n    - {devargs: a}\n    - devargs: b\n      overlay:\n"
+      "        localVtep: 10.1.0.1\n        vni: 1\n        peers:\n";
+  for (int i = 0; i < 256; ++i) {
+    many += "          - {vtep: 10.2." + std::to_string(i / 200) + "." + std::to_string(i % 200) +
+            ", mac: \"02:00:00:00:00:02\"}\n";
+  }
+  policy::Diagnostics too_many;
+  EXPECT_FALSE(parse_config(many, "a.yaml", too_many));
+  EXPECT_NE(text(too_many).find("a.yaml:9:11: error: overlay.peers has 256 peers; an uplink needs "
+                                "1 to 255"),
+            std::string::npos)
+      << text(too_many);
 }
 
 TEST(AgentConfig, DataplaneFlagOverridesTheFile) {

@@ -34,6 +34,29 @@ TEST(Deploy, ExampleConfigLoads) {
   EXPECT_EQ(config->nft.table, "tierwall");
 }
 
+// The commented-out dpdk section (container ports and an overlay uplink)
+// is a valid configuration once uncommented.
+TEST(Deploy, ExampleDpdkSectionLoads) {
+  std::istringstream in(read(kDeploy + "/tierwalld.yaml"));
+  std::string text;
+  bool inside = false;
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("# dpdk:", 0) == 0) inside = true;
+    if (inside && line.rfind("# ", 0) != 0) inside = false;
+    text += (inside ? line.substr(2) : line) + "\n";
+  }
+  tierwall::policy::Diagnostics diags;
+  auto config = tierwall::agent::parse_config(text, kDeploy + "/tierwalld.yaml", diags);
+  std::ostringstream out;
+  diags.print(out);
+  ASSERT_TRUE(config.has_value()) << out.str() << text;
+  ASSERT_EQ(config->dpdk.ports.size(), 2U) << text;
+  EXPECT_FALSE(config->dpdk.ports[0].overlay);
+  ASSERT_TRUE(config->dpdk.ports[1].overlay);
+  EXPECT_EQ(config->dpdk.ports[1].overlay->vni, 4242U);
+  EXPECT_EQ(config->dpdk.ports[1].overlay->peers.size(), 1U);
+}
+
 TEST(Deploy, UnitKeepsPrivilegesNarrow) {
   const std::string unit = read(kDeploy + "/tierwalld.service");
   EXPECT_NE(unit.find("CapabilityBoundingSet=CAP_NET_ADMIN\n"), std::string::npos);

@@ -94,12 +94,14 @@ int main(int argc, char** argv) {
   CLI::App app{
       "tierwalld — the tierwall node agent: enforces a segmentation policy in this node's\n"
       "kernel (nftables) or, with --dataplane dpdk, in its own DPDK forwarding thread\n"
-      "between the ports of the config's dpdk section. Without --once or --flush it runs\n"
-      "until SIGTERM/SIGINT, following its identity sources and policy files (SIGHUP\n"
-      "reloads them); stopping leaves the nftables rules enforced (the DPDK dataplane\n"
-      "stops forwarding with the agent). Exit codes: 0 success, 1 invalid policy or\n"
-      "configuration, 2 usage error, 3 the kernel (or the DPDK EAL or ports) could not be\n"
-      "reached or rejected the ruleset.",
+      "between the ports of the config's dpdk section: container ports, and overlay\n"
+      "uplinks that carry VXLAN-GBP to trusted peer nodes (a port's `overlay:` block:\n"
+      "localVtep, vni, udpPort, peers [{vtep, mac}], macAgeingSeconds; docs/dpdk.md).\n"
+      "Without --once or --flush it runs until SIGTERM/SIGINT, following its identity\n"
+      "sources and policy files (SIGHUP reloads them); stopping leaves the nftables rules\n"
+      "enforced (the DPDK dataplane stops forwarding with the agent). Exit codes: 0\n"
+      "success, 1 invalid policy or configuration, 2 usage error, 3 the kernel (or the\n"
+      "DPDK EAL, ports or overlay uplinks) could not be reached or rejected the ruleset.",
       "tierwalld"};
   agent::OnceOptions options;
   agent::Overrides flags;
@@ -129,7 +131,8 @@ int main(int argc, char** argv) {
                      std::string(agent::kDefaultFlowLogKey) + ")");
   app.add_option("--dataplane", flags.dataplane,
                  "nft (the kernel's nftables, default) or dpdk (af_packet/NIC ports from the "
-                 "config's dpdk section, bridged and policed by the agent's DPDK thread)")
+                 "config's dpdk section, bridged and policed by the agent's DPDK thread; a port "
+                 "with an overlay: block is a VXLAN-GBP uplink to peer nodes)")
       ->check(CLI::IsMember({"nft", "dpdk"}));
   auto* log_group =
       app.add_option("--log-group", options.log_group, "NFLOG group for deny/audit/logged flows");

@@ -7,6 +7,7 @@
 #include <memory>
 #include <unistd.h>
 
+#include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/ipfix/ipfix.h"
 #include "tierwall/policy/loader.h"
 #include "tierwall/policy/model.h"
@@ -331,8 +332,9 @@ class ConfigReader {
     if (const auto* p = field(n, "ports")) {
       if (r_.check_list(*p, "dpdk.ports")) {
         dpdk.ports.clear();
+        const policy::yaml::Node* first_overlay = nullptr;
         for (const auto& item : p->children) {
-          if (!r_.check_map(item, "a DPDK port", {"devargs", "name"})) continue;
+          if (!r_.check_map(item, "a DPDK port", {"devargs", "name", "overlay"})) continue;
           const auto* d = field(item, "devargs");
           if (d == nullptr) {
             r_.missing(item, "devargs", "a DPDK port");
@@ -347,12 +349,26 @@ class ConfigReader {
           if (const auto* name = field(item, "name")) {
             if (auto v = nonempty(*name, "dpdk.ports[].name")) port.name = *v;
           }
+          if (const auto* o = field(item, "overlay")) {
+            port.overlay = read_overlay(*o);
+            if (!port.overlay) continue;
+            if (first_overlay == nullptr) first_overlay = o;
+          }
           dpdk.ports.push_back(std::move(port));
         }
         if (dpdk.ports.size() > kMaxDpdkPorts) {
           r_.error(*p, "dpdk.ports has " + std::to_string(dpdk.ports.size()) +
                            " ports; the DPDK dataplane bridges at most " +
                            std::to_string(kMaxDpdkPorts));
+        }
+        // An uplink only carries what container ports send and receive.
+        const bool any_container_port =
+            std::any_of(dpdk.ports.begin(), dpdk.ports.end(),
+                        [](const AgentConfig::DpdkPort& port) { return !port.overlay; });
+        if (first_overlay != nullptr && !any_container_port) {
+          r_.error(*first_overlay,
+                   "every DPDK port is an overlay uplink: an uplink needs at least one "
+                   "container port (a port without `overlay:`) to bridge to");
         }
       }
     }
@@ -375,6 +391,140 @@ class ConfigReader {
         }
       }
     }
+  }
+
+  std::string where(const policy::yaml::Node& n) const {
+    return std::to_string(n.line) + ":" + std::to_string(n.column);
+  }
+
+  // An address usable as a VTEP: parses, and is neither unspecified nor
+  // multicast (the underlay is unicast to static peers).
+  std::optional<IpAddress> vtep_address(const policy::yaml::Node& n, std::string_view what) {
+    auto v = r_.string(n, what);
+    if (!v) return std::nullopt;
+    auto a = IpAddress::parse(*v);
+    if (!a) {
+      r_.error(n, "invalid " + std::string(what) + " '" + *v + "': not an IPv4 or IPv6 address");
+      return std::nullopt;
+    }
+    const std::size_t len = a->is_v4() ? 4 : 16;
+    const bool unspecified =
+        std::all_of(a->bytes.begin(), a->bytes.begin() + static_cast<std::ptrdiff_t>(len),
+                    [](std::uint8_t b) { return b == 0; });
+    const bool multicast = a->is_v4() ? (a->bytes[0] & 0xf0U) == 0xe0U : a->bytes[0] == 0xffU;
+    if (unspecified || multicast) {
+      r_.error(n, "invalid " + std::string(what) + " '" + *v + "': a VTEP needs a unicast address");
+      return std::nullopt;
+    }
+    return a;
+  }
+
+  std::optional<std::array<std::uint8_t, 6>> unicast_mac(const policy::yaml::Node& n,
+                                                         std::string_view what) {
+    auto v = r_.string(n, what);
+    if (!v) return std::nullopt;
+    dataplane::dpdk::MacAddress mac{};
+    if (!dataplane::dpdk::parse_mac(*v, mac)) {
+      r_.error(n, "invalid " + std::string(what) + " '" + *v + "': expected aa:bb:cc:dd:ee:ff");
+      return std::nullopt;
+    }
+    if ((mac[0] & 1U) != 0 || std::all_of(mac.begin(), mac.end(), [](auto b) { return b == 0; })) {
+      r_.error(n, "invalid " + std::string(what) + " '" + *v +
+                      "': frames to a peer need a unicast MAC (not zero, not multicast)");
+      return std::nullopt;
+    }
+    return mac;
+  }
+
+  // `overlay:` of a DPDK port; nullopt (reported) when anything is wrong.
+  std::optional<AgentConfig::DpdkOverlay> read_overlay(const policy::yaml::Node& n) {
+    if (!r_.check_map(n, "dpdk.ports[].overlay",
+                      {"localVtep", "vni", "udpPort", "peers", "macAgeingSeconds"})) {
+      return std::nullopt;
+    }
+    const std::size_t errors_before = r_.diags().error_count();
+    AgentConfig::DpdkOverlay o;
+    const auto* local = field(n, "localVtep");
+    if (local == nullptr) r_.missing(n, "localVtep", "dpdk.ports[].overlay");
+    std::optional<IpAddress> local_vtep;
+    if (local != nullptr) local_vtep = vtep_address(*local, "overlay.localVtep");
+    if (local_vtep) o.local_vtep = *local_vtep;
+
+    if (const auto* v = field(n, "vni")) {
+      if (auto vni = r_.integer(*v, "overlay.vni")) {
+        if (*vni < 0 || *vni > kMaxVni) {
+          r_.error(*v, "overlay.vni " + std::to_string(*vni) + " does not fit in 24 bits (0.." +
+                           std::to_string(kMaxVni) + ")");
+        } else {
+          o.vni = static_cast<std::uint32_t>(*vni);
+        }
+      }
+    } else {
+      r_.missing(n, "vni", "dpdk.ports[].overlay");
+    }
+    if (const auto* u = field(n, "udpPort")) {
+      if (auto port = r_.integer(*u, "overlay.udpPort")) {
+        if (*port < 1 || *port > 65535) {
+          r_.error(*u, "overlay.udpPort " + std::to_string(*port) + " is not in 1..65535");
+        } else {
+          o.udp_port = static_cast<std::uint16_t>(*port);
+        }
+      }
+    }
+    if (const auto* a = field(n, "macAgeingSeconds")) {
+      if (auto secs = r_.integer(*a, "overlay.macAgeingSeconds")) {
+        if (*secs < 1 || *secs > 86400) {
+          r_.error(*a, "overlay.macAgeingSeconds " + std::to_string(*secs) + " is not in 1..86400");
+        } else {
+          o.mac_ageing_seconds = static_cast<std::uint32_t>(*secs);
+        }
+      }
+    }
+
+    const auto* peers = field(n, "peers");
+    if (peers == nullptr) {
+      r_.missing(n, "peers", "dpdk.ports[].overlay");
+    } else if (r_.check_list(*peers, "overlay.peers")) {
+      if (peers->children.empty() || peers->children.size() > kMaxOverlayPeers) {
+        r_.error(*peers, "overlay.peers has " + std::to_string(peers->children.size()) +
+                             " peers; an uplink needs 1 to " + std::to_string(kMaxOverlayPeers));
+      }
+      std::vector<const policy::yaml::Node*> seen;  // each peer's vtep node
+      for (const auto& item : peers->children) {
+        if (!r_.check_map(item, "an overlay peer", {"vtep", "mac"})) continue;
+        const auto* vtep = field(item, "vtep");
+        const auto* mac = field(item, "mac");
+        if (vtep == nullptr) r_.missing(item, "vtep", "an overlay peer");
+        if (mac == nullptr) r_.missing(item, "mac", "an overlay peer");
+        if (vtep == nullptr || mac == nullptr) continue;
+        auto address = vtep_address(*vtep, "overlay.peers[].vtep");
+        auto mac_value = unicast_mac(*mac, "overlay.peers[].mac");
+        if (!address || !mac_value) continue;
+        if (local_vtep && address->is_v4() != local_vtep->is_v4()) {
+          r_.error(*vtep, "overlay peer " + address->to_string() + " is " +
+                              (address->is_v4() ? "IPv4" : "IPv6") + " but localVtep " +
+                              local_vtep->to_string() + " is " +
+                              (local_vtep->is_v4() ? "IPv4" : "IPv6") +
+                              ": an uplink's underlay has one address family");
+          continue;
+        }
+        if (local_vtep && *address == *local_vtep) {
+          r_.error(*vtep, "overlay peer " + address->to_string() + " is the localVtep itself");
+          continue;
+        }
+        const auto dup = std::find_if(o.peers.begin(), o.peers.end(),
+                                      [&](const auto& p) { return p.vtep == *address; });
+        if (dup != o.peers.end()) {
+          r_.error(*vtep, "overlay peer " + address->to_string() + " is listed twice (first at " +
+                              where(*seen[static_cast<std::size_t>(dup - o.peers.begin())]) + ")");
+          continue;
+        }
+        o.peers.push_back({*address, *mac_value});
+        seen.push_back(vtep);
+      }
+    }
+    if (r_.diags().error_count() > errors_before) return std::nullopt;
+    return o;
   }
 
   policy::YamlReader r_;

@@ -46,6 +46,7 @@
 
 #ifdef TIERWALL_HAVE_DPDK
 #include "tierwall/dataplane/dpdk/dpdk_dataplane.h"
+#include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 #endif
 
@@ -703,7 +704,19 @@ constexpr std::chrono::milliseconds kDpdkDrainInterval{50};
 bool Daemon::open_dpdk() {
   dataplane::dpdk::DpdkDataplaneConfig c;
   if (config_.dpdk.eal_args) c.eal_args = *config_.dpdk.eal_args;
-  for (const auto& p : config_.dpdk.ports) c.ports.push_back({p.devargs, p.name});
+  for (const auto& p : config_.dpdk.ports) {
+    dataplane::dpdk::DpdkPortConfig port{p.devargs, p.name, std::nullopt};
+    if (p.overlay) {
+      dataplane::dpdk::OverlayConfig o;
+      o.local_vtep = p.overlay->local_vtep;
+      o.vni = p.overlay->vni;
+      o.udp_port = p.overlay->udp_port;
+      for (const auto& peer : p.overlay->peers) o.peers.push_back({peer.vtep, peer.mac});
+      o.mac_ageing_ns = std::uint64_t{p.overlay->mac_ageing_seconds} * 1'000'000'000ULL;
+      port.overlay = std::move(o);
+    }
+    c.ports.push_back(std::move(port));
+  }
   c.idle_sleep_us = config_.dpdk.idle_sleep_us;
   c.flow_capacity = static_cast<std::size_t>(config_.dpdk.flow_capacity);
   std::string error;
@@ -718,6 +731,16 @@ bool Daemon::open_dpdk() {
   for (const auto& p : dpdk_->stats().ports) ports += (ports.empty() ? "" : ", ") + p.name;
   log_.info("DPDK dataplane running: " + std::to_string(dpdk_->port_count()) + " ports (" + ports +
             "), one forwarding thread; IP traffic is dropped until the first policy applies");
+  for (std::size_t i = 0; i < config_.dpdk.ports.size(); ++i) {
+    const auto& o = config_.dpdk.ports[i].overlay;
+    if (!o) continue;
+    std::string peers;
+    for (const auto& peer : o->peers) peers += (peers.empty() ? "" : ", ") + peer.vtep.to_string();
+    log_.info("DPDK overlay uplink " + dpdk_->stats().ports[i].name + ": VXLAN-GBP VNI " +
+              std::to_string(o->vni) + " from " + o->local_vtep.to_string() + " (UDP " +
+              std::to_string(o->udp_port) + ") to " + std::to_string(o->peers.size()) +
+              " trusted peer(s): " + peers);
+  }
   return true;
 }
 
@@ -777,6 +800,22 @@ std::optional<DpdkMetrics> Daemon::dpdk_metrics() const {
   counter("mac_learned_total", "MAC addresses learned or moved.", b.learned);
   counter("mac_learn_full_total", "MAC addresses not learned: table full.", b.learn_full);
   counter("bursts_total", "Non-empty RX bursts.", b.bursts);
+  counter("overlay_decapsulated_total", "VXLAN-GBP frames accepted from a trusted peer VTEP.",
+          b.overlay_decapsulated);
+  counter("overlay_encapsulated_total",
+          "Frames encapsulated to a peer VTEP (a head-end replication counts per peer).",
+          b.overlay_encapsulated);
+  counter("overlay_encap_failed_total",
+          "Frames not encapsulated (no mbuf for a copy, no headroom, chained): dropped.",
+          b.overlay_encap_failed);
+  counter("overlay_by_tag_total",
+          "New connections from a peer decided by their tag (source unknown on this node).",
+          b.overlay_by_tag);
+  for (std::size_t r = 0; r < b.overlay_refused_by.size(); ++r) {
+    m.overlay_refused.emplace_back(
+        std::string(dataplane::dpdk::to_string(static_cast<dataplane::dpdk::OverlayRefusal>(r))),
+        b.overlay_refused_by[r]);
+  }
   const auto& f = st.flows;
   counter("flow_hits_total", "Packets decided by a remembered flow.", f.hits);
   counter("flow_rechecks_total", "Flows re-checked and kept under a new generation.", f.rechecks);

@@ -180,6 +180,11 @@ std::string render_metrics(const ReconcilerStatus& st, const ExtraCounters& extr
     for (const auto& [status, n] : d.parse_status) {
       o << "tierwall_dpdk_parse_frames_total{" << label("status", status) << "} " << n << "\n";
     }
+    header(o, "tierwall_dpdk_overlay_refused_total", "counter",
+           "Frames refused on overlay uplinks, by reason (dropped).");
+    for (const auto& [reason, n] : d.overlay_refused) {
+      o << "tierwall_dpdk_overlay_refused_total{" << label("reason", reason) << "} " << n << "\n";
+    }
     const std::pair<const char*, std::uint64_t DpdkMetrics::Port::*> port_values[] = {
         {"rx_packets", &DpdkMetrics::Port::rx_packets},
         {"tx_packets", &DpdkMetrics::Port::tx_packets},

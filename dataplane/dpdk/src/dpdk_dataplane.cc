@@ -14,6 +14,7 @@
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/eal.h"
 #include "tierwall/dataplane/dpdk/generation_store.h"
+#include "tierwall/dataplane/dpdk/overlay.h"
 
 namespace tierwall::dataplane::dpdk {
 namespace {
@@ -113,11 +114,31 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
   std::unique_ptr<DpdkDataplane> dp(new DpdkDataplane());
   Impl& d = *dp->impl_;
   d.config = config;
+  std::vector<BridgeOverlay> overlays;
   for (const auto& p : config.ports) {
     auto port = Port::open_vdev(p.devargs, config.port, error);
     if (!port) return nullptr;
     d.port_names.push_back(p.name.empty() ? port->name() : p.name);
+    if (p.overlay) {
+      // The uplink's outer MAC is the port's own: what the underlay
+      // delivers to it, and the source of what it sends.
+      BridgeOverlay uplink{d.ports.size(), *p.overlay};
+      if (!parse_mac(port->mac(), uplink.config.local_mac)) {
+        error = "port " + d.port_names.back() + ": unreadable MAC '" + port->mac() + "'";
+        return nullptr;
+      }
+      // Checked here so that the error names the port.
+      if (!Overlay::create(uplink.config, error)) {
+        error = "port " + d.port_names.back() + ": " + error;
+        return nullptr;
+      }
+      overlays.push_back(std::move(uplink));
+    }
     d.ports.push_back(std::move(port));
+  }
+  if (!overlays.empty() && overlays.size() == d.ports.size()) {
+    error = "every port is an overlay uplink: an uplink needs a container port to bridge to";
+    return nullptr;
   }
 
   const std::string ring_name = "tw_events" + std::to_string(ring_serial.fetch_add(1));
@@ -136,6 +157,7 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
   options.idle_sleep_us = config.idle_sleep_us;
   options.events = d.sink.get();
   options.event_options = config.events;
+  options.overlays = std::move(overlays);
   std::vector<Port*> raw;
   raw.reserve(d.ports.size());
   for (auto& p : d.ports) raw.push_back(p.get());

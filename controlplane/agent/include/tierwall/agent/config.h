@@ -21,6 +21,13 @@
 //     ealArgs: [-l, "2", --no-huge, -m, "256"]  # default: the built-in EAL arguments
 //     ports:                              # 1..8 ports, bridged and policed
 //       - {devargs: "net_af_packet0,iface=veth0", name: c0}   # name optional
+//       - devargs: "net_af_packet1,iface=uplink0"       # an overlay uplink:
+//         overlay:                        # VXLAN-GBP to trusted peer VTEPs
+//           localVtep: 192.168.77.1       # IPv4 or IPv6; our outer address
+//           vni: 4242                     # 0..16777215
+//           udpPort: 4789                 # default shown
+//           peers: [{vtep: 192.168.77.2, mac: "02:00:00:00:77:02"}]
+//           macAgeingSeconds: 300         # inner MAC -> peer; default shown
 //     idleSleepUs: 0                      # sleep after an idle poll; 0 = busy poll
 //     flowTableCapacity: 65536            # flows remembered (rounded up to 8 x 2^k)
 //   flowLog:                              # optional: no flow log when absent
@@ -63,6 +70,10 @@ inline constexpr std::string_view kDefaultNftTable = "tierwall";
 inline constexpr std::uint16_t kDefaultLogGroup = 100;
 inline constexpr std::uint64_t kDefaultDpdkFlowCapacity = 65536;
 inline constexpr std::size_t kMaxDpdkPorts = 8;
+inline constexpr std::uint16_t kDefaultVxlanUdpPort = 4789;
+inline constexpr std::size_t kMaxOverlayPeers = 255;
+inline constexpr std::uint32_t kMaxVni = (1U << 24) - 1;
+inline constexpr std::uint32_t kDefaultMacAgeingSeconds = 300;
 inline constexpr std::string_view kDefaultFlowLogKey = "/var/lib/tierwall/flowlog.key";
 
 struct AgentConfig {
@@ -82,9 +93,25 @@ struct AgentConfig {
     std::uint16_t log_group = kDefaultLogGroup;
     NftOverlay overlay;
   };
+  // A trusted remote VTEP of an overlay uplink: its underlay address and
+  // the MAC frames to it are sent to (static: no ARP on the underlay).
+  struct OverlayPeer {
+    IpAddress vtep;
+    std::array<std::uint8_t, 6> mac{};
+  };
+  // A port that is a VXLAN-GBP overlay uplink (docs/dpdk.md, "Overlay").
+  // Its own MAC is the port's, read when the port is opened.
+  struct DpdkOverlay {
+    IpAddress local_vtep;
+    std::uint32_t vni = 0;  // 24 bits
+    std::uint16_t udp_port = kDefaultVxlanUdpPort;
+    std::vector<OverlayPeer> peers;  // 1..kMaxOverlayPeers, distinct, family of local_vtep
+    std::uint32_t mac_ageing_seconds = kDefaultMacAgeingSeconds;
+  };
   struct DpdkPort {
-    std::string devargs;  // "net_af_packet0,iface=veth0"
-    std::string name;     // empty: the device name
+    std::string devargs;                 // "net_af_packet0,iface=veth0"
+    std::string name;                    // empty: the device name
+    std::optional<DpdkOverlay> overlay;  // set: an overlay uplink, else a container port
   };
   struct Dpdk {
     // EAL arguments (argv[1..]); nullopt: the dataplane's defaults

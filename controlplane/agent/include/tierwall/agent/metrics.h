@@ -67,6 +67,8 @@ struct DpdkMetrics {
   };
   std::vector<Value> values;
   std::vector<std::pair<std::string, std::uint64_t>> parse_status;  // status -> frames
+  // Frames refused on overlay uplinks, per reason (OverlayRefusal names).
+  std::vector<std::pair<std::string, std::uint64_t>> overlay_refused;
   std::vector<Port> ports;
 };
 

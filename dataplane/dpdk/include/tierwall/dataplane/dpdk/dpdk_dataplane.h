@@ -5,7 +5,8 @@
 //
 //  * open(): Eal::init(eal_args) (once per process), the ports opened from
 //    their devargs in the calling thread's network namespace (af_packet
-//    binds there), the event ring (rte_ring, single producer / single
+//    binds there), each overlay uplink checked (Overlay::create) with the
+//    port's own MAC, the event ring (rte_ring, single producer / single
 //    consumer), then the forwarding thread. Until the first apply() no
 //    generation is published and every IP packet is dropped (no_generation);
 //    non-IP frames (ARP) are bridged.
@@ -56,6 +57,9 @@ namespace tierwall::dataplane::dpdk {
 struct DpdkPortConfig {
   std::string devargs;  // "net_af_packet0,iface=veth0"
   std::string name;     // for metrics and logs; default: the device name
+  // Set: the port is a VXLAN-GBP overlay uplink (bridge.h, overlay.h);
+  // local_mac is ignored: open() takes the opened port's own MAC.
+  std::optional<OverlayConfig> overlay;
 };
 
 struct DpdkDataplaneConfig {
@@ -86,8 +90,9 @@ struct DpdkStats {
 
 class DpdkDataplane final : public Dataplane {
  public:
-  // Null with `error` set (nothing left running) when the EAL, a port or
-  // the ring cannot be set up.
+  // Null with `error` set (nothing left running) when the EAL, a port, an
+  // overlay uplink or the ring cannot be set up; an overlay's error names
+  // its port ("port uplink: overlay: ...").
   static std::unique_ptr<DpdkDataplane> open(const DpdkDataplaneConfig& config, std::string& error);
   ~DpdkDataplane() override;
   DpdkDataplane(const DpdkDataplane&) = delete;
