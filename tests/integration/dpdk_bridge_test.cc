@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -78,25 +79,13 @@ endpoints:
   - {name: b-1, labels: {role: b}, addresses: [10.77.0.2]}
 )";
 
-std::string diag_text(const policy::Diagnostics& d) {
-  std::ostringstream s;
-  d.print(s);
-  return s.str();
-}
-
 // Compiles the policy and builds its Generation; fails the test on error.
 std::unique_ptr<const dataplane::dpdk::Generation> generation(const std::string& ports,
                                                               std::uint64_t serial) {
-  policy::Diagnostics diags;
-  auto p = policy::parse_policy(policy_yaml(ports), "policy.yaml", diags);
-  auto inv = identity::parse_inventory(kInventory, "inventory.yaml", diags);
-  if (!p || !inv) {
-    ADD_FAILURE() << diag_text(diags);
-    return nullptr;
-  }
-  const dataplane::RuleSet rules =
-      compiler::compile(*p, *inv, serial, {*Cidr::parse("10.77.0.0/24")});
-  auto built = dataplane::dpdk::build_generation(rules);
+  const auto rules =
+      testkit::compile_yaml(policy_yaml(ports), kInventory, serial, {*Cidr::parse("10.77.0.0/24")});
+  if (!rules) return nullptr;
+  auto built = dataplane::dpdk::build_generation(*rules);
   if (!built.generation) ADD_FAILURE() << built.error;
   return std::move(built.generation);
 }
@@ -308,7 +297,7 @@ TEST_F(DpdkBridge, ThousandGenerationSwapsUnderTraffic) {
   auto even = policy::parse_policy(policy_yaml(kEven), "even.yaml", diags);
   auto odd = policy::parse_policy(policy_yaml(kOdd), "odd.yaml", diags);
   auto inv = identity::parse_inventory(kInventory, "inventory.yaml", diags);
-  ASSERT_TRUE(even && odd && inv) << diag_text(diags);
+  ASSERT_TRUE(even && odd && inv) << testkit::diag_text(diags);
   const std::vector<Cidr> cidrs{*Cidr::parse("10.77.0.0/24")};
   auto build = [&](int i) {
     const dataplane::RuleSet rules = compiler::compile(i % 2 == 0 ? *even : *odd, *inv,

@@ -17,12 +17,10 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/eal.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
 
 namespace {
@@ -67,16 +65,8 @@ endpoints:
 }
 
 dataplane::RuleSet rules(bool with_b) {
-  policy::Diagnostics diags;
-  auto p = policy::parse_policy(kPolicy, "policy.yaml", diags);
-  auto inv = identity::parse_inventory(inventory(with_b), "inventory.yaml", diags);
-  if (!p || !inv) {
-    std::ostringstream s;
-    diags.print(s);
-    ADD_FAILURE() << s.str();
-    return {};
-  }
-  return compiler::compile(*p, *inv, 1, {*Cidr::parse("10.78.0.0/24")});
+  return testkit::compile_yaml(kPolicy, inventory(with_b), 1, {*Cidr::parse("10.78.0.0/24")})
+      .value_or(dataplane::RuleSet{});
 }
 
 std::string describe(const DpdkStats& s) {

@@ -17,21 +17,18 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include "tests/common/frames.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/bridge.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/eal.h"
 #include "tierwall/dataplane/dpdk/generation_store.h"
 #include "tierwall/dataplane/dpdk/port.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 
 namespace tierwall::dataplane::dpdk {
 namespace {
@@ -212,17 +209,10 @@ TEST(DpdkPcapFixtures, EveryRowGivesItsVerdictAndOutput) {
   const std::string eal = Eal::init(Eal::default_args());
   ASSERT_TRUE(eal.empty()) << eal;
 
-  policy::Diagnostics diags;
-  auto pol = policy::parse_policy(kPolicy, "policy.yaml", diags);
-  auto inv = identity::parse_inventory(kInventory, "inventory.yaml", diags);
-  ASSERT_TRUE(pol && inv) << [&] {
-    std::ostringstream s;
-    diags.print(s);
-    return s.str();
-  }();
-  const RuleSet rules =
-      compiler::compile(*pol, *inv, 1, {*Cidr::parse("10.77.0.0/24"), *Cidr::parse("fd77::/64")});
-  auto built = build_generation(rules);
+  const auto rules = testkit::compile_yaml(
+      kPolicy, kInventory, 1, {*Cidr::parse("10.77.0.0/24"), *Cidr::parse("fd77::/64")});
+  ASSERT_TRUE(rules);
+  auto built = build_generation(*rules);
   ASSERT_TRUE(built.generation) << built.error;
 
   const std::vector<Row> table = rows();

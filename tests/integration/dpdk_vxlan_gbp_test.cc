@@ -31,9 +31,9 @@
 #include <unistd.h>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/bridge.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/eal.h"
@@ -42,8 +42,6 @@
 #include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 #include "tierwall/dataplane/dpdk/port.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
 
 namespace {
@@ -126,18 +124,11 @@ endpoints:
 )";
 
 std::unique_ptr<const Generation> generation(bool leaky, const char* inventory) {
-  policy::Diagnostics diags;
-  auto p = policy::parse_policy(policy_yaml(leaky), "policy.yaml", diags);
-  auto inv = identity::parse_inventory(inventory, "inventory.yaml", diags);
-  if (!p || !inv) {
-    std::ostringstream s;
-    diags.print(s);
-    ADD_FAILURE() << s.str();
-    return nullptr;
-  }
-  const dataplane::RuleSet rules =
-      compiler::compile(*p, *inv, 1, {*Cidr::parse("10.78.0.0/24"), *Cidr::parse("fd00:78::/64")});
-  auto built = build_generation(rules);
+  const auto rules =
+      testkit::compile_yaml(policy_yaml(leaky), inventory, 1,
+                            {*Cidr::parse("10.78.0.0/24"), *Cidr::parse("fd00:78::/64")});
+  if (!rules) return nullptr;
+  auto built = build_generation(*rules);
   if (!built.generation) ADD_FAILURE() << built.error;
   return std::move(built.generation);
 }

@@ -35,6 +35,7 @@
 #include <variant>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include "tests/common/frames.h"
 #include "tests/common/random_policy.h"
 #include <gtest/gtest.h>
@@ -156,12 +157,6 @@ testkit::frames::Bytes first_frame(const std::string& src, const std::string& ds
   return f::eth(0x0800, f::ipv4({.proto = protocol, .src = src.c_str(), .dst = dst.c_str()}, l4));
 }
 
-std::string diag_text(const policy::Diagnostics& d) {
-  std::ostringstream s;
-  d.print(s);
-  return s.str();
-}
-
 // One address a probe can start from or go to.
 struct Peer {
   const NetNs* ns = nullptr;
@@ -252,13 +247,11 @@ TEST_F(NftDifferential, KernelVerdictsEqualTheReferenceEvaluator) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     const auto started = Clock::now();
     const auto gen = testkit::generate_case(seed, kEndpoints);
-    policy::Diagnostics diags;
-    auto pol = policy::parse_policy(gen.policy_yaml, "gen.yaml", diags);
-    auto inv = identity::parse_inventory(gen.inventory_yaml, "inv.yaml", diags);
-    ASSERT_TRUE(pol && inv) << diag_text(diags) << gen.policy_yaml;
-    const dataplane::RuleSet rules =
-        compiler::compile(*pol, *inv, ++generation,
-                          {*Cidr::parse(gen.container_cidr4), *Cidr::parse(gen.container_cidr6)});
+    const auto compiled = testkit::compile_yaml(
+        gen.policy_yaml, gen.inventory_yaml, ++generation,
+        {*Cidr::parse(gen.container_cidr4), *Cidr::parse(gen.container_cidr6)});
+    ASSERT_TRUE(compiled) << gen.policy_yaml;
+    const dataplane::RuleSet& rules = *compiled;
 
     // Apply, then forget every connection of the previous seed: an entry
     // left established would pass a probe with the same tuple unjudged.

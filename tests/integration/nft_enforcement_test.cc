@@ -30,6 +30,7 @@
 #include <variant>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -43,6 +44,7 @@ namespace {
 
 using dataplane::RuleId;
 using dataplane::nft::NftBackend;
+using testkit::diag_text;
 using testsupport::BridgeLab;
 using testsupport::BridgeLabOptions;
 using testsupport::in_netns;
@@ -216,12 +218,6 @@ class NftEnforcement : public ::testing::Test {
     tcp_servers_.clear();
     udp_servers_.clear();
     lab_.reset();
-  }
-
-  static std::string diag_text(const policy::Diagnostics& d) {
-    std::ostringstream s;
-    d.print(s);
-    return s.str();
   }
 
   const BridgeLab::Container& c0() const { return lab_->br0_containers[0]; }

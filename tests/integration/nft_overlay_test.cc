@@ -40,6 +40,7 @@
 #include <variant>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -92,11 +93,7 @@ spec:
     - {name: api-to-db, from: {tier: api}, to: {tier: db}, ports: [tcp/8080, udp/6000]}
 )";
 
-std::string diag_text(const policy::Diagnostics& d) {
-  std::ostringstream s;
-  d.print(s);
-  return s.str();
-}
+using testkit::diag_text;
 
 IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
 
