@@ -37,6 +37,7 @@
 
 #include "tests/common/compile.h"
 #include "tests/common/frames.h"
+#include "tests/common/probes.h"
 #include "tests/common/random_policy.h"
 #include <gtest/gtest.h>
 
@@ -77,11 +78,10 @@ constexpr Millis kDrop{250};
 constexpr std::uint16_t kTcpPorts[] = {80, 443, 5432, 8080, 4000};
 constexpr std::uint16_t kUdpPorts[] = {53, 5000};
 
-enum class Kind : std::uint8_t { kTcp, kUdp, kPing };
-struct Probe {
-  Kind kind = Kind::kTcp;
-  std::uint16_t port = 0;
-};
+using Kind = testkit::ProbeKind;
+using testkit::Probe;
+using testkit::proto_port;
+using testkit::run_probe;
 
 std::vector<Probe> probes() {
   std::vector<Probe> out;
@@ -89,45 +89,6 @@ std::vector<Probe> probes() {
   for (std::uint16_t p : kUdpPorts) out.push_back({Kind::kUdp, p});
   out.push_back({Kind::kPing, 0});
   return out;
-}
-
-std::string describe(Probe p) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return "tcp/" + std::to_string(p.port);
-    case Kind::kUdp:
-      return "udp/" + std::to_string(p.port);
-    case Kind::kPing:
-      return "ping";
-  }
-  return "?";
-}
-
-// What the evaluator sees of a probe's first packet.
-std::pair<std::uint8_t, std::uint16_t> proto_port(Probe p, bool v6) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return {proto::kTcp, p.port};
-    case Kind::kUdp:
-      return {proto::kUdp, p.port};
-    case Kind::kPing:
-      return v6 ? std::pair<std::uint8_t, std::uint16_t>{proto::kIcmpv6, 128}
-                : std::pair<std::uint8_t, std::uint16_t>{proto::kIcmp, 8};
-  }
-  return {0, 0};
-}
-
-Outcome run_probe(const NetNs& from, const std::string& dst, Probe p, Millis timeout,
-                  const std::string& source) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return testsupport::tcp_probe(from, dst, p.port, timeout, source);
-    case Kind::kUdp:
-      return testsupport::udp_probe(from, dst, p.port, timeout, source);
-    case Kind::kPing:
-      return testsupport::ping_probe(from, dst, timeout, source);
-  }
-  return Outcome::kError;
 }
 
 // The first frame of a probe, as it would reach a DPDK port: Ethernet,
