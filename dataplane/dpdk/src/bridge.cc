@@ -15,6 +15,8 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
+#include "tierwall/dataplane/dpdk/mac_table.h"
+
 namespace tierwall::dataplane::dpdk {
 namespace {
 
@@ -45,8 +47,6 @@ enum Counter : std::size_t {
   kCounterCount = kOverlayRefusedBase + kOverlayRefusalCount,
 };
 
-constexpr std::size_t kMacProbes = 16;
-constexpr std::uint64_t kMacValid = std::uint64_t{1} << 63;
 constexpr std::size_t kTxCapacity = 2 * Bridge::kBurst;  // per egress port
 // Flow-table slots looked at for expired flows per iteration (with events).
 constexpr std::size_t kSweepSlots = 64;
@@ -56,19 +56,6 @@ std::uint64_t now_ns() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * kNsPerSecond +
          static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-std::uint64_t mac_key(const std::uint8_t* p) {
-  std::uint64_t k = 0;
-  for (int i = 0; i < 6; ++i) k = (k << 8) | p[i];
-  return k | kMacValid;
-}
-
-std::uint64_t mac_hash(std::uint64_t key) {
-  key ^= key >> 33;
-  key *= 0xff51afd7ed558ccdULL;
-  key ^= key >> 33;
-  return key;
 }
 
 // The flow table counts per flow when connection ends are reported.
@@ -86,14 +73,7 @@ bool is_neighbour_discovery(const PacketInfo& p) {
 }  // namespace
 
 struct Bridge::Impl {
-  struct MacSlot {
-    std::uint64_t key = 0;  // 0: empty
-    std::uint64_t seen_ns = 0;
-    std::uint8_t port = 0;
-  };
-
-  std::vector<MacSlot> macs;
-  std::size_t mac_mask = 0;
+  MacTable<std::uint8_t> macs;  // the port behind a MAC
   std::array<std::atomic<std::uint64_t>, kCounterCount> published{};
   std::array<std::uint64_t, kCounterCount> local{};
 
@@ -131,41 +111,21 @@ struct Bridge::Impl {
 
   // Port index of `key`, or -1 (unknown or aged out).
   int lookup(std::uint64_t key, std::uint64_t now, std::uint64_t ageing) const {
-    std::size_t i = mac_hash(key) & mac_mask;
-    for (std::size_t n = 0; n < kMacProbes; ++n, i = (i + 1) & mac_mask) {
-      const MacSlot& s = macs[i];
-      if (s.key == 0) return -1;
-      if (s.key == key) return now - s.seen_ns <= ageing ? s.port : -1;
-    }
-    return -1;
+    const auto port = macs.lookup(key, now, ageing);
+    return port ? *port : -1;
   }
 
   void learn(std::uint64_t key, std::uint8_t port, std::uint64_t now, std::uint64_t ageing) {
-    std::size_t i = mac_hash(key) & mac_mask;
-    MacSlot* reuse = nullptr;
-    for (std::size_t n = 0; n < kMacProbes; ++n, i = (i + 1) & mac_mask) {
-      MacSlot& s = macs[i];
-      if (s.key == key) {
-        if (s.port != port || now - s.seen_ns > ageing) ++local[kLearned];
-        s.port = port;
-        s.seen_ns = now;
-        return;
-      }
-      if (s.key == 0) {
-        if (reuse == nullptr) reuse = &s;
-        break;  // the key is not further along the probe sequence
-      }
-      if (reuse == nullptr && now - s.seen_ns > ageing) reuse = &s;
+    switch (macs.learn(key, port, now, ageing)) {
+      case MacTable<std::uint8_t>::Learned::Refreshed:
+        break;
+      case MacTable<std::uint8_t>::Learned::Learned:
+        ++local[kLearned];
+        break;
+      case MacTable<std::uint8_t>::Learned::Full:
+        ++local[kLearnFull];
+        break;
     }
-    if (reuse == nullptr) {
-      ++local[kLearnFull];
-      return;
-    }
-    // Reusing an aged slot keeps the probe sequence unbroken (never back to 0).
-    reuse->key = key;
-    reuse->port = port;
-    reuse->seen_ns = now;
-    ++local[kLearned];
   }
 
   void publish() {
@@ -188,10 +148,7 @@ Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const Bridg
   if (ports_.empty() || ports_.size() > kMaxPorts) {
     throw std::invalid_argument("Bridge: 1 to 8 ports");
   }
-  std::size_t cap = 16;
-  while (cap < options_.mac_capacity) cap <<= 1;
-  impl_->macs.assign(cap, {});
-  impl_->mac_mask = cap - 1;
+  impl_->macs.reset(options_.mac_capacity);
   if (options_.events != nullptr) {
     impl_->events = std::make_unique<FlowEventEmitter>(*options_.events, options_.event_options);
     flows_.set_end_sink(impl_->events.get());
