@@ -136,20 +136,8 @@ class DpdkBridge : public ::testing::Test {
 // Wires A and B to the switch namespace, opens the two af_packet ports and
 // starts the bridge on its own thread with `first` published.
 void start(Lab& lab, std::unique_ptr<const dataplane::dpdk::Generation> first) {
-  veth(lab.a, "eth0", lab.sw, "pa");
-  veth(lab.b, "eth0", lab.sw, "pb");
-  addr(lab.a, "eth0", std::string(kAddrA) + "/24");
-  addr(lab.b, "eth0", std::string(kAddrB) + "/24");
-  // Checksums must be complete in the frames af_packet captures: with TX
-  // checksum offload the kernel hands over CHECKSUM_PARTIAL packets, which
-  // the other side drops once re-sent by the bridge. TSO/GSO off keeps every
-  // frame within the MTU (af_packet frames are 2048 bytes).
-  for (NetNs* ns : {&lab.a, &lab.b}) {
-    ns->check("ethtool -K eth0 tx off tso off gso off");
-  }
-  lab.sw.check("ethtool -K pa gro off; ethtool -K pb gro off");
-  wait_link_running(lab.sw, "pa");
-  wait_link_running(lab.sw, "pb");
+  af_packet_link(lab.a, std::string(kAddrA) + "/24", lab.sw, "pa");
+  af_packet_link(lab.b, std::string(kAddrB) + "/24", lab.sw, "pb");
 
   static std::atomic<unsigned> serial{0};
   const unsigned n = serial.fetch_add(2);

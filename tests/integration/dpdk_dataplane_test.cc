@@ -104,14 +104,8 @@ class DpdkDataplaneTest : public ::testing::Test {
 
 TEST_F(DpdkDataplaneTest, AppliesUpdatesFlushesAndAccountsEveryEvent) {
   Lab lab;
-  veth(lab.a, "eth0", lab.sw, "pa");
-  veth(lab.b, "eth0", lab.sw, "pb");
-  addr(lab.a, "eth0", std::string(kAddrA) + "/24");
-  addr(lab.b, "eth0", std::string(kAddrB) + "/24");
-  for (NetNs* ns : {&lab.a, &lab.b}) ns->check("ethtool -K eth0 tx off tso off gso off");
-  lab.sw.check("ethtool -K pa gro off; ethtool -K pb gro off");
-  wait_link_running(lab.sw, "pa");
-  wait_link_running(lab.sw, "pb");
+  af_packet_link(lab.a, std::string(kAddrA) + "/24", lab.sw, "pa");
+  af_packet_link(lab.b, std::string(kAddrB) + "/24", lab.sw, "pb");
 
   DpdkDataplaneConfig config;
   config.ports = {{"net_af_packet20,iface=pa", "a"}, {"net_af_packet21,iface=pb", "b"}};
