@@ -349,10 +349,27 @@ void start_node(Node& node, const NetNs& ns, const char* local_vtep, const char*
   start_node(node, ns, local_vtep, {{IpAddress::parse(peer_vtep).value(), peer_mac}}, std::move(g));
 }
 
-// Container namespaces with MTU 1450 (the overlay adds 50 bytes; 70 and
-// 1430 over IPv6), checksum and segmentation offloads off (af_packet needs
-// complete, MTU-sized frames), node-side GRO off, no IPv6 chatter on the
-// node links. With `v6`, the containers also get fd00:78::1 and ::2.
+// A container's eth0 with MTU `mtu` (the overlay adds 50 bytes; 70 and 1430
+// over IPv6), checksum and segmentation offloads off (af_packet needs
+// complete, MTU-sized frames).
+void prepare_container(NetNs& cont, int mtu = 1450) {
+  cont.check("ip link set eth0 mtu " + std::to_string(mtu) +
+             " && ethtool -K eth0 tx off tso off gso off");
+}
+
+// A node's c0 and uplink, where its af_packet ports go: no IPv6 chatter,
+// GRO off (and the uplink's TX offloads); returns once both are running.
+void prepare_node(NetNs& node) {
+  sysctl(node, "net.ipv6.conf.c0.disable_ipv6", "1");
+  sysctl(node, "net.ipv6.conf.uplink.disable_ipv6", "1");
+  node.check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
+  wait_link_running(node, "c0");
+  wait_link_running(node, "uplink");
+}
+
+// Two nodes linked by their uplinks, a container behind each (see
+// prepare_container and prepare_node). With `v6`, the containers also get
+// fd00:78::1 and ::2.
 void build_topology(Lab& lab, int mtu = 1450, bool v6 = false) {
   veth(lab.cont_a, "eth0", lab.node_a, "c0");
   veth(lab.cont_b, "eth0", lab.node_b, "c0");
@@ -363,17 +380,8 @@ void build_topology(Lab& lab, int mtu = 1450, bool v6 = false) {
     addr(lab.cont_a, "eth0", "fd00:78::1/64");
     addr(lab.cont_b, "eth0", "fd00:78::2/64");
   }
-  for (NetNs* ns : {&lab.cont_a, &lab.cont_b}) {
-    ns->check("ip link set eth0 mtu " + std::to_string(mtu) +
-              " && ethtool -K eth0 tx off tso off gso off");
-  }
-  for (NetNs* ns : {&lab.node_a, &lab.node_b}) {
-    sysctl(*ns, "net.ipv6.conf.c0.disable_ipv6", "1");
-    sysctl(*ns, "net.ipv6.conf.uplink.disable_ipv6", "1");
-    ns->check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
-    wait_link_running(*ns, "c0");
-    wait_link_running(*ns, "uplink");
-  }
+  for (NetNs* ns : {&lab.cont_a, &lab.cont_b}) prepare_container(*ns, mtu);
+  for (NetNs* ns : {&lab.node_a, &lab.node_b}) prepare_node(*ns);
 }
 
 struct Tagged {
@@ -569,12 +577,8 @@ TEST_F(DpdkVxlanGbp, InteroperatesWithTheKernelsVxlanGbp) {
   veth(lab.cont_a, "eth0", lab.node_a, "c0");
   veth(lab.node_a, "uplink", lab.kernel, "uplink");
   addr(lab.cont_a, "eth0", std::string(kAddrA) + "/24");
-  lab.cont_a.check("ip link set eth0 mtu 1450 && ethtool -K eth0 tx off tso off gso off");
-  sysctl(lab.node_a, "net.ipv6.conf.c0.disable_ipv6", "1");
-  sysctl(lab.node_a, "net.ipv6.conf.uplink.disable_ipv6", "1");
-  lab.node_a.check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
-  wait_link_running(lab.node_a, "c0");
-  wait_link_running(lab.node_a, "uplink");
+  prepare_container(lab.cont_a);
+  prepare_node(lab.node_a);
   const MacAddress up_a = read_mac(lab.node_a, "uplink");
   const MacAddress up_k = read_mac(lab.kernel, "uplink");
   char neigh[18];
@@ -740,12 +744,8 @@ endpoints:
     veth(node, "uplink", lab.underlay, ports[i]);
     attach(lab.underlay, ports[i], "br0");
     addr(cont, "eth0", std::string(addrs[i]) + "/24");
-    cont.check("ip link set eth0 mtu 1450 && ethtool -K eth0 tx off tso off gso off");
-    sysctl(node, "net.ipv6.conf.c0.disable_ipv6", "1");
-    sysctl(node, "net.ipv6.conf.uplink.disable_ipv6", "1");
-    node.check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
-    wait_link_running(node, "c0");
-    wait_link_running(node, "uplink");
+    prepare_container(cont);
+    prepare_node(node);
   }
   const MacAddress up_a = read_mac(lab.node_a, "uplink");
   const MacAddress up_b = read_mac(lab.node_b, "uplink");
