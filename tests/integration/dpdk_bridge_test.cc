@@ -18,7 +18,7 @@
 #include <unistd.h>
 #include <vector>
 
-#include "tests/common/compile.h"
+#include "tests/common/dpdk.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -82,12 +82,8 @@ endpoints:
 // Compiles the policy and builds its Generation; fails the test on error.
 std::unique_ptr<const dataplane::dpdk::Generation> generation(const std::string& ports,
                                                               std::uint64_t serial) {
-  const auto rules =
-      testkit::compile_yaml(policy_yaml(ports), kInventory, serial, {*Cidr::parse("10.77.0.0/24")});
-  if (!rules) return nullptr;
-  auto built = dataplane::dpdk::build_generation(*rules);
-  if (!built.generation) ADD_FAILURE() << built.error;
-  return std::move(built.generation);
+  return testkit::dpdk_generation(policy_yaml(ports), kInventory, serial,
+                                  {*Cidr::parse("10.77.0.0/24")});
 }
 
 std::string describe(const BridgeCounters& c) {

@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "tests/common/compile.h"
+#include "tests/common/dpdk.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/dataplane/dpdk/eal.h"
@@ -30,7 +30,6 @@ using namespace tierwall::testsupport;
 using dataplane::dpdk::DpdkDataplane;
 using dataplane::dpdk::DpdkDataplaneConfig;
 using dataplane::dpdk::DpdkStats;
-using dataplane::dpdk::Eal;
 using dataplane::dpdk::FlowEventRecord;
 using dataplane::dpdk::FlowEventType;
 
@@ -90,17 +89,7 @@ struct Lab {
   ~Lab() { dp.reset(); }  // the forwarding thread and ports before the namespaces
 };
 
-class DpdkDataplaneTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = netns_unavailable_reason()) {
-      if (std::getenv("CI") != nullptr) FAIL() << *why;
-      GTEST_SKIP() << *why;
-    }
-    const std::string err = Eal::init(Eal::default_args());
-    ASSERT_TRUE(err.empty()) << err;
-  }
-};
+class DpdkDataplaneTest : public testkit::DpdkNetnsTest {};
 
 TEST_F(DpdkDataplaneTest, AppliesUpdatesFlushesAndAccountsEveryEvent) {
   Lab lab;

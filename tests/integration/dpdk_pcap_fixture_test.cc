@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/common/compile.h"
+#include "tests/common/dpdk.h"
 #include "tests/common/frames.h"
 #include <gtest/gtest.h>
 
@@ -209,11 +209,9 @@ TEST(DpdkPcapFixtures, EveryRowGivesItsVerdictAndOutput) {
   const std::string eal = Eal::init(Eal::default_args());
   ASSERT_TRUE(eal.empty()) << eal;
 
-  const auto rules = testkit::compile_yaml(
+  auto generation = testkit::dpdk_generation(
       kPolicy, kInventory, 1, {*Cidr::parse("10.77.0.0/24"), *Cidr::parse("fd77::/64")});
-  ASSERT_TRUE(rules);
-  auto built = build_generation(*rules);
-  ASSERT_TRUE(built.generation) << built.error;
+  ASSERT_TRUE(generation);
 
   const std::vector<Row> table = rows();
   std::vector<Bytes> input;
@@ -244,7 +242,7 @@ TEST(DpdkPcapFixtures, EveryRowGivesItsVerdictAndOutput) {
   write_pcap(in1, {});
 
   GenerationStore store;
-  store.publish(std::move(built.generation));
+  store.publish(std::move(generation));
   BridgeCounters counters;
   {
     std::string error;

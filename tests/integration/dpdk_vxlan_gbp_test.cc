@@ -17,7 +17,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <linux/if_packet.h>
 #include <memory>
 #include <net/ethernet.h>
@@ -31,7 +30,7 @@
 #include <unistd.h>
 #include <vector>
 
-#include "tests/common/compile.h"
+#include "tests/common/dpdk.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/dataplane/dpdk/bridge.h"
@@ -124,13 +123,8 @@ endpoints:
 )";
 
 std::unique_ptr<const Generation> generation(bool leaky, const char* inventory) {
-  const auto rules =
-      testkit::compile_yaml(policy_yaml(leaky), inventory, 1,
-                            {*Cidr::parse("10.78.0.0/24"), *Cidr::parse("fd00:78::/64")});
-  if (!rules) return nullptr;
-  auto built = build_generation(*rules);
-  if (!built.generation) ADD_FAILURE() << built.error;
-  return std::move(built.generation);
+  return testkit::dpdk_generation(policy_yaml(leaky), inventory, 1,
+                                  {*Cidr::parse("10.78.0.0/24"), *Cidr::parse("fd00:78::/64")});
 }
 
 std::string describe(const BridgeCounters& c) {
@@ -299,17 +293,7 @@ struct Lab {
   Node b;
 };
 
-class DpdkVxlanGbp : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto reason = netns_unavailable_reason()) {
-      if (std::getenv("CI") != nullptr) FAIL() << *reason;
-      GTEST_SKIP() << *reason;
-    }
-    const std::string err = Eal::init(Eal::default_args());
-    ASSERT_TRUE(err.empty()) << err;
-  }
-};
+class DpdkVxlanGbp : public testkit::DpdkNetnsTest {};
 
 std::string next_vdev() {
   static std::atomic<unsigned> serial{0};
