@@ -29,7 +29,6 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <variant>
@@ -41,15 +40,12 @@
 #include "tests/common/random_policy.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/flow_table.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 #include "tierwall/dataplane/evaluator.h"
 #include "tierwall/dataplane/nft/backend.h"
 #include "tierwall/dataplane/nft/conntrack.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
 
 namespace tierwall {

@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
