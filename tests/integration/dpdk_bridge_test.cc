@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "tests/common/dpdk.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -78,27 +79,11 @@ endpoints:
   - {name: b-1, labels: {role: b}, addresses: [10.77.0.2]}
 )";
 
-std::string diag_text(const policy::Diagnostics& d) {
-  std::ostringstream s;
-  d.print(s);
-  return s.str();
-}
-
 // Compiles the policy and builds its Generation; fails the test on error.
 std::unique_ptr<const dataplane::dpdk::Generation> generation(const std::string& ports,
                                                               std::uint64_t serial) {
-  policy::Diagnostics diags;
-  auto p = policy::parse_policy(policy_yaml(ports), "policy.yaml", diags);
-  auto inv = identity::parse_inventory(kInventory, "inventory.yaml", diags);
-  if (!p || !inv) {
-    ADD_FAILURE() << diag_text(diags);
-    return nullptr;
-  }
-  const dataplane::RuleSet rules =
-      compiler::compile(*p, *inv, serial, {*Cidr::parse("10.77.0.0/24")});
-  auto built = dataplane::dpdk::build_generation(rules);
-  if (!built.generation) ADD_FAILURE() << built.error;
-  return std::move(built.generation);
+  return testkit::dpdk_generation(policy_yaml(ports), kInventory, serial,
+                                  {*Cidr::parse("10.77.0.0/24")});
 }
 
 std::string describe(const BridgeCounters& c) {
@@ -147,20 +132,8 @@ class DpdkBridge : public ::testing::Test {
 // Wires A and B to the switch namespace, opens the two af_packet ports and
 // starts the bridge on its own thread with `first` published.
 void start(Lab& lab, std::unique_ptr<const dataplane::dpdk::Generation> first) {
-  veth(lab.a, "eth0", lab.sw, "pa");
-  veth(lab.b, "eth0", lab.sw, "pb");
-  addr(lab.a, "eth0", std::string(kAddrA) + "/24");
-  addr(lab.b, "eth0", std::string(kAddrB) + "/24");
-  // Checksums must be complete in the frames af_packet captures: with TX
-  // checksum offload the kernel hands over CHECKSUM_PARTIAL packets, which
-  // the other side drops once re-sent by the bridge. TSO/GSO off keeps every
-  // frame within the MTU (af_packet frames are 2048 bytes).
-  for (NetNs* ns : {&lab.a, &lab.b}) {
-    ns->check("ethtool -K eth0 tx off tso off gso off");
-  }
-  lab.sw.check("ethtool -K pa gro off; ethtool -K pb gro off");
-  wait_link_running(lab.sw, "pa");
-  wait_link_running(lab.sw, "pb");
+  af_packet_link(lab.a, std::string(kAddrA) + "/24", lab.sw, "pa");
+  af_packet_link(lab.b, std::string(kAddrB) + "/24", lab.sw, "pb");
 
   static std::atomic<unsigned> serial{0};
   const unsigned n = serial.fetch_add(2);
@@ -308,7 +281,7 @@ TEST_F(DpdkBridge, ThousandGenerationSwapsUnderTraffic) {
   auto even = policy::parse_policy(policy_yaml(kEven), "even.yaml", diags);
   auto odd = policy::parse_policy(policy_yaml(kOdd), "odd.yaml", diags);
   auto inv = identity::parse_inventory(kInventory, "inventory.yaml", diags);
-  ASSERT_TRUE(even && odd && inv) << diag_text(diags);
+  ASSERT_TRUE(even && odd && inv) << testkit::diag_text(diags);
   const std::vector<Cidr> cidrs{*Cidr::parse("10.77.0.0/24")};
   auto build = [&](int i) {
     const dataplane::RuleSet rules = compiler::compile(i % 2 == 0 ? *even : *odd, *inv,

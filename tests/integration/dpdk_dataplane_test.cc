@@ -19,13 +19,11 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/dpdk.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/eal.h"
 #include "tierwall/dataplane/dpdk/overlay.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
 
 namespace {
@@ -35,7 +33,6 @@ using namespace tierwall::testsupport;
 using dataplane::dpdk::DpdkDataplane;
 using dataplane::dpdk::DpdkDataplaneConfig;
 using dataplane::dpdk::DpdkStats;
-using dataplane::dpdk::Eal;
 using dataplane::dpdk::FlowEventRecord;
 using dataplane::dpdk::FlowEventType;
 using dataplane::dpdk::OverlayConfig;
@@ -71,16 +68,8 @@ endpoints:
 }
 
 dataplane::RuleSet rules(bool with_b) {
-  policy::Diagnostics diags;
-  auto p = policy::parse_policy(kPolicy, "policy.yaml", diags);
-  auto inv = identity::parse_inventory(inventory(with_b), "inventory.yaml", diags);
-  if (!p || !inv) {
-    std::ostringstream s;
-    diags.print(s);
-    ADD_FAILURE() << s.str();
-    return {};
-  }
-  return compiler::compile(*p, *inv, 1, {*Cidr::parse("10.78.0.0/24")});
+  return testkit::compile_yaml(kPolicy, inventory(with_b), 1, {*Cidr::parse("10.78.0.0/24")})
+      .value_or(dataplane::RuleSet{});
 }
 
 std::string describe(const DpdkStats& s) {
@@ -104,28 +93,12 @@ struct Lab {
   ~Lab() { dp.reset(); }  // the forwarding thread and ports before the namespaces
 };
 
-class DpdkDataplaneTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto why = netns_unavailable_reason()) {
-      if (std::getenv("CI") != nullptr) FAIL() << *why;
-      GTEST_SKIP() << *why;
-    }
-    const std::string err = Eal::init(Eal::default_args());
-    ASSERT_TRUE(err.empty()) << err;
-  }
-};
+class DpdkDataplaneTest : public testkit::DpdkNetnsTest {};
 
 TEST_F(DpdkDataplaneTest, AppliesUpdatesFlushesAndAccountsEveryEvent) {
   Lab lab;
-  veth(lab.a, "eth0", lab.sw, "pa");
-  veth(lab.b, "eth0", lab.sw, "pb");
-  addr(lab.a, "eth0", std::string(kAddrA) + "/24");
-  addr(lab.b, "eth0", std::string(kAddrB) + "/24");
-  for (NetNs* ns : {&lab.a, &lab.b}) ns->check("ethtool -K eth0 tx off tso off gso off");
-  lab.sw.check("ethtool -K pa gro off; ethtool -K pb gro off");
-  wait_link_running(lab.sw, "pa");
-  wait_link_running(lab.sw, "pb");
+  af_packet_link(lab.a, std::string(kAddrA) + "/24", lab.sw, "pa");
+  af_packet_link(lab.b, std::string(kAddrB) + "/24", lab.sw, "pb");
 
   DpdkDataplaneConfig config;
   config.ports = {{"net_af_packet20,iface=pa", "a", std::nullopt},

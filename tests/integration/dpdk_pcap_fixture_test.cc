@@ -17,21 +17,18 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "tests/common/dpdk.h"
 #include "tests/common/frames.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/bridge.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/eal.h"
 #include "tierwall/dataplane/dpdk/generation_store.h"
 #include "tierwall/dataplane/dpdk/port.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 
 namespace tierwall::dataplane::dpdk {
 namespace {
@@ -212,18 +209,9 @@ TEST(DpdkPcapFixtures, EveryRowGivesItsVerdictAndOutput) {
   const std::string eal = Eal::init(Eal::default_args());
   ASSERT_TRUE(eal.empty()) << eal;
 
-  policy::Diagnostics diags;
-  auto pol = policy::parse_policy(kPolicy, "policy.yaml", diags);
-  auto inv = identity::parse_inventory(kInventory, "inventory.yaml", diags);
-  ASSERT_TRUE(pol && inv) << [&] {
-    std::ostringstream s;
-    diags.print(s);
-    return s.str();
-  }();
-  const RuleSet rules =
-      compiler::compile(*pol, *inv, 1, {*Cidr::parse("10.77.0.0/24"), *Cidr::parse("fd77::/64")});
-  auto built = build_generation(rules);
-  ASSERT_TRUE(built.generation) << built.error;
+  auto generation = testkit::dpdk_generation(
+      kPolicy, kInventory, 1, {*Cidr::parse("10.77.0.0/24"), *Cidr::parse("fd77::/64")});
+  ASSERT_TRUE(generation);
 
   const std::vector<Row> table = rows();
   std::vector<Bytes> input;
@@ -254,7 +242,7 @@ TEST(DpdkPcapFixtures, EveryRowGivesItsVerdictAndOutput) {
   write_pcap(in1, {});
 
   GenerationStore store;
-  store.publish(std::move(built.generation));
+  store.publish(std::move(generation));
   BridgeCounters counters;
   {
     std::string error;

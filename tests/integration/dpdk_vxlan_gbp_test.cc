@@ -17,7 +17,6 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <linux/if_packet.h>
 #include <memory>
 #include <net/ethernet.h>
@@ -31,9 +30,9 @@
 #include <unistd.h>
 #include <vector>
 
+#include "tests/common/dpdk.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/bridge.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/eal.h"
@@ -42,8 +41,6 @@
 #include "tierwall/dataplane/dpdk/overlay.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 #include "tierwall/dataplane/dpdk/port.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
 #include "tierwall/testsupport/raw_socket.h"
 
@@ -127,20 +124,8 @@ endpoints:
 )";
 
 std::unique_ptr<const Generation> generation(bool leaky, const char* inventory) {
-  policy::Diagnostics diags;
-  auto p = policy::parse_policy(policy_yaml(leaky), "policy.yaml", diags);
-  auto inv = identity::parse_inventory(inventory, "inventory.yaml", diags);
-  if (!p || !inv) {
-    std::ostringstream s;
-    diags.print(s);
-    ADD_FAILURE() << s.str();
-    return nullptr;
-  }
-  const dataplane::RuleSet rules =
-      compiler::compile(*p, *inv, 1, {*Cidr::parse("10.78.0.0/24"), *Cidr::parse("fd00:78::/64")});
-  auto built = build_generation(rules);
-  if (!built.generation) ADD_FAILURE() << built.error;
-  return std::move(built.generation);
+  return testkit::dpdk_generation(policy_yaml(leaky), inventory, 1,
+                                  {*Cidr::parse("10.78.0.0/24"), *Cidr::parse("fd00:78::/64")});
 }
 
 std::string describe(const BridgeCounters& c) {
@@ -247,17 +232,7 @@ struct Lab {
   Node b;
 };
 
-class DpdkVxlanGbp : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (auto reason = netns_unavailable_reason()) {
-      if (std::getenv("CI") != nullptr) FAIL() << *reason;
-      GTEST_SKIP() << *reason;
-    }
-    const std::string err = Eal::init(Eal::default_args());
-    ASSERT_TRUE(err.empty()) << err;
-  }
-};
+class DpdkVxlanGbp : public testkit::DpdkNetnsTest {};
 
 std::string next_vdev() {
   static std::atomic<unsigned> serial{0};
@@ -297,11 +272,29 @@ void start_node(Node& node, const NetNs& ns, const char* local_vtep, const char*
   start_node(node, ns, local_vtep, {{IpAddress::parse(peer_vtep).value(), peer_mac}}, std::move(g));
 }
 
-// Container namespaces with MTU 1450 (the overlay adds 50 bytes; 70 and
-// 1430 over IPv6), checksum and segmentation offloads off (af_packet needs
-// complete, MTU-sized frames), node-side GRO off, no IPv6 chatter on the
-// node links (nor from the containers without `v6`). With `v6`, the
-// containers also get fd00:78::1 and ::2.
+// A container's eth0 with MTU `mtu` (the overlay adds 50 bytes; 70 and 1430
+// over IPv6), checksum and segmentation offloads off (af_packet needs
+// complete, MTU-sized frames).
+void prepare_container(NetNs& cont, int mtu = 1450) {
+  cont.check("ip link set eth0 mtu " + std::to_string(mtu) +
+             " && ethtool -K eth0 tx off tso off gso off");
+}
+
+// A node's c0 and uplink, where its af_packet ports go: no IPv6 chatter,
+// GRO off (and the uplink's TX offloads); returns once both are running.
+void prepare_node(NetNs& node) {
+  sysctl(node, "net.ipv6.conf.c0.disable_ipv6", "1");
+  sysctl(node, "net.ipv6.conf.uplink.disable_ipv6", "1");
+  node.check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
+  wait_link_running(node, "c0");
+  wait_link_running(node, "uplink");
+}
+
+// Two nodes linked by their uplinks, a container behind each (see
+// prepare_container and prepare_node). With `v6`, the containers also get
+// fd00:78::1 and ::2; without, their IPv6 is off (no MLD reports or router
+// solicitations reaching the policy at random moments and disturbing the
+// per-probe drop counts).
 void build_topology(Lab& lab, int mtu = 1450, bool v6 = false) {
   veth(lab.cont_a, "eth0", lab.node_a, "c0");
   veth(lab.cont_b, "eth0", lab.node_b, "c0");
@@ -313,20 +306,10 @@ void build_topology(Lab& lab, int mtu = 1450, bool v6 = false) {
     addr(lab.cont_b, "eth0", "fd00:78::2/64");
   }
   for (NetNs* ns : {&lab.cont_a, &lab.cont_b}) {
-    ns->check("ip link set eth0 mtu " + std::to_string(mtu) +
-              " && ethtool -K eth0 tx off tso off gso off");
-    // Without IPv6 containers, no MLD reports or router solicitations:
-    // they would reach the policy at random moments and disturb the
-    // per-probe drop counts.
+    prepare_container(*ns, mtu);
     if (!v6) sysctl(*ns, "net.ipv6.conf.eth0.disable_ipv6", "1");
   }
-  for (NetNs* ns : {&lab.node_a, &lab.node_b}) {
-    sysctl(*ns, "net.ipv6.conf.c0.disable_ipv6", "1");
-    sysctl(*ns, "net.ipv6.conf.uplink.disable_ipv6", "1");
-    ns->check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
-    wait_link_running(*ns, "c0");
-    wait_link_running(*ns, "uplink");
-  }
+  for (NetNs* ns : {&lab.node_a, &lab.node_b}) prepare_node(*ns);
 }
 
 struct Tagged {
@@ -522,12 +505,8 @@ TEST_F(DpdkVxlanGbp, InteroperatesWithTheKernelsVxlanGbp) {
   veth(lab.cont_a, "eth0", lab.node_a, "c0");
   veth(lab.node_a, "uplink", lab.kernel, "uplink");
   addr(lab.cont_a, "eth0", std::string(kAddrA) + "/24");
-  lab.cont_a.check("ip link set eth0 mtu 1450 && ethtool -K eth0 tx off tso off gso off");
-  sysctl(lab.node_a, "net.ipv6.conf.c0.disable_ipv6", "1");
-  sysctl(lab.node_a, "net.ipv6.conf.uplink.disable_ipv6", "1");
-  lab.node_a.check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
-  wait_link_running(lab.node_a, "c0");
-  wait_link_running(lab.node_a, "uplink");
+  prepare_container(lab.cont_a);
+  prepare_node(lab.node_a);
   const MacAddress up_a = read_mac(lab.node_a, "uplink");
   const MacAddress up_k = read_mac(lab.kernel, "uplink");
   char neigh[18];
@@ -693,12 +672,8 @@ endpoints:
     veth(node, "uplink", lab.underlay, ports[i]);
     attach(lab.underlay, ports[i], "br0");
     addr(cont, "eth0", std::string(addrs[i]) + "/24");
-    cont.check("ip link set eth0 mtu 1450 && ethtool -K eth0 tx off tso off gso off");
-    sysctl(node, "net.ipv6.conf.c0.disable_ipv6", "1");
-    sysctl(node, "net.ipv6.conf.uplink.disable_ipv6", "1");
-    node.check("ethtool -K c0 gro off; ethtool -K uplink gro off tx off tso off gso off");
-    wait_link_running(node, "c0");
-    wait_link_running(node, "uplink");
+    prepare_container(cont);
+    prepare_node(node);
   }
   const MacAddress up_a = read_mac(lab.node_a, "uplink");
   const MacAddress up_b = read_mac(lab.node_b, "uplink");

@@ -29,25 +29,23 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <variant>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include "tests/common/frames.h"
+#include "tests/common/probes.h"
 #include "tests/common/random_policy.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/flow_table.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 #include "tierwall/dataplane/evaluator.h"
 #include "tierwall/dataplane/nft/backend.h"
 #include "tierwall/dataplane/nft/conntrack.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
 
 namespace tierwall {
@@ -76,11 +74,10 @@ constexpr Millis kDrop{250};
 constexpr std::uint16_t kTcpPorts[] = {80, 443, 5432, 8080, 4000};
 constexpr std::uint16_t kUdpPorts[] = {53, 5000};
 
-enum class Kind : std::uint8_t { kTcp, kUdp, kPing };
-struct Probe {
-  Kind kind = Kind::kTcp;
-  std::uint16_t port = 0;
-};
+using Kind = testkit::ProbeKind;
+using testkit::Probe;
+using testkit::proto_port;
+using testkit::run_probe;
 
 std::vector<Probe> probes() {
   std::vector<Probe> out;
@@ -88,45 +85,6 @@ std::vector<Probe> probes() {
   for (std::uint16_t p : kUdpPorts) out.push_back({Kind::kUdp, p});
   out.push_back({Kind::kPing, 0});
   return out;
-}
-
-std::string describe(Probe p) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return "tcp/" + std::to_string(p.port);
-    case Kind::kUdp:
-      return "udp/" + std::to_string(p.port);
-    case Kind::kPing:
-      return "ping";
-  }
-  return "?";
-}
-
-// What the evaluator sees of a probe's first packet.
-std::pair<std::uint8_t, std::uint16_t> proto_port(Probe p, bool v6) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return {proto::kTcp, p.port};
-    case Kind::kUdp:
-      return {proto::kUdp, p.port};
-    case Kind::kPing:
-      return v6 ? std::pair<std::uint8_t, std::uint16_t>{proto::kIcmpv6, 128}
-                : std::pair<std::uint8_t, std::uint16_t>{proto::kIcmp, 8};
-  }
-  return {0, 0};
-}
-
-Outcome run_probe(const NetNs& from, const std::string& dst, Probe p, Millis timeout,
-                  const std::string& source) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return testsupport::tcp_probe(from, dst, p.port, timeout, source);
-    case Kind::kUdp:
-      return testsupport::udp_probe(from, dst, p.port, timeout, source);
-    case Kind::kPing:
-      return testsupport::ping_probe(from, dst, timeout, source);
-  }
-  return Outcome::kError;
 }
 
 // The first frame of a probe, as it would reach a DPDK port: Ethernet,
@@ -154,12 +112,6 @@ testkit::frames::Bytes first_frame(const std::string& src, const std::string& ds
   }
   if (v6) return f::eth(0x86DD, f::ipv6(protocol, l4, src.c_str(), dst.c_str()));
   return f::eth(0x0800, f::ipv4({.proto = protocol, .src = src.c_str(), .dst = dst.c_str()}, l4));
-}
-
-std::string diag_text(const policy::Diagnostics& d) {
-  std::ostringstream s;
-  d.print(s);
-  return s.str();
 }
 
 // One address a probe can start from or go to.
@@ -252,13 +204,11 @@ TEST_F(NftDifferential, KernelVerdictsEqualTheReferenceEvaluator) {
     SCOPED_TRACE("seed " + std::to_string(seed));
     const auto started = Clock::now();
     const auto gen = testkit::generate_case(seed, kEndpoints);
-    policy::Diagnostics diags;
-    auto pol = policy::parse_policy(gen.policy_yaml, "gen.yaml", diags);
-    auto inv = identity::parse_inventory(gen.inventory_yaml, "inv.yaml", diags);
-    ASSERT_TRUE(pol && inv) << diag_text(diags) << gen.policy_yaml;
-    const dataplane::RuleSet rules =
-        compiler::compile(*pol, *inv, ++generation,
-                          {*Cidr::parse(gen.container_cidr4), *Cidr::parse(gen.container_cidr6)});
+    const auto compiled = testkit::compile_yaml(
+        gen.policy_yaml, gen.inventory_yaml, ++generation,
+        {*Cidr::parse(gen.container_cidr4), *Cidr::parse(gen.container_cidr6)});
+    ASSERT_TRUE(compiled) << gen.policy_yaml;
+    const dataplane::RuleSet& rules = *compiled;
 
     // Apply, then forget every connection of the previous seed: an entry
     // left established would pass a probe with the same tuple unjudged.

@@ -30,6 +30,8 @@
 #include <variant>
 #include <vector>
 
+#include "tests/common/compile.h"
+#include "tests/common/probes.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -43,6 +45,7 @@ namespace {
 
 using dataplane::RuleId;
 using dataplane::nft::NftBackend;
+using testkit::diag_text;
 using testsupport::BridgeLab;
 using testsupport::BridgeLabOptions;
 using testsupport::in_netns;
@@ -111,39 +114,12 @@ spec:
   return p;
 }
 
-enum class Kind : std::uint8_t { kTcp, kUdp, kPing };
-struct Probe {
-  Kind kind = Kind::kTcp;
-  std::uint16_t port = 0;
-};
+using Kind = testkit::ProbeKind;
+using testkit::Probe;
+using testkit::run_probe;
 constexpr Probe tcp(std::uint16_t port) { return {Kind::kTcp, port}; }
 constexpr Probe udp(std::uint16_t port) { return {Kind::kUdp, port}; }
 constexpr Probe ping() { return {Kind::kPing, 0}; }
-
-std::string describe(Probe p) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return "tcp/" + std::to_string(p.port);
-    case Kind::kUdp:
-      return "udp/" + std::to_string(p.port);
-    case Kind::kPing:
-      return "ping";
-  }
-  return "?";
-}
-
-Outcome run_probe(const NetNs& from, const std::string& dst, Probe p, Millis timeout,
-                  const std::string& source) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return testsupport::tcp_probe(from, dst, p.port, timeout, source);
-    case Kind::kUdp:
-      return testsupport::udp_probe(from, dst, p.port, timeout, source);
-    case Kind::kPing:
-      return testsupport::ping_probe(from, dst, timeout, source);
-  }
-  return Outcome::kError;
-}
 
 // One expected outcome.
 struct Expect {
@@ -216,12 +192,6 @@ class NftEnforcement : public ::testing::Test {
     tcp_servers_.clear();
     udp_servers_.clear();
     lab_.reset();
-  }
-
-  static std::string diag_text(const policy::Diagnostics& d) {
-    std::ostringstream s;
-    d.print(s);
-    return s.str();
   }
 
   const BridgeLab::Container& c0() const { return lab_->br0_containers[0]; }

@@ -40,6 +40,8 @@
 #include <variant>
 #include <vector>
 
+#include "tests/common/compile.h"
+#include "tests/common/probes.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -92,56 +94,14 @@ spec:
     - {name: api-to-db, from: {tier: api}, to: {tier: db}, ports: [tcp/8080, udp/6000]}
 )";
 
-std::string diag_text(const policy::Diagnostics& d) {
-  std::ostringstream s;
-  d.print(s);
-  return s.str();
-}
+using testkit::diag_text;
 
 IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
 
-enum class Kind : std::uint8_t { kTcp, kUdp, kPing };
-struct Probe {
-  Kind kind = Kind::kTcp;
-  std::uint16_t port = 0;
-};
-
-std::string describe(Probe p) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return "tcp/" + std::to_string(p.port);
-    case Kind::kUdp:
-      return "udp/" + std::to_string(p.port);
-    case Kind::kPing:
-      return "ping";
-  }
-  return "?";
-}
-
-Outcome run_probe(const NetNs& from, const std::string& dst, Probe p, Millis timeout) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return testsupport::tcp_probe(from, dst, p.port, timeout);
-    case Kind::kUdp:
-      return testsupport::udp_probe(from, dst, p.port, timeout);
-    case Kind::kPing:
-      return testsupport::ping_probe(from, dst, timeout);
-  }
-  return Outcome::kError;
-}
-
-std::pair<std::uint8_t, std::uint16_t> proto_port(Probe p, bool v6) {
-  switch (p.kind) {
-    case Kind::kTcp:
-      return {proto::kTcp, p.port};
-    case Kind::kUdp:
-      return {proto::kUdp, p.port};
-    case Kind::kPing:
-      if (v6) return {proto::kIcmpv6, 128};
-      return {proto::kIcmp, 8};
-  }
-  return {0, 0};
-}
+using Kind = testkit::ProbeKind;
+using testkit::Probe;
+using testkit::proto_port;
+using testkit::run_probe;
 
 // A UDP datagram with SO_MARK set, sent from `ns`; true when the echo
 // server answered within `timeout`.

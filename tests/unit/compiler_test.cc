@@ -7,11 +7,11 @@
 #include <cstdint>
 #include <random>
 #include <set>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -30,16 +30,12 @@ using dataplane::RuleKind;
 using dataplane::SelectorId;
 using dataplane::TierId;
 
-std::string diagnostics_text(const policy::Diagnostics& d) {
-  std::ostringstream out;
-  d.print(out);
-  return out.str();
-}
+using testkit::diag_text;
 
 policy::Policy load(std::string_view text) {
   policy::Diagnostics diags;
   auto p = policy::parse_policy(text, "c.yaml", diags);
-  EXPECT_TRUE(p.has_value()) << diagnostics_text(diags);
+  EXPECT_TRUE(p.has_value()) << diag_text(diags);
   return p.value_or(policy::Policy{});
 }
 

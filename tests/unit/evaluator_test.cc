@@ -8,11 +8,11 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "tests/common/compile.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -287,30 +287,10 @@ endpoints:
 
 enum class Scenario { Main, AuditTier, AuditSpec };
 
-std::string diagnostics_text(const policy::Diagnostics& d) {
-  std::ostringstream out;
-  d.print(out);
-  return out.str();
-}
-
 std::vector<Cidr> cidrs(std::initializer_list<std::string_view> texts) {
   std::vector<Cidr> out;
   for (auto t : texts) out.push_back(*Cidr::parse(t));
   return out;
-}
-
-// Compiles policy + inventory; nullopt (after a test failure naming every
-// diagnostic) when either does not load.
-std::optional<RuleSet> build(std::string_view policy_text, std::string_view inventory_text,
-                             std::vector<Cidr> container_cidrs, const std::string& file) {
-  policy::Diagnostics diags;
-  auto policy = policy::parse_policy(policy_text, file, diags);
-  auto inventory = identity::parse_inventory(inventory_text, "inventory.yaml", diags);
-  if (!policy || !inventory) {
-    ADD_FAILURE() << "fixture does not load:\n" << diagnostics_text(diags);
-    return std::nullopt;
-  }
-  return compiler::compile(*policy, *inventory, 1, std::move(container_cidrs));
 }
 
 const RuleSet* scenario(Scenario s) {
@@ -320,13 +300,16 @@ const RuleSet* scenario(Scenario s) {
     std::optional<RuleSet> rs;
     switch (s) {
       case Scenario::Main:
-        rs = build(kMainPolicy, kMainInventory, cidrs({"10.88.0.0/16", "fd00::/64"}), "main.yaml");
+        rs = testkit::compile_yaml(kMainPolicy, kMainInventory, 1,
+                                   cidrs({"10.88.0.0/16", "fd00::/64"}), "main.yaml");
         break;
       case Scenario::AuditTier:
-        rs = build(kAuditTierPolicy, kAuditInventory, cidrs({"10.89.0.0/16"}), "audit-tier.yaml");
+        rs = testkit::compile_yaml(kAuditTierPolicy, kAuditInventory, 1, cidrs({"10.89.0.0/16"}),
+                                   "audit-tier.yaml");
         break;
       case Scenario::AuditSpec:
-        rs = build(kAuditSpecPolicy, kAuditInventory, cidrs({"10.89.0.0/16"}), "audit-spec.yaml");
+        rs = testkit::compile_yaml(kAuditSpecPolicy, kAuditInventory, 1, cidrs({"10.89.0.0/16"}),
+                                   "audit-spec.yaml");
         break;
     }
     it = cache.emplace(s, std::move(rs)).first;
@@ -783,7 +766,7 @@ TEST(Resolve, SameEndpointForBothAddresses) {
 
 // Without container CIDRs an unknown address is world, never quarantine.
 TEST(Resolve, NoContainerCidrsMeansWorld) {
-  auto rs = build(kMainPolicy, kMainInventory, {}, "main.yaml");
+  auto rs = testkit::compile_yaml(kMainPolicy, kMainInventory, 1, {}, "main.yaml");
   ASSERT_TRUE(rs.has_value());
   EXPECT_EQ(resolve(*rs->endpoints, ip(kUnknown)).entity, PeerMatch::Entity::World);
   // ...so `{}` no longer selects it, and 0.0.0.0/0 does.

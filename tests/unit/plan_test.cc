@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "plan_interpreter.h"
+#include "tests/common/compile.h"
 #include "tests/common/random_policy.h"
 #include <gtest/gtest.h>
 
@@ -21,11 +22,7 @@ namespace {
 using namespace tierwall;
 using dataplane::nft::Hook;
 
-std::string diag_text(const policy::Diagnostics& d) {
-  std::ostringstream s;
-  d.print(s);
-  return s.str();
-}
+using testkit::diag_text;
 
 struct Loaded {
   policy::Policy policy;

@@ -15,6 +15,9 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 
+#include "tierwall/dataplane/dpdk/mac_table.h"
+#include "tierwall/dataplane/dpdk/worker_counters.h"
+
 namespace tierwall::dataplane::dpdk {
 namespace {
 
@@ -45,8 +48,6 @@ enum Counter : std::size_t {
   kCounterCount = kOverlayRefusedBase + kOverlayRefusalCount,
 };
 
-constexpr std::size_t kMacProbes = 16;
-constexpr std::uint64_t kMacValid = std::uint64_t{1} << 63;
 constexpr std::size_t kTxCapacity = 2 * Bridge::kBurst;  // per egress port
 // Flow-table slots looked at for expired flows per iteration (with events).
 constexpr std::size_t kSweepSlots = 64;
@@ -56,19 +57,6 @@ std::uint64_t now_ns() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * kNsPerSecond +
          static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-std::uint64_t mac_key(const std::uint8_t* p) {
-  std::uint64_t k = 0;
-  for (int i = 0; i < 6; ++i) k = (k << 8) | p[i];
-  return k | kMacValid;
-}
-
-std::uint64_t mac_hash(std::uint64_t key) {
-  key ^= key >> 33;
-  key *= 0xff51afd7ed558ccdULL;
-  key ^= key >> 33;
-  return key;
 }
 
 // The flow table counts per flow when connection ends are reported.
@@ -86,16 +74,8 @@ bool is_neighbour_discovery(const PacketInfo& p) {
 }  // namespace
 
 struct Bridge::Impl {
-  struct MacSlot {
-    std::uint64_t key = 0;  // 0: empty
-    std::uint64_t seen_ns = 0;
-    std::uint8_t port = 0;
-  };
-
-  std::vector<MacSlot> macs;
-  std::size_t mac_mask = 0;
-  std::array<std::atomic<std::uint64_t>, kCounterCount> published{};
-  std::array<std::uint64_t, kCounterCount> local{};
+  MacTable<std::uint8_t> macs;  // the port behind a MAC
+  WorkerCounters<kCounterCount> counts;
 
   std::array<std::array<rte_mbuf*, kTxCapacity>, kMaxPorts> txq{};
   std::array<std::uint16_t, kMaxPorts> txn{};
@@ -125,56 +105,26 @@ struct Bridge::Impl {
   std::array<ParseOptions, kMaxPorts> parse{};
 
   void refuse(OverlayRefusal reason) {
-    ++local[kOverlayRefused];
-    ++local[kOverlayRefusedBase + static_cast<std::size_t>(reason)];
+    ++counts[kOverlayRefused];
+    ++counts[kOverlayRefusedBase + static_cast<std::size_t>(reason)];
   }
 
   // Port index of `key`, or -1 (unknown or aged out).
   int lookup(std::uint64_t key, std::uint64_t now, std::uint64_t ageing) const {
-    std::size_t i = mac_hash(key) & mac_mask;
-    for (std::size_t n = 0; n < kMacProbes; ++n, i = (i + 1) & mac_mask) {
-      const MacSlot& s = macs[i];
-      if (s.key == 0) return -1;
-      if (s.key == key) return now - s.seen_ns <= ageing ? s.port : -1;
-    }
-    return -1;
+    const auto port = macs.lookup(key, now, ageing);
+    return port ? *port : -1;
   }
 
   void learn(std::uint64_t key, std::uint8_t port, std::uint64_t now, std::uint64_t ageing) {
-    std::size_t i = mac_hash(key) & mac_mask;
-    MacSlot* reuse = nullptr;
-    for (std::size_t n = 0; n < kMacProbes; ++n, i = (i + 1) & mac_mask) {
-      MacSlot& s = macs[i];
-      if (s.key == key) {
-        if (s.port != port || now - s.seen_ns > ageing) ++local[kLearned];
-        s.port = port;
-        s.seen_ns = now;
-        return;
-      }
-      if (s.key == 0) {
-        if (reuse == nullptr) reuse = &s;
-        break;  // the key is not further along the probe sequence
-      }
-      if (reuse == nullptr && now - s.seen_ns > ageing) reuse = &s;
-    }
-    if (reuse == nullptr) {
-      ++local[kLearnFull];
-      return;
-    }
-    // Reusing an aged slot keeps the probe sequence unbroken (never back to 0).
-    reuse->key = key;
-    reuse->port = port;
-    reuse->seen_ns = now;
-    ++local[kLearned];
-  }
-
-  void publish() {
-    for (std::size_t i = 0; i < kCounterCount; ++i) {
-      if (local[i] != 0) {
-        published[i].store(published[i].load(std::memory_order_relaxed) + local[i],
-                           std::memory_order_relaxed);
-        local[i] = 0;
-      }
+    switch (macs.learn(key, port, now, ageing)) {
+      case MacTable<std::uint8_t>::Learned::Refreshed:
+        break;
+      case MacTable<std::uint8_t>::Learned::Learned:
+        ++counts[kLearned];
+        break;
+      case MacTable<std::uint8_t>::Learned::Full:
+        ++counts[kLearnFull];
+        break;
     }
   }
 };
@@ -188,10 +138,7 @@ Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const Bridg
   if (ports_.empty() || ports_.size() > kMaxPorts) {
     throw std::invalid_argument("Bridge: 1 to 8 ports");
   }
-  std::size_t cap = 16;
-  while (cap < options_.mac_capacity) cap <<= 1;
-  impl_->macs.assign(cap, {});
-  impl_->mac_mask = cap - 1;
+  impl_->macs.reset(options_.mac_capacity);
   if (options_.events != nullptr) {
     impl_->events = std::make_unique<FlowEventEmitter>(*options_.events, options_.event_options);
     flows_.set_end_sink(impl_->events.get());
@@ -248,8 +195,8 @@ std::size_t Bridge::poll_once() {
     if (n == 0) return;
     const std::uint16_t sent = rte_eth_tx_burst(ports_[p]->id(), 0, d.txq[p].data(), n);
     for (std::uint16_t i = sent; i < n; ++i) rte_pktmbuf_free(d.txq[p][i]);
-    d.local[kTx] += sent;
-    d.local[kTxFailed] += static_cast<std::uint64_t>(n - sent);
+    d.counts[kTx] += sent;
+    d.counts[kTxFailed] += static_cast<std::uint64_t>(n - sent);
     d.txn[p] = 0;
   };
   auto enqueue = [&](std::size_t p, rte_mbuf* m) {
@@ -272,11 +219,11 @@ std::size_t Bridge::poll_once() {
     if (hdr == nullptr || write_vxlan_gbp_headers(
                               std::span<std::uint8_t>(hdr, overhead),
                               std::span<const std::uint8_t>(hdr + overhead, inner), params) == 0) {
-      ++d.local[kOverlayEncapFailed];
+      ++d.counts[kOverlayEncapFailed];
       rte_pktmbuf_free(m);
       return;
     }
-    ++d.local[kOverlayEncapsulated];
+    ++d.counts[kOverlayEncapsulated];
     enqueue(port, m);
   };
   // A copy of `m` (which stays untouched) encapsulated to `peer`.
@@ -284,7 +231,7 @@ std::size_t Bridge::poll_once() {
                         std::uint16_t group, std::uint16_t src_port) {
     rte_mbuf* c = rte_pktmbuf_copy(m, ports_[port]->pool(), 0, UINT32_MAX);
     if (c == nullptr) {
-      ++d.local[kOverlayEncapFailed];
+      ++d.counts[kOverlayEncapFailed];
       return;
     }
     encap_send(c, port, peer, group, src_port);
@@ -308,11 +255,11 @@ std::size_t Bridge::poll_once() {
       const auto port = static_cast<std::size_t>(out);
       // Split horizon: what came from the overlay never goes back to it.
       if (port == in || (from_uplink && d.overlay[port] != nullptr)) {
-        ++d.local[kFiltered];
+        ++d.counts[kFiltered];
         rte_pktmbuf_free(m);
         return;
       }
-      ++d.local[kForwarded];
+      ++d.counts[kForwarded];
       if (d.overlay[port] == nullptr) {
         enqueue(port, m);
         return;
@@ -350,7 +297,7 @@ std::size_t Bridge::poll_once() {
       rte_pktmbuf_free(m);
       return;
     }
-    ++d.local[kFlooded];
+    ++d.counts[kFlooded];
     if (uplink_targets) {
       // Head-end replication: copies first, while `m` is not queued yet.
       std::uint16_t group = 0;
@@ -377,8 +324,8 @@ std::size_t Bridge::poll_once() {
     const std::uint16_t n = rte_eth_rx_burst(ports_[in]->id(), 0, d.rx.data(), kBurst);
     if (n == 0) continue;
     total += n;
-    ++d.local[kBursts];
-    d.local[kRx] += n;
+    ++d.counts[kBursts];
+    d.counts[kRx] += n;
     const std::uint64_t now = now_ns();
     const Generation* generation = store_.current();  // one generation per burst
     burst_generation = generation;
@@ -392,9 +339,9 @@ std::size_t Bridge::poll_once() {
       const std::size_t len = rte_pktmbuf_data_len(m);
       PacketInfo& pi = d.info[i];
       pi = parse_packet(std::span<const std::uint8_t>(frame, len), parse);
-      ++d.local[kStatusBase + static_cast<std::size_t>(pi.status)];
+      ++d.counts[kStatusBase + static_cast<std::size_t>(pi.status)];
       if (is_malformed(pi.status)) {
-        ++d.local[kMalformed];
+        ++d.counts[kMalformed];
         rte_pktmbuf_free(m);
         d.rx[i] = nullptr;
         continue;
@@ -410,7 +357,7 @@ std::size_t Bridge::poll_once() {
           d.rx[i] = nullptr;
           continue;
         }
-        ++d.local[kOverlayDecapsulated];
+        ++d.counts[kOverlayDecapsulated];
         rte_pktmbuf_adj(m, pi.inner_l2_offset);
         frame = rte_pktmbuf_mtod(m, const std::uint8_t*);
         if ((frame[6] & 1) == 0 && !pi.has(kFlagGbpDontLearn)) {
@@ -421,19 +368,19 @@ std::size_t Bridge::poll_once() {
       if ((frame[6] & 1) == 0)
         d.learn(mac_key(frame + 6), static_cast<std::uint8_t>(in), now, ageing);
       if (pi.status == ParseStatus::NotIp || is_neighbour_discovery(pi)) {
-        ++d.local[kNonIp];
+        ++d.counts[kNonIp];
         forward(m, in, now);
         d.rx[i] = nullptr;
         continue;
       }
       if (pi.status == ParseStatus::NonFirstFragment) {
-        ++d.local[kFragmentsDropped];
+        ++d.counts[kFragmentsDropped];
         rte_pktmbuf_free(m);
         d.rx[i] = nullptr;
         continue;
       }
       if (generation == nullptr) {
-        ++d.local[kNoGeneration];
+        ++d.counts[kNoGeneration];
         rte_pktmbuf_free(m);
         d.rx[i] = nullptr;
         continue;
@@ -464,7 +411,7 @@ std::size_t Bridge::poll_once() {
             d.events->cut(pi, r.decision, generation->id(), port, now);
           }
         }
-        if (r.tag == TagCheck::ByTag) ++d.local[kOverlayByTag];
+        if (r.tag == TagCheck::ByTag) ++d.counts[kOverlayByTag];
         if (r.tag == TagCheck::Spoofed || r.tag == TagCheck::UnknownTag) {
           d.refuse(r.tag == TagCheck::Spoofed ? OverlayRefusal::Spoofed
                                               : OverlayRefusal::UnknownTag);
@@ -472,18 +419,18 @@ std::size_t Bridge::poll_once() {
           continue;
         }
         if (r.pass()) {
-          ++d.local[kIpAllowed];
+          ++d.counts[kIpAllowed];
           forward(m, in, now, &d.info[d.ip_index[k]]);
         } else {
-          ++d.local[kPolicyDropped];
-          if (r.outcome == FlowOutcome::Cut) ++d.local[kPolicyCut];
+          ++d.counts[kPolicyDropped];
+          if (r.outcome == FlowOutcome::Cut) ++d.counts[kPolicyCut];
           rte_pktmbuf_free(m);
         }
       }
     }
     for (std::size_t p = 0; p < nports; ++p) flush(p);
   }
-  d.publish();
+  d.counts.publish();
   if (d.events) {
     const std::uint64_t now = now_ns();
     flows_.sweep(now, kSweepSlots);
@@ -514,9 +461,7 @@ FlowEventCounters Bridge::event_counters() const {
 }
 
 BridgeCounters Bridge::counters() const {
-  const auto get = [this](std::size_t i) {
-    return impl_->published[i].load(std::memory_order_relaxed);
-  };
+  const auto get = [this](std::size_t i) { return impl_->counts.published(i); };
   BridgeCounters c;
   c.rx = get(kRx);
   c.tx = get(kTx);

@@ -81,24 +81,24 @@ FlowEventRecord FlowEventEmitter::make(const PacketInfo& p, const FastDecision& 
 
 void FlowEventEmitter::emit(const FlowEventRecord& e) {
   if (sink_.push(e)) {
-    ++local_[kEvents];
-    local_[kPackets] += e.count;
+    ++counts_[kEvents];
+    counts_[kPackets] += e.count;
     switch (e.type) {
       case FlowEventType::Start:
-        ++local_[kStarts];
+        ++counts_[kStarts];
         break;
       case FlowEventType::Deny:
-        ++local_[kDenies];
+        ++counts_[kDenies];
         break;
       case FlowEventType::Cut:
-        ++local_[kCuts];
+        ++counts_[kCuts];
         break;
       case FlowEventType::End:
-        ++local_[kEnds];
+        ++counts_[kEnds];
         break;
     }
   } else {
-    local_[kLost] += e.count;
+    counts_[kLost] += e.count;
   }
 }
 
@@ -114,7 +114,7 @@ void FlowEventEmitter::emit_deny(const FlowEventRecord& e, std::uint64_t now_ns)
     }
   }
   if (tokens_ == 0) {
-    local_[kRateLimited] += e.count;
+    counts_[kRateLimited] += e.count;
     return;
   }
   --tokens_;
@@ -166,7 +166,7 @@ void FlowEventEmitter::deny(const PacketInfo& p, const FastDecision& d, std::uin
   if (s.used && same_fold(s.event, s.decision_port, e, decision_port) &&
       now_ns - s.event.time_ns < options_.fold_window_ns && s.event.count != UINT32_MAX) {
     ++s.event.count;
-    ++local_[kFolded];
+    ++counts_[kFolded];
     return;
   }
   if (s.used) emit_deny(s.event, now_ns);
@@ -194,17 +194,10 @@ void FlowEventEmitter::flush() {
   }
 }
 
-void FlowEventEmitter::publish() {
-  for (std::size_t i = 0; i < kCount; ++i) {
-    if (local_[i] == 0) continue;
-    published_[i].store(published_[i].load(std::memory_order_relaxed) + local_[i],
-                        std::memory_order_relaxed);
-    local_[i] = 0;
-  }
-}
+void FlowEventEmitter::publish() { counts_.publish(); }
 
 FlowEventCounters FlowEventEmitter::counters() const {
-  const auto get = [this](std::size_t i) { return published_[i].load(std::memory_order_relaxed); };
+  const auto get = [this](std::size_t i) { return counts_.published(i); };
   FlowEventCounters c;
   c.events = get(kEvents);
   c.starts = get(kStarts);

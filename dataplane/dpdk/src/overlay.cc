@@ -1,6 +1,6 @@
 // See overlay.h. The peer table is a power-of-two open-addressing array of
 // peer indexes (load <= 1/4) keyed by the VTEP address; the learning table
-// mirrors the Bridge's (16 probes, aged slots reused, never emptied).
+// is the Bridge's MacTable (mac_table.h).
 #include "tierwall/dataplane/dpdk/overlay.h"
 
 #include <cstring>
@@ -9,15 +9,7 @@
 namespace tierwall::dataplane::dpdk {
 namespace {
 
-constexpr std::size_t kMacProbes = 16;
-constexpr std::uint64_t kMacValid = std::uint64_t{1} << 63;
 constexpr std::size_t kEthHeader = 14;
-
-std::uint64_t mac_key(const std::uint8_t* p) {
-  std::uint64_t k = 0;
-  for (int i = 0; i < 6; ++i) k = (k << 8) | p[i];
-  return k | kMacValid;
-}
 
 std::uint64_t mix(std::uint64_t x) {
   x ^= x >> 33;
@@ -142,10 +134,7 @@ std::unique_ptr<Overlay> Overlay::create(const OverlayConfig& config, std::strin
     while (o->peer_index_[s] >= 0) s = (s + 1) & o->peer_mask_;
     o->peer_index_[s] = static_cast<std::int16_t>(i);
   }
-  cap = 16;
-  while (cap < config.mac_capacity) cap <<= 1;
-  o->macs_.assign(cap, {});
-  o->mac_mask_ = cap - 1;
+  o->macs_.reset(config.mac_capacity);
   return o;
 }
 
@@ -187,37 +176,13 @@ OverlayIngress Overlay::check_ingress(std::span<const std::uint8_t> frame,
 }
 
 bool Overlay::learn(const std::uint8_t* mac, std::uint16_t peer, std::uint64_t now_ns) {
-  const std::uint64_t key = mac_key(mac);
-  const std::uint64_t ageing = config_.mac_ageing_ns;
-  std::size_t i = mix(key) & mac_mask_;
-  MacSlot* reuse = nullptr;
-  for (std::size_t n = 0; n < kMacProbes; ++n, i = (i + 1) & mac_mask_) {
-    MacSlot& s = macs_[i];
-    if (s.key == key) {
-      s.peer = peer;
-      s.seen_ns = now_ns;
-      return true;
-    }
-    if (s.key == 0) {
-      if (reuse == nullptr) reuse = &s;
-      break;
-    }
-    if (reuse == nullptr && now_ns - s.seen_ns > ageing) reuse = &s;
-  }
-  if (reuse == nullptr) return false;
-  *reuse = MacSlot{key, now_ns, peer};
-  return true;
+  return macs_.learn(mac_key(mac), peer, now_ns, config_.mac_ageing_ns) !=
+         MacTable<std::uint16_t>::Learned::Full;
 }
 
 int Overlay::lookup(const std::uint8_t* mac, std::uint64_t now_ns) const {
-  const std::uint64_t key = mac_key(mac);
-  std::size_t i = mix(key) & mac_mask_;
-  for (std::size_t n = 0; n < kMacProbes; ++n, i = (i + 1) & mac_mask_) {
-    const MacSlot& s = macs_[i];
-    if (s.key == 0) return kNoPeer;
-    if (s.key == key) return now_ns - s.seen_ns <= config_.mac_ageing_ns ? s.peer : kNoPeer;
-  }
-  return kNoPeer;
+  const auto peer = macs_.lookup(mac_key(mac), now_ns, config_.mac_ageing_ns);
+  return peer ? *peer : kNoPeer;
 }
 
 VxlanGbpParams Overlay::encap_params(std::uint16_t peer, std::uint16_t group,

@@ -79,18 +79,18 @@ bool deny_is_audited(const CompiledPolicy& policy, const ResolvedPeer& src,
   return any_endpoint || policy.mode == Mode::Audit;
 }
 
-Decision decide(const CompiledPolicy& policy, const ResolvedPeer& src, const ResolvedPeer& dst,
-                std::uint8_t protocol, std::uint16_t port) {
+namespace {
+
+// Steps 3 to 6 of the evaluation order, shared by decide and decide_tagged:
+// `matches(rule, is_deny)` says whether a rule applies to the packet.
+template <typename Matches>
+Decision decide_by_rules(const CompiledPolicy& policy, const ResolvedPeer& src,
+                         const ResolvedPeer& dst, const Matches& matches) {
   using E = PeerMatch::Entity;
-  // 2. Self.
-  if (src.entity == E::Endpoint && dst.entity == E::Endpoint && src.endpoint == dst.endpoint &&
-      src.endpoint != kUnknownEndpoint) {
-    return Decision{Verdict::Allow, RuleKind::Self, nullptr};
-  }
   // 3. Enforced guardrails; remember the first staged one that matches.
   const Rule* staged = nullptr;
   for (const Rule& r : policy.denies) {
-    if (!rule_matches(r, src, dst, protocol, port)) continue;
+    if (!matches(r, true)) continue;
     if (r.staged) {
       if (staged == nullptr) staged = &r;
       continue;
@@ -102,7 +102,7 @@ Decision decide(const CompiledPolicy& policy, const ResolvedPeer& src, const Res
   Decision allow{Verdict::Deny, RuleKind::DefaultDeny, nullptr};
   bool allowed = false;
   for (const Rule& r : policy.flows) {
-    if (rule_matches(r, src, dst, protocol, port)) {
+    if (matches(r, false)) {
       allow = Decision{Verdict::Allow, RuleKind::Flow, &r};
       allowed = true;
       break;
@@ -120,6 +120,21 @@ Decision decide(const CompiledPolicy& policy, const ResolvedPeer& src, const Res
   // 6. Default deny.
   const Verdict v = deny_is_audited(policy, src, dst) ? Verdict::Audit : Verdict::Deny;
   return Decision{v, RuleKind::DefaultDeny, nullptr};
+}
+
+}  // namespace
+
+Decision decide(const CompiledPolicy& policy, const ResolvedPeer& src, const ResolvedPeer& dst,
+                std::uint8_t protocol, std::uint16_t port) {
+  using E = PeerMatch::Entity;
+  // 2. Self.
+  if (src.entity == E::Endpoint && dst.entity == E::Endpoint && src.endpoint == dst.endpoint &&
+      src.endpoint != kUnknownEndpoint) {
+    return Decision{Verdict::Allow, RuleKind::Self, nullptr};
+  }
+  return decide_by_rules(policy, src, dst, [&](const Rule& r, bool /*is_deny*/) {
+    return rule_matches(r, src, dst, protocol, port);
+  });
 }
 
 Decision decide(const RuleSet& rules, const Connection& c) {
@@ -150,40 +165,12 @@ bool tagged_rule_matches(const Rule& rule, TierId tier, const ResolvedPeer& dst,
 
 Decision decide_tagged(const CompiledPolicy& policy, TierId tier, const ResolvedPeer& dst,
                        std::uint8_t protocol, std::uint16_t port) {
-  using E = PeerMatch::Entity;
   ResolvedPeer src;
-  src.entity = E::Endpoint;
+  src.entity = PeerMatch::Entity::Endpoint;
   src.tier = tier;
-  const Rule* staged = nullptr;
-  for (const Rule& r : policy.denies) {
-    if (!tagged_rule_matches(r, tier, dst, true, protocol, port)) continue;
-    if (r.staged) {
-      if (staged == nullptr) staged = &r;
-      continue;
-    }
-    const Verdict v = deny_is_audited(policy, src, dst) ? Verdict::Audit : Verdict::Deny;
-    return Decision{v, RuleKind::Deny, &r};
-  }
-  Decision allow{Verdict::Deny, RuleKind::DefaultDeny, nullptr};
-  bool allowed = false;
-  for (const Rule& r : policy.flows) {
-    if (tagged_rule_matches(r, tier, dst, false, protocol, port)) {
-      allow = Decision{Verdict::Allow, RuleKind::Flow, &r};
-      allowed = true;
-      break;
-    }
-  }
-  if (!allowed && policy.intra_tier_allow && dst.entity == E::Endpoint && dst.tier == tier &&
-      policy.tiers[tier].declared) {
-    allow = Decision{Verdict::Allow, RuleKind::IntraTier, nullptr};
-    allowed = true;
-  }
-  if (allowed) {
-    if (staged != nullptr) return Decision{Verdict::Audit, RuleKind::Deny, staged};
-    return allow;
-  }
-  const Verdict v = deny_is_audited(policy, src, dst) ? Verdict::Audit : Verdict::Deny;
-  return Decision{v, RuleKind::DefaultDeny, nullptr};
+  return decide_by_rules(policy, src, dst, [&](const Rule& r, bool is_deny) {
+    return tagged_rule_matches(r, tier, dst, is_deny, protocol, port);
+  });
 }
 
 }  // namespace tierwall::dataplane

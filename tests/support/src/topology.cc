@@ -95,6 +95,14 @@ std::string read_sysctl(const NetNs& ns, const std::string& key) {
   return out;
 }
 
+void af_packet_link(NetNs& host, const std::string& cidr, NetNs& sw, const std::string& port_dev) {
+  veth(host, "eth0", sw, port_dev);
+  addr(host, "eth0", cidr);
+  host.check("ethtool -K eth0 tx off tso off gso off");
+  sw.check("ethtool -K " + port_dev + " gro off");
+  wait_link_running(sw, port_dev);
+}
+
 void wait_link_running(const NetNs& ns, const std::string& dev, Millis timeout) {
   check_ifname(dev);
   const short flags = in_netns(ns, [&]() -> short {

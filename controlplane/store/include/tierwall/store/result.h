@@ -6,7 +6,8 @@
 #include <cstdint>
 #include <string>
 #include <utility>
-#include <variant>
+
+#include "tierwall/common/result.h"
 
 namespace tierwall::store {
 
@@ -43,31 +44,9 @@ struct Error {
 // "unavailable", "tls", ... for logs and JSON output.
 [[nodiscard]] const char* to_string(Error::Kind kind);
 
-// A value or the Error that prevented it. Test with ok().
+// A value or the Error that prevented it (common/result.h).
 template <typename T>
-class [[nodiscard]] Result {
- public:
-  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
-  Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {}  // NOLINT
-
-  [[nodiscard]] bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-
-  // Precondition: ok().
-  [[nodiscard]] T& value() & { return std::get<0>(v_); }
-  [[nodiscard]] const T& value() const& { return std::get<0>(v_); }
-  [[nodiscard]] T&& value() && { return std::get<0>(std::move(v_)); }
-  T* operator->() { return &std::get<0>(v_); }
-  const T* operator->() const { return &std::get<0>(v_); }
-  T& operator*() { return std::get<0>(v_); }
-  const T& operator*() const { return std::get<0>(v_); }
-
-  // Precondition: !ok().
-  [[nodiscard]] const Error& error() const { return std::get<1>(v_); }
-
- private:
-  std::variant<T, Error> v_;
-};
+using Result = common::Result<T, Error>;
 
 // For operations that return nothing but may fail.
 struct Done {};

@@ -189,6 +189,13 @@ void sysctl(NetNs& ns, const std::string& key, const std::string& value);
 std::string read_sysctl(const NetNs& ns, const std::string& key);
 // Waits until `dev` is up with carrier (IFF_RUNNING).
 void wait_link_running(const NetNs& ns, const std::string& dev, Millis timeout = Millis{3000});
+// Links `host`'s eth0, with the address `cidr`, to `port_dev` in `sw`, for
+// a DPDK af_packet port on `port_dev`. Checksums must be complete in the
+// frames af_packet captures: with TX checksum offload the kernel hands over
+// CHECKSUM_PARTIAL packets, which the other side drops once re-sent. TSO/GSO
+// off on eth0 and GRO off on `port_dev` keep every frame within the MTU
+// (af_packet frames are 2048 bytes). Returns once `port_dev` is running.
+void af_packet_link(NetNs& host, const std::string& cidr, NetNs& sw, const std::string& port_dev);
 
 // ---------------------------------------------------------------------------
 // Probes. Addresses are numeric IPv4 or IPv6 literals ("fe80::1%eth0" for

@@ -45,6 +45,7 @@
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/flow_table.h"
 #include "tierwall/dataplane/dpdk/parser.h"
+#include "tierwall/dataplane/dpdk/worker_counters.h"
 #include "tierwall/dataplane/ruleset.h"
 
 namespace tierwall::dataplane::dpdk {
@@ -164,8 +165,7 @@ class FlowEventEmitter final : public FlowEndSink {
   std::uint64_t next_scan_ns_ = 0;
   std::uint64_t tokens_ = 0;  // deny events allowed now, refilled with time
   std::uint64_t refilled_ns_ = 0;
-  std::array<std::uint64_t, kCount> local_{};
-  std::array<std::atomic<std::uint64_t>, kCount> published_{};
+  WorkerCounters<kCount> counts_;
 };
 
 }  // namespace tierwall::dataplane::dpdk

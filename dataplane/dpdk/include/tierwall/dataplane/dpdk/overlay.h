@@ -42,6 +42,7 @@
 #include "tierwall/dataplane/address.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/encap.h"
+#include "tierwall/dataplane/dpdk/mac_table.h"
 #include "tierwall/dataplane/dpdk/parser.h"
 #include "tierwall/dataplane/ruleset.h"
 
@@ -169,16 +170,10 @@ class Overlay {
 
  private:
   explicit Overlay(OverlayConfig config);
-  struct MacSlot {
-    std::uint64_t key = 0;  // 0: empty
-    std::uint64_t seen_ns = 0;
-    std::uint16_t peer = 0;
-  };
   OverlayConfig config_;
   std::vector<std::int16_t> peer_index_;  // open addressing over peer VTEPs
   std::size_t peer_mask_ = 0;
-  std::vector<MacSlot> macs_;
-  std::size_t mac_mask_ = 0;
+  MacTable<std::uint16_t> macs_;  // the peer behind a MAC
 };
 
 }  // namespace tierwall::dataplane::dpdk
