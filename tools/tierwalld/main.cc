@@ -95,7 +95,9 @@ int main(int argc, char** argv) {
       "tierwalld — the tierwall node agent: enforces a segmentation policy in this node's\n"
       "kernel (nftables). Without --once or --flush it runs until SIGTERM/SIGINT, following\n"
       "its identity sources and policy files (SIGHUP reloads them); stopping leaves the\n"
-      "rules enforced. Exit codes: 0 success, 1 invalid policy or configuration, 2 usage\n"
+      "rules enforced. With --store it joins a cluster: the policy comes from etcd, this\n"
+      "node's endpoints are published there and other nodes' endpoints enforced here.\n"
+      "Exit codes: 0 success, 1 invalid policy or configuration, 2 usage\n"
       "error, 3 the kernel could not be reached or rejected the ruleset.",
       "tierwalld"};
   agent::OnceOptions options;
@@ -124,6 +126,11 @@ int main(int argc, char** argv) {
   app.add_option("--flow-log-key", flags.flow_log_key,
                  "the flow log's Ed25519 signing key (created when missing; default " +
                      std::string(agent::kDefaultFlowLogKey) + ")");
+  app.add_option("--store", flags.store,
+                 "cluster mode: etcd client URLs (URL[,URL...]); the policy then comes from the "
+                 "store (no --policy), and this node's endpoints are published there");
+  app.add_option("--cluster", flags.cluster,
+                 "cluster name in the store: keys under /tierwall/NAME/ (default 'default')");
   auto* log_group =
       app.add_option("--log-group", options.log_group, "NFLOG group for deny/audit/logged flows");
   auto* table = app.add_option("--table", options.table, "name of tierwall's inet table");
@@ -162,8 +169,8 @@ int main(int argc, char** argv) {
   }
   std::optional<agent::AgentConfig> config;
   if (!config_path.empty() || !once) {
-    if (config_path.empty() && options.policy.empty()) {
-      std::cerr << "tierwalld: --policy is required\n";
+    if (config_path.empty() && options.policy.empty() && !flags.store) {
+      std::cerr << "tierwalld: --policy (or --store) is required\n";
       return 2;
     }
     int exit_code = 0;
@@ -171,6 +178,11 @@ int main(int argc, char** argv) {
     if (!config) return exit_code;
     if (table->count() > 0) config->nft.table = options.table;
     if (log_group->count() > 0) config->nft.log_group = options.log_group;
+  }
+  if (once && config && config->cluster_mode()) {
+    std::cerr
+        << "tierwalld: --once applies local policy files; it does not follow a cluster store\n";
+    return 2;
   }
   if (!config && options.policy.empty()) {
     std::cerr << "tierwalld: --policy is required\n";
