@@ -244,6 +244,7 @@ void ClusterSource::endpoints_loop() {
   const std::string prefix = layout_.endpoints_prefix();
   unsigned failures = 0;
   bool need_list = true;
+  bool resuming = false;  // after a broken watch, before it is known to answer again
   bool listed = false;
   std::int64_t revision = 0;
   while (!stop_) {
@@ -274,6 +275,28 @@ void ClusterSource::endpoints_loop() {
       revision = range->revision;
       succeeded(kEndpointsLoop, revision);
       if (callbacks_.on_snapshot) callbacks_.on_snapshot(std::move(snapshot));
+    } else if (resuming) {
+      // A watch reports nothing until an event arrives: a count at the
+      // revision to resume from tells that etcd answers again (and that the
+      // revision is still there; compacted: list again).
+      store::RangeRequest q;
+      q.key = prefix;
+      q.range_end = store::prefix_end(prefix);
+      q.revision = revision;
+      q.count_only = true;
+      auto r = client.range(q);
+      if (!r) {
+        if (r.error().kind == store::Error::Kind::Compacted) {
+          need_list = true;
+          continue;
+        }
+        failed(kEndpointsLoop, r.error());
+        if (!pause(backoff(options_.retry_min, options_.retry_max, ++failures))) break;
+        continue;
+      }
+      failures = 0;
+      resuming = false;
+      succeeded(kEndpointsLoop, r->revision);
     }
     store::WatchRequest w;
     w.key = prefix;
@@ -307,6 +330,7 @@ void ClusterSource::endpoints_loop() {
     if (!end) {
       // Resume from the last revision seen; a compacted one lists again.
       failed(kEndpointsLoop, end.error());
+      resuming = true;
       {
         std::lock_guard lock(mu_);
         ++status_.watch_restarts;
