@@ -16,7 +16,8 @@
 //     node, and every cross-node connection is allowed or denied exactly as
 //     the reference evaluator says (both nodes' tier sets hold both ends);
 //   - policy updates reach every node (publish -> applied, p50/p99 printed);
-//   - a killed etcd member leaves everything working;
+//   - a killed etcd member leaves everything working, and so does a frozen
+//     one (the member the agents' watches are on stops answering);
 //   - the whole etcd cluster stopped: enforcement intact, every agent says
 //     disconnected; a new endpoint on one node while etcd is down reaches
 //     the others after etcd returns;
@@ -269,12 +270,12 @@ class ClusterLab {
   }
 
   // The policy files in `dir`, published with tierctl through the hub.
-  [[nodiscard]] json publish(const std::string& text) const {
+  [[nodiscard]] json publish(const std::string& text, const std::string& store = {}) const {
     const fs::path pdir = dir_ / "policy";
     fs::create_directories(pdir);
     write_file(pdir / "policy.yaml", text);
-    auto r = hub.run(kTierctl + " apply " + pdir.string() + " --store " + etcd->endpoints() +
-                     " --author test -o json");
+    auto r = hub.run(kTierctl + " apply " + pdir.string() + " --store " +
+                     (store.empty() ? etcd->endpoints() : store) + " --author test -o json");
     EXPECT_TRUE(r.ok()) << r.out << r.err;
     try {
       return json::parse(r.out);
@@ -495,6 +496,44 @@ TEST_F(ClusterAgents, ThreeNodesFollowOneClusterThroughEtcdFailures) {
             Outcome::kOk);
   ASSERT_NO_THROW(lab.etcd->restart(0));
 
+  // 3b. The member node-0's watches are on stops answering (frozen: its
+  // connections stay open, nothing arrives). A publish through the other
+  // two reaches every node all the same.
+  const std::string watched = lab.status(*lab.nodes[0])["cluster"]["watching"].value("policy", "");
+  const auto urls = lab.etcd->client_urls();
+  const auto frozen_it = std::find(urls.begin(), urls.end(), watched);
+  ASSERT_NE(frozen_it, urls.end()) << "node-0 watches " << watched;
+  const int frozen = static_cast<int>(frozen_it - urls.begin());
+  std::string others;
+  for (const auto& u : urls) {
+    if (u != watched) others += (others.empty() ? "" : ",") + u;
+  }
+  lab.etcd->pause(frozen);
+  // Every publish below is new (a digest seen before would find its old
+  // policy-applied line).
+  policy = policy_text(
+      kWebToDb + "    - {name: frozen, from: {tier: web}, to: {tier: api}, ports: [tcp/7001]}\n");
+  const auto frozen_t0 = Clock::now();
+  const std::string d4 = lab.publish(policy, others).value("digest", "");
+  ASSERT_FALSE(d4.empty());
+  for (auto& n : lab.nodes) {
+    EXPECT_TRUE(wait_until([&] { return applied_at(*n, d4).has_value(); }, Millis{30'000}))
+        << n->name << " did not follow a publish with the member it watched frozen";
+  }
+  std::cout
+      << "member " << frozen << " frozen under node-0's watches: the publish reached every "
+      << "node within "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - frozen_t0).count()
+      << " ms\n";
+  EXPECT_GE(lab.status(*lab.nodes[0])["cluster"].value("unresponsiveWatches", 0), 1);
+  lab.etcd->resume(frozen);
+  policy =
+      policy_text("    - {name: thawed, from: {tier: web}, to: {tier: api}, ports: [tcp/7002]}\n");
+  const std::string d5 = lab.publish(policy).value("digest", "");
+  for (auto& n : lab.nodes) {
+    ASSERT_TRUE(wait_until([&] { return applied_at(*n, d5).has_value(); }, Millis{15'000}));
+  }
+
   // 4. The whole etcd cluster down: enforcement intact, status says so.
   for (int i = 0; i < 3; ++i) lab.etcd->kill(i);
   for (auto& n : lab.nodes) {
@@ -508,7 +547,7 @@ TEST_F(ClusterAgents, ThreeNodesFollowOneClusterThroughEtcdFailures) {
     const json st = lab.status(*n);
     EXPECT_FALSE(st["cluster"].value("lastError", "").empty()) << st.dump();
     EXPECT_EQ(st["cluster"].value("remoteEndpoints", 0), 4) << "remote endpoints were dropped";
-    EXPECT_EQ(st["policy"].value("digest", ""), d3);
+    EXPECT_EQ(st["policy"].value("digest", ""), d5);
   }
   check_matrix(lab, policy, "etcd down");
   // A new container on node-1 while etcd is down.

@@ -291,7 +291,9 @@ std::string status_json(const AgentState& state) {
             {"relists", cs.relists},
             {"leaseGrants", cs.lease_grants},
             {"leaseRenewals", cs.lease_renewals},
-            {"errors", cs.errors}};
+            {"errors", cs.errors},
+            {"unresponsiveWatches", cs.unresponsive},
+            {"watching", {{"policy", cs.policy_watch}, {"endpoints", cs.endpoints_watch}}}};
     if (!c.rejected.empty()) cj["policyRejected"] = c.rejected;
     j["cluster"] = std::move(cj);
   }

@@ -183,6 +183,9 @@ std::string render_metrics(const ReconcilerStatus& st, const ExtraCounters& extr
     o << "tierwall_cluster_lease_grants_total " << c.lease_grants << "\n";
     header(o, "tierwall_cluster_lease_renewals_total", "counter", "Successful lease keepalives.");
     o << "tierwall_cluster_lease_renewals_total " << c.lease_renewals << "\n";
+    header(o, "tierwall_cluster_unresponsive_watches_total", "counter",
+           "Watches ended because their etcd member stopped answering (moved to another one).");
+    o << "tierwall_cluster_unresponsive_watches_total " << c.unresponsive << "\n";
     header(o, "tierwall_cluster_errors_total", "counter", "Failed requests to the store.");
     o << "tierwall_cluster_errors_total " << c.errors << "\n";
   }

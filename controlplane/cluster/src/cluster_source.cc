@@ -37,6 +37,12 @@ LocalDiff diff_local(const std::map<std::string, std::string>& published,
   return d;
 }
 
+std::vector<std::string> demote(std::vector<std::string> endpoints, const std::string& suspect) {
+  auto it = std::find(endpoints.begin(), endpoints.end(), suspect);
+  if (it != endpoints.end()) std::rotate(it, it + 1, endpoints.end());
+  return endpoints;
+}
+
 std::chrono::milliseconds backoff(std::chrono::milliseconds min, std::chrono::milliseconds max,
                                   unsigned failures) {
   if (failures <= 1) return std::min(min, max);
@@ -56,12 +62,14 @@ void ClusterSource::start() {
   threads_.emplace_back([this] { policy_loop(); });
   threads_.emplace_back([this] { endpoints_loop(); });
   threads_.emplace_back([this] { lease_loop(); });
+  threads_.emplace_back([this] { watchdog_loop(); });
 }
 
 void ClusterSource::stop() {
   {
     std::lock_guard lock(mu_);
     stop_ = true;
+    for (auto& w : watch_stop_) w = true;
   }
   wake_.notify_all();
   for (auto& t : threads_) {
@@ -103,6 +111,67 @@ bool ClusterSource::pause(std::chrono::milliseconds d) {
   return !wake_.wait_for(lock, d, [this] { return stop_.load(); });
 }
 
+void ClusterSource::watching(Loop loop, const std::string& endpoint) {
+  std::lock_guard lock(mu_);
+  watch_endpoint_[loop] = endpoint;
+  (loop == kPolicyLoop ? status_.policy_watch : status_.endpoints_watch) = endpoint;
+  watch_stop_[loop] = stop_.load();
+}
+
+bool ClusterSource::watch_done(Loop loop) {
+  std::lock_guard lock(mu_);
+  watch_endpoint_[loop].clear();
+  (loop == kPolicyLoop ? status_.policy_watch : status_.endpoints_watch).clear();
+  return watch_stop_[loop].exchange(false) && !stop_;
+}
+
+void ClusterSource::watchdog_loop() {
+  // One client per member, each knowing only that member: a probe must
+  // not fail over to another one.
+  std::map<std::string, std::unique_ptr<store::EtcdClient>> probes;
+  std::array<unsigned, 2> misses{};
+  while (pause(options_.probe_interval)) {
+    for (const Loop loop : {kPolicyLoop, kEndpointsLoop}) {
+      std::string endpoint;
+      {
+        std::lock_guard lock(mu_);
+        endpoint = watch_endpoint_[loop];
+      }
+      if (endpoint.empty()) {
+        misses[loop] = 0;
+        continue;
+      }
+      auto& probe = probes[endpoint];
+      if (!probe) {
+        store::ClientOptions o = options_.client;
+        o.endpoints = {endpoint};
+        o.request_timeout = options_.probe_timeout;
+        o.connect_timeout = std::min(o.connect_timeout, options_.probe_timeout);
+        probe = std::make_unique<store::EtcdClient>(std::move(o));
+      }
+      store::RangeRequest q;
+      q.key = layout_.policy_meta();
+      q.count_only = true;
+      auto r = probe->range(q);
+      if (r) {
+        misses[loop] = 0;
+        continue;
+      }
+      if (r.error().kind != store::Error::Kind::Unavailable || ++misses[loop] < 2) continue;
+      misses[loop] = 0;
+      store::Error e = r.error();
+      e.message =
+          "the watch on " + endpoint + " gets no answers; watching elsewhere (" + e.message + ")";
+      failed(loop, e);
+      std::lock_guard lock(mu_);
+      if (watch_endpoint_[loop] == endpoint) {
+        watch_stop_[loop] = true;
+        ++status_.unresponsive;
+      }
+    }
+  }
+}
+
 void ClusterSource::succeeded(Loop loop, std::int64_t revision) {
   bool changed = false;
   {
@@ -137,7 +206,7 @@ void ClusterSource::failed(Loop loop, const store::Error& error) {
 }
 
 void ClusterSource::policy_loop() {
-  store::EtcdClient client(options_.client);
+  auto client_ptr = std::make_unique<store::EtcdClient>(options_.client);
   const std::string prefix = layout_.policy_prefix();
   const std::string meta_key = layout_.policy_meta();
   std::string delivered;  // digest of the last delivered policy
@@ -145,6 +214,7 @@ void ClusterSource::policy_loop() {
   bool listed = false;
   bool counted_relist = false;  // this listing repeats one for a failure or compaction
   while (!stop_) {
+    store::EtcdClient& client = *client_ptr;
     auto range = client.get_prefix(prefix);
     if (!range) {
       failed(kPolicyLoop, range.error());
@@ -211,6 +281,8 @@ void ClusterSource::policy_loop() {
     w.range_end = store::prefix_end(prefix);
     w.start_revision = range->revision + 1;
     bool meta_changed = false;
+    const std::string watched = client.current_endpoint();
+    watching(kPolicyLoop, watched);
     auto end = client.watch(
         w,
         [&](const store::WatchResponse& r) {
@@ -220,7 +292,15 @@ void ClusterSource::policy_loop() {
           }
           return !meta_changed && !stop_;
         },
-        &stop_);
+        &watch_stop_[kPolicyLoop]);
+    if (watch_done(kPolicyLoop)) {
+      // The member stopped answering: try the others first from now on.
+      store::ClientOptions o = client.options();
+      o.endpoints = demote(std::move(o.endpoints), watched);
+      client_ptr = std::make_unique<store::EtcdClient>(std::move(o));
+      counted_relist = true;
+      continue;
+    }
     if (stop_) break;
     if (!end) {
       failed(kPolicyLoop, end.error());
@@ -240,7 +320,7 @@ void ClusterSource::policy_loop() {
 }
 
 void ClusterSource::endpoints_loop() {
-  store::EtcdClient client(options_.client);
+  auto client_ptr = std::make_unique<store::EtcdClient>(options_.client);
   const std::string prefix = layout_.endpoints_prefix();
   unsigned failures = 0;
   bool need_list = true;
@@ -248,6 +328,7 @@ void ClusterSource::endpoints_loop() {
   bool listed = false;
   std::int64_t revision = 0;
   while (!stop_) {
+    store::EtcdClient& client = *client_ptr;
     if (need_list) {
       auto range = client.get_prefix(prefix);
       if (!range) {
@@ -302,6 +383,8 @@ void ClusterSource::endpoints_loop() {
     w.key = prefix;
     w.range_end = store::prefix_end(prefix);
     w.start_revision = revision + 1;
+    const std::string watched = client.current_endpoint();
+    watching(kEndpointsLoop, watched);
     auto end = client.watch(
         w,
         [&](const store::WatchResponse& r) {
@@ -325,7 +408,16 @@ void ClusterSource::endpoints_loop() {
           succeeded(kEndpointsLoop, revision);
           return !stop_.load();
         },
-        &stop_);
+        &watch_stop_[kEndpointsLoop]);
+    if (watch_done(kEndpointsLoop)) {
+      store::ClientOptions o = client.options();
+      o.endpoints = demote(std::move(o.endpoints), watched);
+      client_ptr = std::make_unique<store::EtcdClient>(std::move(o));
+      resuming = true;
+      std::lock_guard lock(mu_);
+      ++status_.watch_restarts;
+      continue;
+    }
     if (stop_) break;
     if (!end) {
       // Resume from the last revision seen; a compacted one lists again.

@@ -21,13 +21,18 @@
 //     the differences when set_local_endpoints()/set_enforced() change
 //     them. A lease etcd no longer knows (it expired while etcd was cut
 //     off) is granted again and everything re-written.
+//   - A watch on a member that stops answering (frozen, partitioned: the
+//     connection stays open, nothing arrives) is noticed by a watchdog
+//     thread that asks that member for a count every `probe_interval`;
+//     when it does not answer within `probe_timeout`, the watch is ended
+//     and started again on the other members (that member tried last).
 //   - An error is never "empty": while etcd cannot be reached nothing is
 //     delivered (no empty snapshot, no removal); the receiver keeps what it
 //     has. Every loop retries with exponential backoff (retry_min ..
 //     retry_max) and status() says disconnected with the last error.
 //
-// Threads: start() runs three threads (policy, endpoints, lease), each with
-// its own EtcdClient. Callbacks are called on those threads, one at a
+// Threads: start() runs four threads (policy, endpoints, lease, watchdog),
+// each with its own EtcdClient. Callbacks are called on those threads, one at a
 // time per kind, in store order; the receiver posts them to its own thread.
 // set_local_endpoints(), set_enforced(), status() and stop() may be called
 // from any thread. stop() joins the threads within about a second (a watch
@@ -68,6 +73,8 @@ struct ClusterOptions {
   std::chrono::seconds lease_ttl{15};
   std::chrono::milliseconds retry_min{250};
   std::chrono::milliseconds retry_max{5000};
+  std::chrono::milliseconds probe_interval{2000};
+  std::chrono::milliseconds probe_timeout{1500};
 };
 
 // A published policy, as delivered.
@@ -110,6 +117,9 @@ struct ClusterStatus {
   std::uint64_t lease_grants = 0;
   std::uint64_t lease_renewals = 0;  // successful keepalives
   std::uint64_t errors = 0;          // failed requests of any loop
+  std::uint64_t unresponsive = 0;    // watches ended because their member stopped answering
+  std::string policy_watch;          // the member each watch is on ("" between watches)
+  std::string endpoints_watch;
   std::size_t published_endpoints = 0;
 };
 
@@ -132,6 +142,10 @@ struct LocalDiff {
 };
 LocalDiff diff_local(const std::map<std::string, std::string>& published,
                      const std::map<std::string, std::string>& wanted);
+
+// `endpoints` with `suspect` moved to the end (the order a client tries
+// them in). Pure.
+std::vector<std::string> demote(std::vector<std::string> endpoints, const std::string& suspect);
 
 // Backoff after `failures` consecutive failures: min * 2^(failures-1),
 // capped at max. Pure.
@@ -161,6 +175,11 @@ class ClusterSource {
   void policy_loop();
   void endpoints_loop();
   void lease_loop();
+  void watchdog_loop();
+  // Before a watch on `endpoint`: the watchdog probes it until watch_done().
+  void watching(Loop loop, const std::string& endpoint);
+  // After it: true when the watchdog ended it (the member did not answer).
+  bool watch_done(Loop loop);
   void succeeded(Loop loop, std::int64_t revision);
   void failed(Loop loop, const store::Error& error);
   // Sleeps up to `d` or until stop(); false once stopping.
@@ -176,7 +195,9 @@ class ClusterSource {
   std::condition_variable wake_;  // stop, or local state changed
   ClusterStatus status_;
   std::array<bool, 3> loop_ok_{};
-  std::map<std::string, std::string> local_;  // id -> encoded record
+  std::array<std::string, 2> watch_endpoint_;      // per watch loop; empty: not watching
+  std::array<std::atomic<bool>, 2> watch_stop_{};  // set by stop() or the watchdog
+  std::map<std::string, std::string> local_;       // id -> encoded record
   std::string enforced_digest_;
   std::uint64_t enforced_generation_ = 0;
   std::uint64_t local_version_ = 0;  // bumped on every change of the above
