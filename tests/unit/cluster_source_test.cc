@@ -79,6 +79,15 @@ TEST(Backoff, DoublesUpToTheCap) {
   EXPECT_EQ(backoff(milliseconds{250}, milliseconds{5000}, 1000), milliseconds{5000});
 }
 
+TEST(Demote, TheSilentMemberIsTriedLast) {
+  const std::vector<std::string> urls{"http://a:1", "http://b:2", "http://c:3"};
+  EXPECT_EQ(demote(urls, "http://a:1"),
+            (std::vector<std::string>{"http://b:2", "http://c:3", "http://a:1"}));
+  EXPECT_EQ(demote(urls, "http://b:2"),
+            (std::vector<std::string>{"http://a:1", "http://c:3", "http://b:2"}));
+  EXPECT_EQ(demote(urls, "http://x:9"), urls);
+}
+
 // An unreachable store: the source reports disconnected with the error,
 // delivers nothing (no empty snapshot, no removal), and stops promptly.
 TEST(ClusterSource, UnreachableStoreDeliversNothingAndSaysSo) {
