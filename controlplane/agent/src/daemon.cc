@@ -1055,6 +1055,12 @@ void Daemon::cluster_policy(cluster::PublishedPolicy published) {
   for (auto& [name, content] : published.documents) {
     files.push_back(policy::SourceFile{name, std::move(content)});
   }
+  if (const auto computed = policy::digest_sources(files); computed != published.meta.digest) {
+    log_.warn("cluster store: policy generation " + std::to_string(published.meta.generation) +
+              " says digest " + published.meta.digest.substr(0, 12) +
+              " but its documents hash to " + computed.substr(0, 12) +
+              " (written by something other than tierctl apply --store?)");
+  }
   store_policy_ = std::move(files);
   store_meta_ = published.meta;
   log_.info("cluster store: policy " + published.meta.name + " generation " +
@@ -1156,16 +1162,23 @@ void Daemon::start_cluster(const std::vector<IpAddress>& node_addresses) {
       check_dataplane();
     });
   };
-  cb.on_state = [this](bool connected, std::string reason) {
-    queue_.post([this, connected, reason = std::move(reason)]() mutable {
-      if (connected) {
+  // The source's threads report transitions concurrently, so their posts
+  // may arrive out of order: the control thread reads the state itself.
+  cb.on_state = [this](bool, std::string) {
+    queue_.post([this] {
+      const auto st = cluster_->status();
+      const auto& known =
+          reconciler_->core_status().sources[static_cast<std::size_t>(Source::Cluster)];
+      if (st.connected == known.connected && (st.connected || !known.reason.empty())) return;
+      if (st.connected) {
         log_.info("cluster store connected", {{"event", "store-connected"}});
       } else {
-        log_.warn("cluster store unreachable: " + reason +
+        log_.warn("cluster store unreachable: " + st.last_error +
                       "; the last known policy and endpoints stay enforced",
                   {{"event", "store-disconnected"}});
       }
-      reconciler_->on_state(Source::Cluster, connected, std::move(reason));
+      reconciler_->on_state(Source::Cluster, st.connected,
+                            st.connected ? std::string() : st.last_error);
     });
   };
   cluster_ = std::make_unique<cluster::ClusterSource>(std::move(o), std::move(cb));
