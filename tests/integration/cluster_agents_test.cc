@@ -22,7 +22,8 @@
 //     disconnected; a new endpoint on one node while etcd is down reaches
 //     the others after etcd returns;
 //   - an agent killed with SIGKILL: its endpoints expire on the other nodes
-//     after its lease TTL.
+//     after its lease TTL;
+//   - an agent as its own restricted etcd user over mutual TLS (second test).
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -600,6 +601,101 @@ TEST_F(ClusterAgents, ThreeNodesFollowOneClusterThroughEtcdFailures) {
             Outcome::kOk);
   lab.nodes[2]->ns.stop(dead.agent);
   dead.agent = -1;
+}
+
+// One agent as its own etcd user (role tierwall-node-node-a, made by
+// `tierctl store add-node`) over mutual TLS: everything it does (lists,
+// watches, its lease, its own keys, the watchdog's probe) is within the
+// role, and it follows the policy an author publishes.
+TEST_F(ClusterAgents, AgentAsRestrictedNodeUserOverMutualTls) {
+  NetNs node("node-a");
+  EtcdClusterOptions eo;
+  eo.tls = true;
+  eo.client_cert_auth = true;
+  eo.netns = node.name();
+  std::unique_ptr<EtcdCluster> etcd;
+  ASSERT_NO_THROW(etcd = std::make_unique<EtcdCluster>(eo));
+  const std::string tls = " --store-ca " + etcd->ca_file() + " --store-cert " +
+                          etcd->client_cert() + " --store-key " + etcd->client_key();
+  write_file(dir_ / "root.pw", "root-secret\n");
+  write_file(dir_ / "alice.pw", "alice-secret\n");
+  write_file(dir_ / "node.pw", "node-secret\n");
+  auto r = node.run(kTierctl + " store init-auth --store " + etcd->endpoints() + tls +
+                    " --root-password-file " + (dir_ / "root.pw").string() +
+                    " --author-user alice --author-password-file " + (dir_ / "alice.pw").string());
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  r = node.run(kTierctl + " store add-node node-a --password-file " + (dir_ / "node.pw").string() +
+               " --store " + etcd->endpoints() + tls + " --store-user root --store-password-file " +
+               (dir_ / "root.pw").string());
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+
+  using namespace tierwall::testsupport;
+  bridge(node, "cbr");
+  addr(node, "cbr", "10.88.0.1/24");
+  write_file(dir_ / "inventory.yaml",
+             "apiVersion: tierwall.io/v1\nkind: Inventory\nnode: {name: node-a}\nendpoints:\n"
+             "  - {name: web-0, labels: {role: web}, addresses: [10.88.0.10]}\n");
+  write_file(dir_ / "agent.yaml",
+             "node: {name: node-a}\ncontainerCidrs: [10.88.0.0/16]\ninventory: inventory.yaml\n"
+             "api: {socket: " +
+                 (dir_ / "api.sock").string() +
+                 "}\n"
+                 "cluster:\n  store: [" +
+                 etcd->endpoints() +
+                 "]\n  user: tierwall-node-node-a\n  passwordFile: node.pw\n"
+                 "  ca: " +
+                 etcd->ca_file() + "\n  cert: " + etcd->client_cert() +
+                 "\n  key: " + etcd->client_key() + "\n  leaseTtl: 5\n");
+  fs::create_directories(dir_ / "node-0");  // TearDown prints node-0/agent.log on failure
+  const pid_t agent = node.spawn(
+      "exec " + kTierwalld + " --config " + (dir_ / "agent.yaml").string() + " --log-format json",
+      (dir_ / "node-0" / "agent.log").string());
+  fs::create_directories(dir_ / "policy");
+  write_file(dir_ / "policy" / "policy.yaml", policy_text());
+  r = node.run(kTierctl + " apply " + (dir_ / "policy").string() + " --store " + etcd->endpoints() +
+               tls + " --store-user alice --store-password-file " + (dir_ / "alice.pw").string() +
+               " -o json");
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  const std::string digest = json::parse(r.out).value("digest", "");
+
+  auto status = [&] {
+    auto s = run_argv({kTierctl, "status", "-o", "json", "--socket", (dir_ / "api.sock").string()},
+                      Millis{5000});
+    try {
+      return s.ok() ? json::parse(s.out) : json::object();
+    } catch (const std::exception&) {
+      return json::object();
+    }
+  };
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const json st = status();
+        return st.contains("cluster") && st["cluster"].value("connected", false) &&
+               st["policy"].value("digest", "") == digest &&
+               st["cluster"].value("publishedEndpoints", 0) == 1;
+      },
+      Millis{20'000}))
+      << status().dump() << "\n"
+      << read_file(dir_ / "node-0" / "agent.log");
+  // Its endpoint is in etcd under its lease; another node's shows up here.
+  const auto got =
+      etcd->etcdctl({"get", "--prefix", "/tierwall/default/endpoints/node-a/"}, "root:root-secret");
+  EXPECT_NE(got.out.find("web-0"), std::string::npos) << got.out << got.err;
+  const auto put = etcd->etcdctl(
+      {"put", "/tierwall/default/endpoints/node-b/db-1",
+       R"({"id":"db-1","name":"db-1","labels":{"role":"db"},"addresses":["10.88.1.10"]})"},
+      "root:root-secret");
+  ASSERT_TRUE(put.ok()) << put.err;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return node.run("nft list set inet tierwall ep4").out.find("10.88.1.10") !=
+               std::string::npos;
+      },
+      Millis{10'000}))
+      << node.run("nft list table inet tierwall").out;
+  const json st = status();
+  EXPECT_EQ(st["cluster"].value("errors", 1), 0) << st.dump();
+  node.stop(agent);
 }
 
 }  // namespace
