@@ -1287,6 +1287,10 @@ int Daemon::run() {
       next_tick = now + options_.tick_interval;
     }
 
+    // Local endpoints changed (inventory, runtime): the cluster source
+    // writes the difference to the store on its own thread.
+    if (cluster_ && local_dirty_) publish_local();
+
     auto wake = next_tick;
     if (policy_due_) wake = std::min(wake, *policy_due_);
     if (inventory_due_) wake = std::min(wake, *inventory_due_);
@@ -1342,7 +1346,6 @@ int Daemon::run() {
       if (stop) break;
     }
     if ((fds[1].revents & POLLIN) != 0) queue_.drain();
-    if (cluster_ && local_dirty_) publish_local();
     if ((fds[2].revents & POLLIN) != 0) read_inotify();
     if ((fds[3].revents & (POLLIN | POLLERR)) != 0) read_monitor();
     if ((fds[4].revents & (POLLIN | POLLERR)) != 0 && links_->drain()) runtime_->rescan();
