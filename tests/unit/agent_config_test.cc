@@ -544,4 +544,94 @@ TEST(AgentConfig, HostPort) {
 }
 
 }  // namespace
+TEST(AgentConfig, ClusterSection) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(node: {name: node-a}
+cluster:
+  store: ["http://10.0.0.1:2379,http://10.0.0.2:2379", "https://10.0.0.3:2379"]
+  name: prod
+  user: tierwall-node-node-a
+  passwordFile: etcd.pw
+  ca: ca.pem
+  cert: node.pem
+  key: node-key.pem
+  leaseTtl: 6
+)",
+                        "/etc/tierwall/agent.yaml", diags);
+  ASSERT_TRUE(c.has_value()) << text(diags);
+  EXPECT_TRUE(c->cluster_mode());
+  EXPECT_EQ(c->cluster.store,
+            (std::vector<std::string>{"http://10.0.0.1:2379", "http://10.0.0.2:2379",
+                                      "https://10.0.0.3:2379"}));
+  EXPECT_EQ(c->cluster.name, "prod");
+  EXPECT_EQ(c->cluster.user, "tierwall-node-node-a");
+  EXPECT_EQ(c->cluster.password_file, "/etc/tierwall/etcd.pw");
+  EXPECT_EQ(c->cluster.ca_file, "/etc/tierwall/ca.pem");
+  EXPECT_EQ(c->cluster.lease_ttl_seconds, 6);
+  // No local policy is needed in cluster mode.
+  EXPECT_TRUE(apply_overrides(*c, Overrides{}, diags)) << text(diags);
+}
+
+TEST(AgentConfig, ClusterErrorsAreLocated) {
+  policy::Diagnostics diags;
+  auto c = parse_config(R"(cluster:
+  store: ftp://x
+  name: Prod_1
+  cert: node.pem
+  leaseTtl: 1
+  lease: 5
+)",
+                        "agent.yaml", diags);
+  EXPECT_FALSE(c.has_value());
+  const std::string out = text(diags);
+  EXPECT_NE(out.find("agent.yaml:2:10: error: invalid cluster.store 'ftp://x'"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("agent.yaml:3:9: error: invalid cluster.name 'Prod_1'"), std::string::npos)
+      << out;
+  EXPECT_NE(out.find("cluster.cert and cluster.key go together"), std::string::npos) << out;
+  EXPECT_NE(out.find("agent.yaml:5:13: error: cluster.leaseTtl must be between 2 and 3600"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("leaseTtl"), std::string::npos) << out;  // did-you-mean for `lease`
+}
+
+TEST(AgentConfig, StoreFlagsAndTheOnePolicyRule) {
+  policy::Diagnostics diags;
+  AgentConfig c = default_config();
+  c.node.name = "node-a";
+  Overrides flags;
+  flags.store = "http://127.0.0.1:2379";
+  flags.cluster = "staging";
+  EXPECT_TRUE(apply_overrides(c, flags, diags)) << text(diags);
+  EXPECT_EQ(c.cluster.name, "staging");
+  EXPECT_EQ(c.cluster.store, std::vector<std::string>{"http://127.0.0.1:2379"});
+
+  // A local policy and a store: refused, so a node never enforces anything
+  // but what the cluster published.
+  policy::Diagnostics both;
+  flags.policy = {"/etc/tierwall/policy.d"};
+  EXPECT_FALSE(apply_overrides(c, flags, both));
+  EXPECT_NE(text(both).find("both a local policy and a cluster store"), std::string::npos)
+      << text(both);
+
+  policy::Diagnostics bad;
+  AgentConfig d = default_config();
+  d.node.name = "Node_A";
+  Overrides f2;
+  f2.store = "http://127.0.0.1:2379";
+  f2.cluster = "UPPER";
+  EXPECT_FALSE(apply_overrides(d, f2, bad));
+  std::string out = text(bad);
+  EXPECT_NE(out.find("invalid --cluster 'UPPER'"), std::string::npos) << out;
+  EXPECT_NE(out.find("node name 'Node_A'"), std::string::npos) << out;
+
+  policy::Diagnostics bad_url;
+  AgentConfig e = default_config();
+  Overrides f3;
+  f3.store = "http://127.0.0.1:2379/path";
+  EXPECT_FALSE(apply_overrides(e, f3, bad_url));
+  out = text(bad_url);
+  EXPECT_NE(out.find("<command line>: error: invalid --store"), std::string::npos) << out;
+}
+
 }  // namespace tierwall::agent

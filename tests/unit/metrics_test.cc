@@ -77,6 +77,41 @@ TEST(Metrics, GaugesCountersAndHelpTypeLines) {
   }
 }
 
+TEST(Metrics, ClusterGaugesAndCountersOnlyInClusterMode) {
+  ExtraCounters extra;
+  EXPECT_EQ(render_metrics(sample_status(), extra).find("tierwall_cluster_"), std::string::npos);
+  auto st = sample_status();
+  st.sources[static_cast<std::size_t>(Source::Cluster)].endpoints = 7;
+  extra.source_configured = {true, false, true};
+  tierwall::cluster::ClusterStatus c;
+  c.connected = false;
+  c.revision = 1042;
+  c.policy_generation = 4;
+  c.published_endpoints = 3;
+  c.watch_restarts = 2;
+  c.relists = 1;
+  c.lease_grants = 2;
+  c.lease_renewals = 30;
+  c.unresponsive = 1;
+  c.errors = 9;
+  extra.cluster = c;
+  const std::string text = render_metrics(st, extra);
+  EXPECT_TRUE(has_line(text, "tierwall_identity_source_connected{source=\"cluster\"} 0")) << text;
+  EXPECT_TRUE(has_line(text, "# TYPE tierwall_cluster_connected gauge")) << text;
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_connected 0"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_revision 1042"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_policy_generation 4"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_remote_endpoints 7"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_published_endpoints 3"));
+  EXPECT_TRUE(has_line(text, "# TYPE tierwall_cluster_watch_restarts_total counter"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_watch_restarts_total 2"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_relists_total 1"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_lease_grants_total 2"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_lease_renewals_total 30"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_unresponsive_watches_total 1"));
+  EXPECT_TRUE(has_line(text, "tierwall_cluster_errors_total 9"));
+}
+
 TEST(Metrics, EscapesLabelValues) {
   EXPECT_EQ(tierwall::agent::escape_label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
   const std::string text = render_metrics(sample_status(), ExtraCounters{});

@@ -455,4 +455,44 @@ TEST_F(ReconcilerTest, FullyConflictingEndpointIsNotInstalled) {
 }
 
 }  // namespace
+// Remote endpoints from the cluster store are a source of their own: tiered
+// by the same assignments, in the same tier sets, removed by their key
+// ("<node>/<id>"), and a disconnected store removes nothing.
+TEST_F(ReconcilerTest, ClusterEndpointsAreTieredLikeLocalOnes) {
+  load(dir_.write("p.yaml", kPolicyV1));
+  rec_.on_snapshot(Source::Inventory, {ep("web1", "web", {"10.88.0.2"})});
+  rec_.on_snapshot(Source::Cluster, {ep("api9", "api", {"10.88.9.4"}, "node-b/api9"),
+                                     ep("db9", "db", {"10.88.9.5"}, "node-b/db9")});
+  auto found = rec_.find_address(ip("10.88.9.4"));
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->tier, "internal");
+  EXPECT_EQ(found->source, Source::Cluster);
+  EXPECT_EQ(dp_.updates.back().back().tier, tier("restricted"));
+  EXPECT_EQ(dp_.applies.size(), 1U);  // churn, not a re-apply
+
+  rec_.on_state(Source::Cluster, false, "etcd unreachable");
+  auto s = rec_.status();
+  EXPECT_FALSE(s.sources[static_cast<std::size_t>(Source::Cluster)].connected);
+  EXPECT_EQ(s.sources[static_cast<std::size_t>(Source::Cluster)].endpoints, 2U);
+  EXPECT_TRUE(rec_.find_address(ip("10.88.9.5")).has_value());
+
+  rec_.on_remove(Source::Cluster, "node-b/db9");
+  EXPECT_FALSE(rec_.find_address(ip("10.88.9.5")).has_value());
+  EXPECT_TRUE(dp_.updates.back().back().removed);
+  EXPECT_EQ(rec_.source_endpoints(Source::Inventory).size(), 1U);
+  EXPECT_EQ(rec_.source_endpoints(Source::Cluster).size(), 1U);
+}
+
+TEST_F(ReconcilerTest, PolicyFromDocumentsInMemory) {
+  auto r = rec_.load_and_set_policy_sources({{"10-shop.yaml", std::string(kPolicyV1)}});
+  ASSERT_TRUE(r.accepted);
+  EXPECT_EQ(rec_.status().policy_digest,
+            policy::digest_sources({{"10-shop.yaml", std::string(kPolicyV1)}}));
+  auto bad = rec_.load_and_set_policy_sources({{"10-shop.yaml", "kind: Nonsense\n"}});
+  EXPECT_FALSE(bad.accepted);
+  EXPECT_EQ(rec_.status().generation, 1U);  // the last valid one stays
+  EXPECT_NE(rec_.status().last_error.find("10-shop.yaml"), std::string::npos)
+      << rec_.status().last_error;
+}
+
 }  // namespace tierwall::agent

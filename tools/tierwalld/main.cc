@@ -99,9 +99,11 @@ int main(int argc, char** argv) {
       "localVtep, vni, udpPort, peers [{vtep, mac}], macAgeingSeconds; docs/dpdk.md).\n"
       "Without --once or --flush it runs until SIGTERM/SIGINT, following its identity\n"
       "sources and policy files (SIGHUP reloads them); stopping leaves the nftables rules\n"
-      "enforced (the DPDK dataplane stops forwarding with the agent). Exit codes: 0\n"
-      "success, 1 invalid policy or configuration, 2 usage error, 3 the kernel (or the\n"
-      "DPDK EAL, ports or overlay uplinks) could not be reached or rejected the ruleset.",
+      "enforced (the DPDK dataplane stops forwarding with the agent). With --store it joins\n"
+      "a cluster: the policy comes from etcd, this node's endpoints are published there and\n"
+      "other nodes' endpoints enforced here. Exit codes: 0 success, 1 invalid policy or\n"
+      "configuration, 2 usage error, 3 the kernel (or the DPDK EAL, ports or overlay\n"
+      "uplinks) could not be reached or rejected the ruleset.",
       "tierwalld"};
   agent::OnceOptions options;
   agent::Overrides flags;
@@ -134,6 +136,11 @@ int main(int argc, char** argv) {
                  "config's dpdk section, bridged and policed by the agent's DPDK thread; a port "
                  "with an overlay: block is a VXLAN-GBP uplink to peer nodes)")
       ->check(CLI::IsMember({"nft", "dpdk"}));
+  app.add_option("--store", flags.store,
+                 "cluster mode: etcd client URLs (URL[,URL...]); the policy then comes from the "
+                 "store (no --policy), and this node's endpoints are published there");
+  app.add_option("--cluster", flags.cluster,
+                 "cluster name in the store: keys under /tierwall/NAME/ (default 'default')");
   auto* log_group =
       app.add_option("--log-group", options.log_group, "NFLOG group for deny/audit/logged flows");
   auto* table = app.add_option("--table", options.table, "name of tierwall's inet table");
@@ -177,8 +184,8 @@ int main(int argc, char** argv) {
   }
   std::optional<agent::AgentConfig> config;
   if (!config_path.empty() || !once) {
-    if (config_path.empty() && options.policy.empty()) {
-      std::cerr << "tierwalld: --policy is required\n";
+    if (config_path.empty() && options.policy.empty() && !flags.store) {
+      std::cerr << "tierwalld: --policy (or --store) is required\n";
       return 2;
     }
     int exit_code = 0;
@@ -186,6 +193,11 @@ int main(int argc, char** argv) {
     if (!config) return exit_code;
     if (table->count() > 0) config->nft.table = options.table;
     if (log_group->count() > 0) config->nft.log_group = options.log_group;
+  }
+  if (once && config && config->cluster_mode()) {
+    std::cerr
+        << "tierwalld: --once applies local policy files; it does not follow a cluster store\n";
+    return 2;
   }
   if (!config && options.policy.empty()) {
     std::cerr << "tierwalld: --policy is required\n";

@@ -271,6 +271,33 @@ std::string status_json(const AgentState& state) {
     j["sources"][std::string(to_string(static_cast<Source>(i)))]["configured"] =
         state.sources_configured[i];
   }
+  if (state.cluster) {
+    const auto& c = *state.cluster;
+    const auto& cs = c.status;
+    json cj{{"name", c.name},
+            {"store", c.store},
+            {"connected", cs.connected},
+            {"lastError", cs.last_error},
+            {"revision", cs.revision},
+            {"policy",
+             {{"name", cs.policy_name},
+              {"digest", cs.policy_digest},
+              {"generation", cs.policy_generation},
+              {"revision", cs.policy_revision}}},
+            {"lease", cs.lease},
+            {"publishedEndpoints", cs.published_endpoints},
+            {"remoteEndpoints",
+             state.reconciler.sources[static_cast<std::size_t>(Source::Cluster)].endpoints},
+            {"watchRestarts", cs.watch_restarts},
+            {"relists", cs.relists},
+            {"leaseGrants", cs.lease_grants},
+            {"leaseRenewals", cs.lease_renewals},
+            {"errors", cs.errors},
+            {"unresponsiveWatches", cs.unresponsive},
+            {"watching", {{"policy", cs.policy_watch}, {"endpoints", cs.endpoints_watch}}}};
+    if (!c.rejected.empty()) cj["policyRejected"] = c.rejected;
+    j["cluster"] = std::move(cj);
+  }
   return j.dump();
 }
 

@@ -13,6 +13,8 @@
 #include "tierwall/policy/model.h"
 #include "tierwall/policy/yaml.h"
 #include "tierwall/policy/yaml_reader.h"
+#include "tierwall/store/etcd_client.h"
+#include "tierwall/store/layout.h"
 
 namespace tierwall::agent {
 
@@ -39,7 +41,8 @@ class ConfigReader {
     if (root.is_null()) return;  // an empty file: all defaults
     if (!r_.check_map(root, "the agent configuration",
                       {"apiVersion", "kind", "node", "containerCidrs", "policy", "inventory",
-                       "runtime", "dataplane", "nft", "dpdk", "flowLog", "api", "metrics"})) {
+                       "runtime", "dataplane", "nft", "dpdk", "flowLog", "api", "metrics",
+                       "cluster"})) {
       return;
     }
     if (const auto* n = field(root, "apiVersion")) {
@@ -139,6 +142,7 @@ class ConfigReader {
         }
       }
     }
+    if (const auto* n = field(root, "cluster")) read_cluster(*n, c.cluster);
     if (const auto* n = field(root, "metrics")) {
       if (r_.check_map(*n, "metrics", {"address"})) {
         if (const auto* a = field(*n, "address")) {
@@ -233,6 +237,57 @@ class ConfigReader {
       }
       if (const auto* g = field(*role, "groups")) {
         if (auto v = r_.string_or_list(*g, where + ".groups")) roles[i].groups = *v;
+      }
+    }
+  }
+
+  void read_cluster(const policy::yaml::Node& n, AgentConfig::Cluster& c) {
+    if (!r_.check_map(n, "cluster",
+                      {"store", "name", "user", "passwordFile", "ca", "cert", "key", "leaseTtl"})) {
+      return;
+    }
+    if (const auto* s = field(n, "store")) {
+      if (auto v = r_.string_or_list(*s, "cluster.store")) {
+        std::vector<std::string> urls;
+        for (const auto& item : *v) {
+          auto parsed = store::parse_endpoints(item);
+          if (!parsed) {
+            r_.error(*s, "invalid cluster.store '" + item + "': " + parsed.error().message);
+            continue;
+          }
+          urls.insert(urls.end(), parsed->begin(), parsed->end());
+        }
+        if (urls.empty() && v->empty()) r_.error(*s, "cluster.store must name an etcd URL");
+        c.store = std::move(urls);
+      }
+    }
+    if (const auto* s = field(n, "name")) {
+      if (auto v = nonempty(*s, "cluster.name")) {
+        if (store::valid_cluster_name(*v)) {
+          c.name = *v;
+        } else {
+          r_.error(*s, "invalid cluster.name '" + *v +
+                           "': lower-case letters, digits, '.' and '-', at most 63");
+        }
+      }
+    }
+    if (const auto* s = field(n, "user")) c.user = nonempty(*s, "cluster.user");
+    if (const auto* s = field(n, "passwordFile")) {
+      c.password_file = path_of(*s, "cluster.passwordFile");
+    }
+    if (const auto* s = field(n, "ca")) c.ca_file = path_of(*s, "cluster.ca");
+    if (const auto* s = field(n, "cert")) c.cert_file = path_of(*s, "cluster.cert");
+    if (const auto* s = field(n, "key")) c.key_file = path_of(*s, "cluster.key");
+    if (c.cert_file.has_value() != c.key_file.has_value()) {
+      r_.error(n, "cluster.cert and cluster.key go together: give both or neither");
+    }
+    if (const auto* s = field(n, "leaseTtl")) {
+      if (auto v = r_.integer(*s, "cluster.leaseTtl")) {
+        if (*v < 2 || *v > 3600) {
+          r_.error(*s, "cluster.leaseTtl must be between 2 and 3600 seconds");
+        } else {
+          c.lease_ttl_seconds = static_cast<int>(*v);
+        }
       }
     }
   }
@@ -617,8 +672,38 @@ bool apply_overrides(AgentConfig& config, const Overrides& flags, policy::Diagno
     diags.error(where,
                 "the DPDK dataplane needs at least one port: set dpdk.ports in the config file");
   }
-  if (config.policy.empty()) {
-    diags.error(where, "no policy given: set `policy:` in the config file or pass --policy PATH");
+  if (flags.store) {
+    auto parsed = store::parse_endpoints(*flags.store);
+    if (parsed) {
+      config.cluster.store = std::move(*parsed);
+    } else {
+      diags.error(where, "invalid --store '" + *flags.store + "': " + parsed.error().message);
+    }
+  }
+  if (flags.cluster) {
+    if (store::valid_cluster_name(*flags.cluster)) {
+      config.cluster.name = *flags.cluster;
+    } else {
+      diags.error(where, "invalid --cluster '" + *flags.cluster +
+                             "': lower-case letters, digits, '.' and '-', at most 63");
+    }
+  }
+  if (config.cluster_mode()) {
+    if (!config.policy.empty()) {
+      diags.error(where,
+                  "both a local policy and a cluster store are given: in cluster mode the policy "
+                  "comes from the store; remove `policy:` / --policy (publish with tierctl apply "
+                  "--store)");
+    }
+    if (!store::valid_node_name(config.node.name)) {
+      diags.error(where, "node name '" + config.node.name +
+                             "' cannot name a node in the cluster store: lower-case letters, "
+                             "digits, '.' and '-', at most 63 (set node.name or --node-name)");
+    }
+  } else if (config.policy.empty()) {
+    diags.error(where,
+                "no policy given: set `policy:` in the config file or pass --policy PATH "
+                "(or join a cluster with --store URL)");
   }
   return diags.error_count() == errors_before;
 }

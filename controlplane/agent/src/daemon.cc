@@ -6,6 +6,7 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -32,6 +33,7 @@
 #include "tierwall/agent/metrics.h"
 #include "tierwall/agent/once.h"
 #include "tierwall/agent/reconciler.h"
+#include "tierwall/cluster/cluster_source.h"
 #include "tierwall/dataplane/nft/backend.h"
 #include "tierwall/dataplane/nft/ct_events.h"
 #include "tierwall/dataplane/nft/monitor.h"
@@ -43,6 +45,7 @@
 #include "tierwall/identity/inventory.h"
 #include "tierwall/ipfix/ipfix.h"
 #include "tierwall/runtime/runtime_source.h"
+#include "tierwall/store/layout.h"
 
 #ifdef TIERWALL_HAVE_DPDK
 #include "tierwall/dataplane/dpdk/dpdk_dataplane.h"
@@ -265,6 +268,9 @@ class Daemon final : public AgentControl {
   bool reload_inventory(const std::string& why, policy::Diagnostics* out = nullptr);
   void resume(const std::string& who);
   void start_runtime();
+  void start_cluster(const std::vector<IpAddress>& node_addresses);
+  void cluster_policy(cluster::PublishedPolicy published);
+  void publish_local();
   bool sources_ready() const;
   void after_change(const std::string& what);
   void check_dataplane();
@@ -307,6 +313,15 @@ class Daemon final : public AgentControl {
   PostQueue queue_;
   std::unique_ptr<runtime::RuntimeSource> runtime_;  // after queue_: stopped first
   std::optional<LinkMonitor> links_;                 // rescan hints for runtime_
+  std::unique_ptr<cluster::ClusterSource> cluster_;  // after queue_: stopped first
+
+  // Cluster mode: the store's latest valid-or-not policy and what became of it.
+  std::optional<std::vector<policy::SourceFile>> store_policy_;
+  store::PolicyMeta store_meta_;
+  std::string store_rejected_;    // why store_policy_ was not applied; empty when it was
+  bool cluster_ready_ = false;    // the first remote-endpoint snapshot arrived
+  bool local_dirty_ = false;      // local endpoints changed since the last publish
+  std::string published_digest_;  // what set_enforced() was last told
 
   bool inventory_ready_ = false;
   bool runtime_ready_ = false;
@@ -486,6 +501,8 @@ HttpResponse Daemon::serve_http(const HttpRequest& request) {
             config_.inventory.has_value();
         extra.source_configured[static_cast<std::size_t>(Source::Runtime)] =
             config_.runtime_socket.has_value();
+        extra.source_configured[static_cast<std::size_t>(Source::Cluster)] = config_.cluster_mode();
+        if (cluster_) extra.cluster = cluster_->status();
         if (backend_) {
           try {
             const auto* c = reconciler_->compilation();
@@ -516,7 +533,12 @@ AgentState Daemon::state() {
   s.sources_configured[static_cast<std::size_t>(Source::Inventory)] = config_.inventory.has_value();
   s.sources_configured[static_cast<std::size_t>(Source::Runtime)] =
       config_.runtime_socket.has_value();
+  s.sources_configured[static_cast<std::size_t>(Source::Cluster)] = config_.cluster_mode();
   s.reconciler = reconciler_->status();
+  if (cluster_) {
+    s.cluster = AgentState::Cluster{config_.cluster.name, config_.cluster.store, cluster_->status(),
+                                    store_rejected_};
+  }
   return s;
 }
 
@@ -562,6 +584,13 @@ ReloadResult Daemon::reload(const Caller& caller) {
 ApplyResult Daemon::apply(const Caller& caller, std::vector<policy::SourceFile> files) {
   const std::string who = caller.describe();
   ApplyResult r;
+  if (config_.cluster_mode()) {
+    r.status = 409;
+    r.error = "this agent follows the policy of cluster " + config_.cluster.name +
+              " in its store: publish with `tierctl apply PATH --store URL` instead";
+    r.after = reconciler_->status();
+    return r;
+  }
   // 1. Validate what was sent, under the caller's file names.
   policy::load_policy_sources(files, r.diagnostics);
   if (r.diagnostics.has_errors()) {
@@ -1106,7 +1135,29 @@ void Daemon::after_change(const std::string& what) {
 
 PolicyResult Daemon::reload_policy(const std::string& why, const std::string& who) {
   if (holding_) return {};  // the first apply reads the files when it happens
-  const auto result = reconciler_->load_and_set_policy(config_.policy);
+  if (config_.cluster_mode() && !store_policy_) {
+    log_.info("no policy from the cluster store yet (" + why + "); " +
+              (reconciler_->core_status().generation > 0 ? "the current one stays"
+                                                         : "nothing is applied until one arrives"));
+    PolicyResult waiting;
+    waiting.accepted = true;
+    waiting.unchanged = true;
+    return waiting;
+  }
+  const auto result = config_.cluster_mode()
+                          ? reconciler_->load_and_set_policy_sources(*store_policy_)
+                          : reconciler_->load_and_set_policy(config_.policy);
+  if (config_.cluster_mode()) {
+    store_rejected_ = result.accepted ? std::string() : reconciler_->core_status().last_error;
+    if (store_rejected_.empty() && !result.accepted) store_rejected_ = "invalid";
+    if (result.accepted && cluster_) {
+      const auto& cst = reconciler_->core_status();
+      if (cst.policy_digest != published_digest_) {
+        published_digest_ = cst.policy_digest;
+        cluster_->set_enforced(cst.policy_digest, store_meta_.generation);
+      }
+    }
+  }
   const auto st = reconciler_->status();
   const std::string by = who.empty() ? why : who;
   if (!result.accepted) {
@@ -1164,6 +1215,7 @@ bool Daemon::reload_inventory(const std::string& why, policy::Diagnostics* out) 
   const auto count = inv->endpoints.size();
   reconciler_->on_snapshot(Source::Inventory, std::move(inv->endpoints));
   inventory_ready_ = true;
+  local_dirty_ = true;
   after_change("inventory " + *config_.inventory + " loaded (" + why + ", " +
                std::to_string(count) + " entries)");
   if (out) *out = std::move(diags);
@@ -1180,6 +1232,7 @@ void Daemon::start_runtime() {
       const auto n = eps.size();
       reconciler_->on_snapshot(Source::Runtime, std::move(eps));
       runtime_ready_ = true;
+      local_dirty_ = true;
       after_change("runtime snapshot (" + std::to_string(n) + " containers)");
     });
   };
@@ -1187,6 +1240,7 @@ void Daemon::start_runtime() {
     queue_.post([this, ep = std::move(ep), timing = std::move(timing)]() mutable {
       const std::string what = "runtime " + timing.action + ": " + describe(ep);
       reconciler_->on_upsert(Source::Runtime, std::move(ep));
+      local_dirty_ = true;
       log_.info(what + " enforced " + ms_text(Clock::now() - timing.received) +
                 " after the event arrived");
       check_dataplane();
@@ -1195,6 +1249,7 @@ void Daemon::start_runtime() {
   cb.on_remove = [this](std::string id) {
     queue_.post([this, id = std::move(id)] {
       reconciler_->on_remove(Source::Runtime, id);
+      local_dirty_ = true;
       log_.info("runtime: container " + id.substr(0, 12) + " gone");
       check_dataplane();
     });
@@ -1227,7 +1282,150 @@ void Daemon::start_runtime() {
 }
 
 bool Daemon::sources_ready() const {
-  return (!config_.inventory || inventory_ready_) && (!config_.runtime_socket || runtime_ready_);
+  return (!config_.inventory || inventory_ready_) && (!config_.runtime_socket || runtime_ready_) &&
+         (!config_.cluster_mode() || (cluster_ready_ && store_policy_));
+}
+
+// The store's policy documents, named by their document names (the
+// digest is then the published one).
+void Daemon::cluster_policy(cluster::PublishedPolicy published) {
+  std::vector<policy::SourceFile> files;
+  files.reserve(published.documents.size());
+  for (auto& [name, content] : published.documents) {
+    files.push_back(policy::SourceFile{name, std::move(content)});
+  }
+  if (const auto computed = policy::digest_sources(files); computed != published.meta.digest) {
+    log_.warn("cluster store: policy generation " + std::to_string(published.meta.generation) +
+              " says digest " + published.meta.digest.substr(0, 12) +
+              " but its documents hash to " + computed.substr(0, 12) +
+              " (written by something other than tierctl apply --store?)");
+  }
+  store_policy_ = std::move(files);
+  store_meta_ = published.meta;
+  log_.info("cluster store: policy " + published.meta.name + " generation " +
+                std::to_string(published.meta.generation) + " (digest " +
+                published.meta.digest.substr(0, 12) + ", revision " +
+                std::to_string(published.revision) + ", by " + published.meta.author + ")",
+            {{"event", "store-policy"}});
+  const auto result =
+      reload_policy("cluster store generation " + std::to_string(published.meta.generation));
+  if (result.accepted) resume("the cluster store");
+}
+
+void Daemon::publish_local() {
+  local_dirty_ = false;
+  std::vector<store::EndpointRecord> records;
+  for (const Source source : {Source::Inventory, Source::Runtime}) {
+    for (auto& ep : reconciler_->source_endpoints(source)) {
+      store::EndpointRecord r;
+      r.id = source == Source::Runtime && !ep.id.empty() ? ep.id : ep.name;
+      if (!store::valid_endpoint_id(r.id)) {
+        log_.warn("cluster store: endpoint " + describe(ep) + " is not published: its id '" + r.id +
+                  "' cannot name a key");
+        continue;
+      }
+      r.name = ep.name;
+      r.image = ep.image;
+      for (const auto& [k, v] : ep.labels.items()) r.labels[k] = v;
+      for (const auto& a : ep.addresses) r.addresses.push_back(a.to_string());
+      records.push_back(std::move(r));
+    }
+  }
+  cluster_->set_local_endpoints(std::move(records));
+}
+
+identity::Endpoint remote_identity(cluster::RemoteEndpoint remote) {
+  identity::Endpoint ep;
+  ep.id = std::move(remote.key);
+  ep.name = std::move(remote.record.name);
+  ep.image = std::move(remote.record.image);
+  for (auto& [k, v] : remote.record.labels) ep.labels.set(k, v);
+  for (const auto& a : remote.record.addresses) {
+    if (auto ip = IpAddress::parse(a)) ep.addresses.push_back(*ip);
+  }
+  return ep;
+}
+
+void Daemon::start_cluster(const std::vector<IpAddress>& node_addresses) {
+  if (!config_.cluster_mode()) return;
+  cluster::ClusterOptions o;
+  o.client.endpoints = config_.cluster.store;
+  if (config_.cluster.user) o.client.user = *config_.cluster.user;
+  if (config_.cluster.password_file) {
+    std::ifstream f(*config_.cluster.password_file);
+    std::getline(f, o.client.password);
+    if (!f && o.client.password.empty()) {
+      log_.error("cluster store: cannot read the password file " + *config_.cluster.password_file);
+    }
+  } else if (const char* env = std::getenv("TIERWALL_STORE_PASSWORD")) {
+    o.client.password = env;
+  }
+  if (config_.cluster.ca_file) o.client.ca_file = *config_.cluster.ca_file;
+  if (config_.cluster.cert_file) o.client.cert_file = *config_.cluster.cert_file;
+  if (config_.cluster.key_file) o.client.key_file = *config_.cluster.key_file;
+  o.client.request_timeout = std::chrono::milliseconds{5000};
+  o.cluster = config_.cluster.name;
+  o.node = config_.node.name;
+  for (const auto& a : node_addresses) o.addresses.push_back(a.to_string());
+  o.agent_version = "0.1.0";
+  o.lease_ttl = std::chrono::seconds{config_.cluster.lease_ttl_seconds};
+  cluster::ClusterCallbacks cb;
+  cb.on_policy = [this](cluster::PublishedPolicy p) {
+    queue_.post([this, p = std::move(p)]() mutable { cluster_policy(std::move(p)); });
+  };
+  cb.on_snapshot = [this](std::vector<cluster::RemoteEndpoint> remote) {
+    queue_.post([this, remote = std::move(remote)]() mutable {
+      std::vector<identity::Endpoint> eps;
+      eps.reserve(remote.size());
+      for (auto& r : remote) eps.push_back(remote_identity(std::move(r)));
+      const auto n = eps.size();
+      reconciler_->on_snapshot(Source::Cluster, std::move(eps));
+      cluster_ready_ = true;
+      after_change("cluster store snapshot (" + std::to_string(n) + " remote endpoints)");
+    });
+  };
+  cb.on_upsert = [this](cluster::RemoteEndpoint r) {
+    queue_.post([this, r = std::move(r)]() mutable {
+      const std::string key = r.key;
+      auto ep = remote_identity(std::move(r));
+      const std::string what = describe(ep);
+      reconciler_->on_upsert(Source::Cluster, std::move(ep));
+      log_.info("cluster store: remote endpoint " + key + " " + what);
+      check_dataplane();
+    });
+  };
+  cb.on_remove = [this](std::string key) {
+    queue_.post([this, key = std::move(key)] {
+      reconciler_->on_remove(Source::Cluster, key);
+      log_.info("cluster store: remote endpoint " + key + " gone");
+      check_dataplane();
+    });
+  };
+  // The source's threads report transitions concurrently, so their posts
+  // may arrive out of order: the control thread reads the state itself.
+  cb.on_state = [this](bool, std::string) {
+    queue_.post([this] {
+      const auto st = cluster_->status();
+      const auto& known =
+          reconciler_->core_status().sources[static_cast<std::size_t>(Source::Cluster)];
+      if (st.connected == known.connected && (st.connected || !known.reason.empty())) return;
+      if (st.connected) {
+        log_.info("cluster store connected", {{"event", "store-connected"}});
+      } else {
+        log_.warn("cluster store unreachable: " + st.last_error +
+                      "; the last known policy and endpoints stay enforced",
+                  {{"event", "store-disconnected"}});
+      }
+      reconciler_->on_state(Source::Cluster, st.connected,
+                            st.connected ? std::string() : st.last_error);
+    });
+  };
+  cluster_ = std::make_unique<cluster::ClusterSource>(std::move(o), std::move(cb));
+  log_.info("cluster mode: cluster " + config_.cluster.name + ", node " + config_.node.name +
+            ", store " + std::to_string(config_.cluster.store.size()) + " endpoint(s), lease " +
+            std::to_string(config_.cluster.lease_ttl_seconds) + " s");
+  cluster_->start();
+  local_dirty_ = true;
 }
 
 int Daemon::run() {
@@ -1270,6 +1468,7 @@ int Daemon::run() {
   start_flow_log(node_addresses);
   reload_inventory("start");
   start_runtime();
+  start_cluster(node_addresses);
 
   const auto started = Clock::now();
   if (adopt) {
@@ -1310,6 +1509,10 @@ int Daemon::run() {
       check_dataplane();
       next_tick = now + options_.tick_interval;
     }
+
+    // Local endpoints changed (inventory, runtime): the cluster source
+    // writes the difference to the store on its own thread.
+    if (cluster_ && local_dirty_) publish_local();
 
     auto wake = next_tick;
     if (policy_due_) wake = std::min(wake, *policy_due_);
@@ -1380,6 +1583,7 @@ int Daemon::run() {
     if (api_) api_->serve(std::span<const pollfd>(fds).subspan(api_at));
   }
   if (runtime_) runtime_->stop();
+  if (cluster_) cluster_->stop();
 #ifdef TIERWALL_HAVE_DPDK
   if (dpdk_) drain_dpdk(true);  // stops forwarding, drains the last events
 #endif

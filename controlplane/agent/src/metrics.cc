@@ -154,6 +154,41 @@ std::string render_metrics(const ReconcilerStatus& st, const ExtraCounters& extr
     o << "tierwall_identity_source_connected{" << label("source", to_string(static_cast<Source>(i)))
       << "} " << (st.sources[i].connected ? 1 : 0) << "\n";
   }
+  if (extra.cluster) {
+    const auto& c = *extra.cluster;
+    header(o, "tierwall_cluster_connected", "gauge",
+           "1 when the agent reaches the cluster store (every watch and its lease).");
+    o << "tierwall_cluster_connected " << (c.connected ? 1 : 0) << "\n";
+    header(o, "tierwall_cluster_revision", "gauge",
+           "The highest etcd revision the agent has seen.");
+    o << "tierwall_cluster_revision " << c.revision << "\n";
+    header(o, "tierwall_cluster_policy_generation", "gauge",
+           "Generation of the last policy read from the store.");
+    o << "tierwall_cluster_policy_generation " << c.policy_generation << "\n";
+    header(o, "tierwall_cluster_remote_endpoints", "gauge",
+           "Endpoints of other nodes known from the store.");
+    o << "tierwall_cluster_remote_endpoints "
+      << st.sources[static_cast<std::size_t>(Source::Cluster)].endpoints << "\n";
+    header(o, "tierwall_cluster_published_endpoints", "gauge",
+           "This node's endpoints written to the store under its lease.");
+    o << "tierwall_cluster_published_endpoints " << c.published_endpoints << "\n";
+    header(o, "tierwall_cluster_watch_restarts_total", "counter",
+           "Watches that ended with an error (each is resumed, or listed again).");
+    o << "tierwall_cluster_watch_restarts_total " << c.watch_restarts << "\n";
+    header(o, "tierwall_cluster_relists_total", "counter",
+           "Listings repeated after a compaction or a failure.");
+    o << "tierwall_cluster_relists_total " << c.relists << "\n";
+    header(o, "tierwall_cluster_lease_grants_total", "counter",
+           "Leases granted (the first, and one per lease lost).");
+    o << "tierwall_cluster_lease_grants_total " << c.lease_grants << "\n";
+    header(o, "tierwall_cluster_lease_renewals_total", "counter", "Successful lease keepalives.");
+    o << "tierwall_cluster_lease_renewals_total " << c.lease_renewals << "\n";
+    header(o, "tierwall_cluster_unresponsive_watches_total", "counter",
+           "Watches ended because their etcd member stopped answering (moved to another one).");
+    o << "tierwall_cluster_unresponsive_watches_total " << c.unresponsive << "\n";
+    header(o, "tierwall_cluster_errors_total", "counter", "Failed requests to the store.");
+    o << "tierwall_cluster_errors_total " << c.errors << "\n";
+  }
   header(
       o, "tierwall_rule_packets_total", "counter",
       "Packets decided by each rule: the first packet of each connection it allowed (later packets "

@@ -14,6 +14,8 @@ std::string_view to_string(Source s) {
       return "inventory";
     case Source::Runtime:
       return "runtime";
+    case Source::Cluster:
+      return "cluster";
   }
   return "unknown";
 }
@@ -49,7 +51,7 @@ Reconciler::Reconciler(dataplane::Dataplane& dataplane, Options options)
 Reconciler::~Reconciler() = default;
 
 Reconciler::Key Reconciler::key_of(Source source, const identity::Endpoint& ep) {
-  if (source == Source::Runtime && !ep.id.empty()) return Key{source, ep.id};
+  if (source != Source::Inventory && !ep.id.empty()) return Key{source, ep.id};
   return Key{source, ep.name};
 }
 
@@ -245,6 +247,17 @@ bool Reconciler::set_policy(policy::Policy policy) {
 PolicyResult Reconciler::load_and_set_policy(const std::vector<std::string>& paths) {
   PolicyResult result;
   auto loaded = policy::load_policy(paths, result.diagnostics);
+  return accept_loaded(std::move(loaded), std::move(result));
+}
+
+PolicyResult Reconciler::load_and_set_policy_sources(
+    const std::vector<policy::SourceFile>& sources) {
+  PolicyResult result;
+  auto loaded = policy::load_policy_sources(sources, result.diagnostics);
+  return accept_loaded(std::move(loaded), std::move(result));
+}
+
+PolicyResult Reconciler::accept_loaded(std::optional<policy::Policy> loaded, PolicyResult result) {
   if (!loaded || result.diagnostics.has_errors()) {
     ++status_.rejected_policies;
     status_.last_rejection = result.diagnostics;
@@ -376,6 +389,15 @@ std::vector<EndpointView> Reconciler::endpoints() const {
   for (const auto& [key, r] : records_) out.push_back(view(key, r));
   std::sort(out.begin(), out.end(),
             [](const EndpointView& a, const EndpointView& b) { return a.id < b.id; });
+  return out;
+}
+
+std::vector<identity::Endpoint> Reconciler::source_endpoints(Source source) const {
+  std::vector<identity::Endpoint> out;
+  for (auto it = records_.lower_bound(Key{source, {}});
+       it != records_.end() && it->first.source == source; ++it) {
+    if (!it->second.removed) out.push_back(it->second.endpoint);
+  }
   return out;
 }
 

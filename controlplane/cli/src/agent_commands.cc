@@ -114,7 +114,9 @@ void print_status(const json& st, std::ostream& out) {
         << str(policy, "digest").substr(0, 12);
   }
   out << "\n";
-  if (policy.contains("paths")) {
+  if (st.contains("cluster") && st["cluster"].is_object()) {
+    out << "            from the store of cluster " << str(st["cluster"], "name") << "\n";
+  } else if (policy.contains("paths") && !policy["paths"].empty()) {
     out << "            from";
     for (const auto& p : policy["paths"]) out << " " << p.get<std::string>();
     out << "\n";
@@ -148,6 +150,24 @@ void print_status(const json& st, std::ostream& out) {
   }
   if (!any) out << " none configured";
   out << "\n";
+  if (st.contains("cluster") && st["cluster"].is_object()) {
+    const auto& c = st["cluster"];
+    const auto& cp = c.value("policy", json::object());
+    out << "cluster     " << str(c, "name") << ": store "
+        << (c.value("connected", false) ? "connected"
+                                        : "DISCONNECTED, enforcing the last known state")
+        << ", revision " << c.value("revision", 0LL) << ", " << c.value("remoteEndpoints", 0ULL)
+        << " remote endpoints, " << c.value("publishedEndpoints", 0ULL) << " published\n";
+    if (!str(cp, "digest").empty()) {
+      out << "            store policy " << str(cp, "name") << ", generation "
+          << cp.value("generation", 0ULL) << ", digest " << str(cp, "digest").substr(0, 12) << "\n";
+    }
+    if (c.contains("policyRejected")) {
+      out << "            store policy REJECTED: " << str(c, "policyRejected") << "\n";
+    }
+    if (!str(c, "lastError").empty())
+      out << "            last error: " << str(c, "lastError") << "\n";
+  }
   if (st.contains("conflicts") && st["conflicts"].is_array()) {
     for (const auto& c : st["conflicts"]) {
       out << "conflict    " << str(c, "address") << " claimed by " << str(c, "claimant")

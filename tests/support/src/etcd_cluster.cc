@@ -146,15 +146,16 @@ void EtcdCluster::make_certificates() {
   ca.insert(ca.end(), {"-keyout", d + "/ca.key", "-out", d + "/ca.pem", "-days", "2", "-subj",
                        "/CN=tierwall test CA"});
   openssl(ca);
-  write_file(dir_ / "server.ext",
-             "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-             "extendedKeyUsage=serverAuth,clientAuth\n");
+  write_file(dir_ / "server.ext", "subjectAltName=IP:" + options_.host +
+                                      ",DNS:localhost\n"
+                                      "extendedKeyUsage=serverAuth,clientAuth\n");
   write_file(dir_ / "client.ext", "extendedKeyUsage=clientAuth\n");
   for (const std::string who : {"server", "client"}) {
     std::vector<std::string> csr{"req"};
     csr.insert(csr.end(), ec_key.begin(), ec_key.end());
-    csr.insert(csr.end(), {"-keyout", d + "/" + who + ".key", "-out", d + "/" + who + ".csr",
-                           "-subj", who == "server" ? "/CN=127.0.0.1" : "/O=tierwall test client"});
+    csr.insert(csr.end(),
+               {"-keyout", d + "/" + who + ".key", "-out", d + "/" + who + ".csr", "-subj",
+                who == "server" ? "/CN=" + options_.host : "/O=tierwall test client"});
     openssl(csr);
     openssl({"x509", "-req", "-in", d + "/" + who + ".csr", "-CA", d + "/ca.pem", "-CAkey",
              d + "/ca.key", "-CAcreateserial", "-out", d + "/" + who + ".pem", "-days", "2",
@@ -163,7 +164,7 @@ void EtcdCluster::make_certificates() {
 }
 
 std::string EtcdCluster::client_url(int member) const {
-  return std::string(options_.tls ? "https" : "http") + "://127.0.0.1:" +
+  return std::string(options_.tls ? "https" : "http") + "://" + options_.host + ":" +
          std::to_string(members_.at(static_cast<std::size_t>(member)).client_port);
 }
 
@@ -193,10 +194,10 @@ void EtcdCluster::start(int member, bool first_boot) {
   Member& m = members_.at(static_cast<std::size_t>(member));
   std::string initial_cluster;
   for (const auto& other : members_) {
-    initial_cluster += (initial_cluster.empty() ? "" : ",") + other.name +
-                       "=http://127.0.0.1:" + std::to_string(other.peer_port);
+    initial_cluster += (initial_cluster.empty() ? "" : ",") + other.name + "=http://" +
+                       options_.host + ":" + std::to_string(other.peer_port);
   }
-  const std::string peer = "http://127.0.0.1:" + std::to_string(m.peer_port);
+  const std::string peer = "http://" + options_.host + ":" + std::to_string(m.peer_port);
   const std::string client = client_url(member);
   // setpriv --pdeathsig: a member dies with the test process even when
   // that is killed outright (a ctest timeout), instead of lingering.
@@ -238,6 +239,7 @@ void EtcdCluster::start(int member, bool first_boot) {
     if (options_.client_cert_auth) argv.emplace_back("--client-cert-auth");
   }
   argv.insert(argv.end(), options_.extra_args.begin(), options_.extra_args.end());
+  argv = in_netns(std::move(argv));
   Fd log_fd(
       ::open((dir_ / (m.name + ".log")).c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644));
   Fd null_in(::open("/dev/null", O_RDONLY | O_CLOEXEC));
@@ -262,6 +264,19 @@ void EtcdCluster::restart(int member) {
   if (!wait_healthy(member, options_.start_timeout)) {
     throw std::runtime_error("etcd member " + std::to_string(member) +
                              " did not become healthy after a restart:\n" + log(member));
+  }
+}
+
+void EtcdCluster::restart_all() {
+  for (int i = 0; i < size(); ++i) {
+    if (!running(i)) start(i, false);
+  }
+  for (int i = 0; i < size(); ++i) {
+    if (!wait_healthy(i, options_.start_timeout)) {
+      throw std::runtime_error("etcd member " + std::to_string(i) +
+                               " did not become healthy after a restart of the cluster:\n" +
+                               log(i));
+    }
   }
 }
 
@@ -303,6 +318,13 @@ void EtcdCluster::stop_all() noexcept {
   }
 }
 
+std::vector<std::string> EtcdCluster::in_netns(std::vector<std::string> argv) const {
+  if (options_.netns.empty()) return argv;
+  std::vector<std::string> out{"ip", "netns", "exec", options_.netns};
+  out.insert(out.end(), std::make_move_iterator(argv.begin()), std::make_move_iterator(argv.end()));
+  return out;
+}
+
 std::vector<std::string> EtcdCluster::tls_flags() const {
   if (!options_.tls) return {};
   return {"--cacert", ca_file(), "--cert", client_cert(), "--key", client_key()};
@@ -315,6 +337,7 @@ bool EtcdCluster::wait_healthy(int member, Millis timeout) const {
   const auto tls = tls_flags();
   argv.insert(argv.end(), tls.begin(), tls.end());
   argv.insert(argv.end(), {"endpoint", "health"});
+  argv = in_netns(std::move(argv));
   return wait_until(
       [&] {
         if (!running(member)) return false;
@@ -331,7 +354,7 @@ CommandResult EtcdCluster::etcdctl(const std::vector<std::string>& args,
   argv.insert(argv.end(), tls.begin(), tls.end());
   if (!user.empty()) argv.insert(argv.end(), {"--user", user});
   argv.insert(argv.end(), args.begin(), args.end());
-  return run_argv(argv, Millis{15'000});
+  return run_argv(in_netns(std::move(argv)), Millis{15'000});
 }
 
 std::string EtcdCluster::log(int member) const {

@@ -40,6 +40,7 @@
 #include "tierwall/agent/config.h"
 #include "tierwall/agent/http_server.h"
 #include "tierwall/agent/reconciler.h"
+#include "tierwall/cluster/cluster_source.h"
 #include "tierwall/policy/diagnostics.h"
 #include "tierwall/policy/loader.h"
 
@@ -85,6 +86,14 @@ struct AgentState {
   double uptime_seconds = 0;
   std::array<bool, kSourceCount> sources_configured{};  // index: Source
   ReconcilerStatus reconciler;
+  // Cluster mode: the store's state; nullopt when not in cluster mode.
+  struct Cluster {
+    std::string name;
+    std::vector<std::string> store;
+    cluster::ClusterStatus status;
+    std::string rejected;  // why the store's latest policy was not applied, if so
+  };
+  std::optional<Cluster> cluster;
 };
 
 struct ReloadResult {

@@ -44,6 +44,19 @@
 //       operator: {groups: [tierwall]}
 //       auditor: {groups: [tierwall-audit]}
 //   metrics: {address: 127.0.0.1:9641}    # default shown; HOST:PORT, [V6]:PORT
+//   cluster:                              # optional: cluster mode (docs/cluster.md)
+//     store: [https://etcd-1:2379]        # etcd client URLs (a string or a list)
+//     name: default                       # keys under /tierwall/<name>/
+//     user: tierwall-node-node-1          # optional: etcd user ...
+//     passwordFile: /etc/tierwall/etcd.pw #   ... and its password (first line)
+//     ca: /etc/tierwall/etcd-ca.pem       # optional TLS: CA, client cert and key
+//     cert: /etc/tierwall/node.pem
+//     key: /etc/tierwall/node-key.pem
+//     leaseTtl: 15                        # seconds, 2..3600
+//
+// In cluster mode the policy comes from the store: giving a local policy
+// too (`policy:` or --policy) is an error, so that a node never enforces
+// something other than what the cluster published.
 //
 // Relative paths in the file are relative to the file's directory; paths in
 // flags are taken as given. Every problem is reported as FILE:LINE:COL, with
@@ -134,7 +147,20 @@ struct AgentConfig {
     std::array<RoleMembers, 3> roles{};
   };
 
+  struct Cluster {
+    std::vector<std::string> store;  // etcd client URLs; empty: not in cluster mode
+    std::string name = "default";
+    std::optional<std::string> user;
+    std::optional<std::string> password_file;  // else $TIERWALL_STORE_PASSWORD
+    std::optional<std::string> ca_file;
+    std::optional<std::string> cert_file;
+    std::optional<std::string> key_file;
+    int lease_ttl_seconds = 15;
+  };
+
   Node node;
+  Cluster cluster;
+  [[nodiscard]] bool cluster_mode() const { return !cluster.store.empty(); }
   std::vector<Cidr> container_cidrs;
   std::vector<std::string> policy;  // required (file or flag)
   std::optional<std::string> inventory;
@@ -176,11 +202,14 @@ struct Overrides {
   std::optional<std::string> flow_log_key;    // --flow-log-key FILE
   std::optional<std::string> ipfix;           // --ipfix HOST:PORT
   std::optional<std::string> dataplane;       // --dataplane nft|dpdk
+  std::optional<std::string> store;           // --store URL[,URL...]
+  std::optional<std::string> cluster;         // --cluster NAME
 };
 
 // Applies the flags, then checks what only the merged result can tell (a
-// policy path is given). Bad flag values are reported at "<command line>".
-// Returns false (leaving `config` partly updated) on any error.
+// policy path is given, or a cluster store and no local policy; the node
+// and cluster names and store URLs are valid in cluster mode). Bad flag values are reported at
+// "<command line>". Returns false (leaving `config` partly updated) on any error.
 bool apply_overrides(AgentConfig& config, const Overrides& flags, policy::Diagnostics& diags);
 
 struct HostPort {

@@ -24,6 +24,7 @@
 #include "tierwall/agent/config.h"
 #include "tierwall/agent/http_server.h"
 #include "tierwall/agent/reconciler.h"
+#include "tierwall/cluster/cluster_source.h"
 #include "tierwall/dataplane/ruleset.h"
 
 namespace tierwall::agent {
@@ -77,7 +78,9 @@ struct ExtraCounters {
   std::optional<DpdkMetrics> dpdk;  // set when the DPDK dataplane runs
   std::vector<RuleCounter> rules;
   // Sources rendered in tierwall_identity_source_connected (index: Source).
-  std::array<bool, kSourceCount> source_configured{true, true};
+  std::array<bool, kSourceCount> source_configured{true, true, false};
+  // Cluster mode: the store's state (tierwall_cluster_*); nullopt otherwise.
+  std::optional<cluster::ClusterStatus> cluster;
 };
 
 // Kernel counters (NftBackend::rule_counters) named through `policy`

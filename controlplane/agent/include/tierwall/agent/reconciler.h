@@ -36,12 +36,16 @@
 #include "tierwall/dataplane/dataplane.h"
 #include "tierwall/identity/endpoint.h"
 #include "tierwall/policy/diagnostics.h"
+#include "tierwall/policy/loader.h"
 #include "tierwall/policy/model.h"
 
 namespace tierwall::agent {
 
-enum class Source : std::uint8_t { Inventory = 0, Runtime = 1 };
-inline constexpr std::size_t kSourceCount = 2;
+// Cluster: other nodes' endpoints from the cluster store (keyed by
+// "<node>/<id>" in Endpoint::id); resolved to tiers like local ones, so
+// this node's tier sets know remote addresses too.
+enum class Source : std::uint8_t { Inventory = 0, Runtime = 1, Cluster = 2 };
+inline constexpr std::size_t kSourceCount = 3;
 std::string_view to_string(Source s);
 
 struct SourceState {
@@ -116,6 +120,9 @@ class Reconciler {
   // rejection is counted and kept in status(), and nothing reaches the
   // dataplane. Unchanged digest: nothing is re-applied.
   PolicyResult load_and_set_policy(const std::vector<std::string>& paths);
+  // The same for documents held in memory (the cluster store's), each
+  // named by its `path` in diagnostics and in the digest.
+  PolicyResult load_and_set_policy_sources(const std::vector<policy::SourceFile>& sources);
 
   // Identity events. Each results in at most one dataplane call.
   // A snapshot replaces every endpoint of `source`, and marks it connected.
@@ -150,6 +157,9 @@ class Reconciler {
   // updates) since the last call, oldest first; for the metrics histogram.
   std::vector<std::chrono::nanoseconds> take_latencies();
   [[nodiscard]] std::vector<EndpointView> endpoints() const;  // sorted by id
+  // The identities `source` reported (as given, conflicts included), for
+  // publishing this node's endpoints to the cluster. O(n).
+  [[nodiscard]] std::vector<identity::Endpoint> source_endpoints(Source source) const;
   // The endpoint holding `address` now, if any, without its address list
   // (the flow log asks this for every event). O(log n).
   [[nodiscard]] std::optional<EndpointView> find_address(const IpAddress& address) const;
@@ -190,6 +200,7 @@ class Reconciler {
   void commit(Batch& batch);
   bool full_apply();
   std::optional<Installed> desired(const Record& r) const;
+  PolicyResult accept_loaded(std::optional<policy::Policy> loaded, PolicyResult result);
   void dataplane_failed(const dataplane::DataplaneError& e);
 
   dataplane::Dataplane& dataplane_;

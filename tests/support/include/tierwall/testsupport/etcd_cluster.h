@@ -47,6 +47,12 @@ struct EtcdClusterOptions {
   bool client_cert_auth = false;  // with tls: etcd demands a client certificate
   Millis start_timeout{30'000};
   std::vector<std::string> extra_args;  // more etcd flags, e.g. {"--auth-token-ttl", "1"}
+  // Run the members (and etcdctl) inside this network namespace (`ip netns
+  // exec`), listening on `host`, an address of that namespace: agents in
+  // other namespaces then reach etcd over links the test made. Empty: the
+  // caller's namespace, loopback.
+  std::string netns;
+  std::string host = "127.0.0.1";
 };
 
 class EtcdCluster {
@@ -72,6 +78,9 @@ class EtcdCluster {
 
   void kill(int member);
   void restart(int member);
+  // Starts every member that is not running (all at once: a member alone
+  // cannot be healthy without a quorum), then waits until all are healthy.
+  void restart_all();
   // SIGSTOP / SIGCONT: the member keeps its sockets but answers nothing, as
   // behind a partition (connections are accepted by the kernel, requests
   // time out).
@@ -104,6 +113,8 @@ class EtcdCluster {
   void start(int member, bool first_boot);
   void stop_all() noexcept;
   std::vector<std::string> tls_flags() const;
+  // `ip netns exec NETNS argv...` when options.netns is set.
+  std::vector<std::string> in_netns(std::vector<std::string> argv) const;
 
   EtcdClusterOptions options_;
   std::filesystem::path dir_;

@@ -1,0 +1,701 @@
+// Several nodes on one machine, one cluster: three "nodes" as network
+// namespaces, each running its own tierwalld (inside its namespace, so each
+// agent programs only its own namespace's nftables), with "containers"
+// (namespaces behind a bridge of the node, routed between nodes), and a
+// three-member etcd cluster in a hub namespace the nodes reach over veths:
+//
+//   hub: bridge "hub" 198.18.0.1/24, etcd m0..m2 on 198.18.0.1
+//    ├── node-0 up0 198.18.0.10  cbr 10.88.0.1/24  web-0 .10, db-0 .11
+//    ├── node-1 up0 198.18.0.11  cbr 10.88.1.1/24  web-1 .10, api-1 .11 (+ api-1b .12 later)
+//    └── node-2 up0 198.18.0.12  cbr 10.88.2.1/24  db-2 .10, api-2 .11
+//
+// Addresses are from the benchmarking range 198.18.0.0/15 and private
+// container networks, all inside namespaces the test makes; the root
+// namespace is not touched. What it checks:
+//   - a policy published with `tierctl apply --store` is enforced on every
+//     node, and every cross-node connection is allowed or denied exactly as
+//     the reference evaluator says (both nodes' tier sets hold both ends);
+//   - policy updates reach every node (publish -> applied, p50/p99 printed);
+//   - a killed etcd member leaves everything working, and so does a frozen
+//     one (the member the agents' watches are on stops answering);
+//   - the whole etcd cluster stopped: enforcement intact, every agent says
+//     disconnected; a new endpoint on one node while etcd is down reaches
+//     the others after etcd returns;
+//   - an agent killed with SIGKILL: its endpoints expire on the other nodes
+//     after its lease TTL;
+//   - an agent as its own restricted etcd user over mutual TLS (second test).
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tierwall/compiler/compiler.h"
+#include "tierwall/dataplane/evaluator.h"
+#include "tierwall/identity/endpoint.h"
+#include "tierwall/policy/loader.h"
+#include "tierwall/testsupport/etcd_cluster.h"
+#include "tierwall/testsupport/netns.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using tierwall::testsupport::EtcdCluster;
+using tierwall::testsupport::EtcdClusterOptions;
+using tierwall::testsupport::Millis;
+using tierwall::testsupport::NetNs;
+using tierwall::testsupport::Outcome;
+using tierwall::testsupport::TcpServer;
+using Clock = std::chrono::steady_clock;
+
+const std::string kTierwalld = TIERWALLD_BINARY;
+const std::string kTierctl = TIERCTL_BINARY;
+constexpr int kLeaseTtl = 3;  // seconds
+const std::string kHubAddress = "198.18.0.1";
+constexpr std::uint16_t kApiPort = 8080;
+constexpr std::uint16_t kDbPort = 5432;
+
+// web -> api on 8080, api -> db on 5432; `extra` adds flows (policy updates).
+std::string policy_text(const std::string& extra = {}) {
+  return R"(apiVersion: tierwall.io/v1
+kind: SegmentationPolicy
+metadata: {name: cluster-test}
+spec:
+  mode: enforce
+  tiers:
+    - {name: web, level: 100}
+    - {name: api, level: 200}
+    - {name: db, level: 300}
+  assignments:
+    - {name: web, match: {labels: {role: web}}, tier: web}
+    - {name: api, match: {labels: {role: api}}, tier: api}
+    - {name: db, match: {labels: {role: db}}, tier: db}
+  flows:
+    - {name: web-to-api, from: {tier: web}, to: {tier: api}, ports: [tcp/8080]}
+    - {name: api-to-db, from: {tier: api}, to: {tier: db}, ports: [tcp/5432]}
+)" + extra;
+}
+const std::string kWebToDb =
+    "    - {name: web-to-db, from: {tier: web}, to: {tier: db}, ports: [tcp/5432]}\n";
+
+bool wait_until(const std::function<bool()>& pred, Millis timeout, Millis step = Millis{50}) {
+  const auto deadline = Clock::now() + timeout;
+  while (!pred()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(step);
+  }
+  return true;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+void write_file(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
+  {
+    std::ofstream f(tmp);
+    f << text;
+  }
+  fs::rename(tmp, path);
+}
+
+// "2026-11-25T23:39:05.500Z" -> system_clock.
+std::chrono::system_clock::time_point parse_ts(const std::string& ts) {
+  std::tm tm{};
+  int ms = 0;
+  if (std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7) {
+    return {};
+  }
+  tm.tm_year -= 1900;
+  tm.tm_mon -= 1;
+  return std::chrono::system_clock::from_time_t(::timegm(&tm)) + std::chrono::milliseconds{ms};
+}
+
+struct Container {
+  Container(std::string n, std::string r, std::string a) : ns(n), name(n), role(r), v4(a) {}
+  NetNs ns;
+  std::string name;
+  std::string role;
+  std::string v4;
+  std::unique_ptr<TcpServer> api_server;
+  std::unique_ptr<TcpServer> db_server;
+};
+
+struct Node {
+  explicit Node(int i)
+      : index(i),
+        name("node-" + std::to_string(i)),
+        ns(name),
+        uplink("198.18.0.1" + std::to_string(i)),
+        subnet("10.88." + std::to_string(i)) {}
+  int index;
+  std::string name;
+  NetNs ns;
+  std::string uplink;
+  std::string subnet;  // "10.88.<i>"
+  std::deque<Container> containers;
+  pid_t agent = -1;
+  fs::path dir;
+};
+
+// Everything the test makes, torn down in reverse order of declaration
+// whatever happens: agents and servers first (with their namespaces), then
+// etcd, then the hub, then the directory.
+class ClusterLab {
+ public:
+  explicit ClusterLab(const fs::path& dir) : dir_(dir) {}
+  ~ClusterLab() {
+    for (auto& n : nodes) {
+      if (n->agent > 0) n->ns.stop(n->agent, Millis{2000});
+      for (auto& c : n->containers) {
+        c.api_server.reset();
+        c.db_server.reset();
+      }
+    }
+    nodes.clear();
+    etcd.reset();
+  }
+  ClusterLab(const ClusterLab&) = delete;
+  ClusterLab& operator=(const ClusterLab&) = delete;
+
+  NetNs hub{"hub"};
+  std::unique_ptr<EtcdCluster> etcd;
+  std::vector<std::unique_ptr<Node>> nodes;
+
+  void build() {
+    using namespace tierwall::testsupport;
+    bridge(hub, "hub");
+    addr(hub, "hub", kHubAddress + "/24");
+    for (int i = 0; i < 3; ++i) nodes.push_back(std::make_unique<Node>(i));
+    for (auto& n : nodes) {
+      const std::string port = "n" + std::to_string(n->index);
+      veth(n->ns, "up0", hub, port);
+      attach(hub, port, "hub");
+      addr(n->ns, "up0", n->uplink + "/24");
+      sysctl(n->ns, "net.ipv4.ip_forward", "1");
+      bridge(n->ns, "cbr");
+      addr(n->ns, "cbr", n->subnet + ".1/24");
+      for (auto& other : nodes) {
+        if (other.get() == n.get()) continue;
+        route(n->ns, other->subnet + ".0/24 via " + other->uplink);
+      }
+      n->dir = dir_ / n->name;
+      fs::create_directories(n->dir);
+    }
+    add_container(*nodes[0], "web-0", "web");
+    add_container(*nodes[0], "db-0", "db");
+    add_container(*nodes[1], "web-1", "web");
+    add_container(*nodes[1], "api-1", "api");
+    add_container(*nodes[2], "db-2", "db");
+    add_container(*nodes[2], "api-2", "api");
+  }
+
+  Container& add_container(Node& n, const std::string& name, const std::string& role) {
+    using namespace tierwall::testsupport;
+    const int j = static_cast<int>(n.containers.size());
+    auto& c = n.containers.emplace_back(name, role, n.subnet + "." + std::to_string(10 + j));
+    const std::string port = "c" + std::to_string(j);
+    veth(c.ns, "eth0", n.ns, port);
+    attach(n.ns, port, "cbr");
+    addr(c.ns, "eth0", c.v4 + "/24");
+    route(c.ns, "default via " + n.subnet + ".1");
+    c.api_server = std::make_unique<TcpServer>(c.ns, "0.0.0.0", kApiPort);
+    c.db_server = std::make_unique<TcpServer>(c.ns, "0.0.0.0", kDbPort);
+    return c;
+  }
+
+  void write_inventory(const Node& n) const {
+    std::string s = "apiVersion: tierwall.io/v1\nkind: Inventory\nnode: {name: " + n.name +
+                    ", addresses: [" + n.uplink + "]}\nendpoints:\n";
+    for (const auto& c : n.containers) {
+      s +=
+          "  - {name: " + c.name + ", labels: {role: " + c.role + "}, addresses: [" + c.v4 + "]}\n";
+    }
+    write_file(n.dir / "inventory.yaml", s);
+  }
+
+  void start_agent(Node& n) const {
+    write_inventory(n);
+    std::string store;
+    for (const auto& url : etcd->client_urls()) store += (store.empty() ? "" : ", ") + url;
+    write_file(n.dir / "agent.yaml", "node: {name: " + n.name +
+                                         "}\n"
+                                         "containerCidrs: [10.88.0.0/16]\n"
+                                         "inventory: inventory.yaml\n"
+                                         "api: {socket: " +
+                                         (n.dir / "api.sock").string() +
+                                         "}\n"
+                                         "metrics: {address: 127.0.0.1:9641}\n"
+                                         "cluster: {store: [" +
+                                         store + "], leaseTtl: " + std::to_string(kLeaseTtl) +
+                                         "}\n");
+    n.agent = n.ns.spawn("exec " + kTierwalld + " --config " + (n.dir / "agent.yaml").string() +
+                             " --log-format json",
+                         (n.dir / "agent.log").string());
+  }
+
+  [[nodiscard]] json status(const Node& n) const {
+    auto r = tierwall::testsupport::run_argv(
+        {kTierctl, "status", "-o", "json", "--socket", (n.dir / "api.sock").string()},
+        Millis{5000});
+    if (!r.ok()) return json::object();
+    try {
+      return json::parse(r.out);
+    } catch (const std::exception&) {
+      return json::object();
+    }
+  }
+
+  [[nodiscard]] std::string nft_table(const Node& n) const {
+    return n.ns.run("nft list table inet tierwall").out;
+  }
+
+  // The policy files in `dir`, published with tierctl through the hub.
+  [[nodiscard]] json publish(const std::string& text, const std::string& store = {}) const {
+    const fs::path pdir = dir_ / "policy";
+    fs::create_directories(pdir);
+    write_file(pdir / "policy.yaml", text);
+    auto r = hub.run(kTierctl + " apply " + pdir.string() + " --store " +
+                     (store.empty() ? etcd->endpoints() : store) + " --author test -o json");
+    EXPECT_TRUE(r.ok()) << r.out << r.err;
+    try {
+      return json::parse(r.out);
+    } catch (const std::exception&) {
+      return json::object();
+    }
+  }
+
+ private:
+  fs::path dir_;
+};
+
+// The reference evaluator over every container of the cluster.
+class Reference {
+ public:
+  Reference(const std::string& text, const std::vector<const Container*>& containers) {
+    tierwall::policy::Diagnostics diags;
+    auto policy = tierwall::policy::parse_policy(text, "policy.yaml", diags);
+    if (!policy) throw std::runtime_error("reference policy does not load");
+    compilation_ = std::make_unique<tierwall::compiler::Compilation>(*policy, 1);
+    tierwall::identity::Inventory inv;
+    for (const auto* c : containers) {
+      tierwall::identity::Endpoint ep;
+      ep.name = c->name;
+      ep.labels.set("role", c->role);
+      ep.addresses.push_back(*tierwall::IpAddress::parse(c->v4));
+      inv.endpoints.push_back(std::move(ep));
+    }
+    rules_ = tierwall::dataplane::RuleSet{
+        compilation_->policy(),
+        compilation_->bind_all(inv, {*tierwall::Cidr::parse("10.88.0.0/16")})};
+  }
+  [[nodiscard]] bool allows(const Container& from, const Container& to, std::uint16_t port) const {
+    tierwall::dataplane::Connection c;
+    c.src = *tierwall::IpAddress::parse(from.v4);
+    c.dst = *tierwall::IpAddress::parse(to.v4);
+    c.protocol = 6;
+    c.port = port;
+    return tierwall::dataplane::decide(rules_, c).verdict != tierwall::dataplane::Verdict::Deny;
+  }
+
+ private:
+  std::unique_ptr<tierwall::compiler::Compilation> compilation_;
+  tierwall::dataplane::RuleSet rules_;
+};
+
+std::vector<const Container*> all_containers(const ClusterLab& lab) {
+  std::vector<const Container*> out;
+  for (const auto& n : lab.nodes) {
+    for (const auto& c : n->containers) out.push_back(&c);
+  }
+  return out;
+}
+
+// Every cross-node pair on both ports, against the reference. Returns the
+// number of connections checked.
+int check_matrix(const ClusterLab& lab, const std::string& policy, const std::string& when) {
+  const auto containers = all_containers(lab);
+  const Reference ref(policy, containers);
+  int checked = 0;
+  for (const auto& a : lab.nodes) {
+    for (const auto& b : lab.nodes) {
+      if (a.get() == b.get()) continue;
+      for (const auto& from : a->containers) {
+        for (const auto& to : b->containers) {
+          for (const std::uint16_t port : {kApiPort, kDbPort}) {
+            const bool allowed = ref.allows(from, to, port);
+            const auto got = tierwall::testsupport::tcp_probe(from.ns, to.v4, port,
+                                                              allowed ? Millis{3000} : Millis{300});
+            EXPECT_EQ(got == Outcome::kOk, allowed)
+                << when << ": " << from.name << " (" << a->name << ") -> " << to.name << " ("
+                << b->name << ") tcp/" << port << ": reference says "
+                << (allowed ? "allow" : "deny") << ", got " << got;
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  return checked;
+}
+
+// Lines of the agent's JSON log with event=policy-applied and `digest`:
+// the time it was applied.
+std::optional<std::chrono::system_clock::time_point> applied_at(const Node& n,
+                                                                const std::string& digest) {
+  std::istringstream in(read_file(n.dir / "agent.log"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.find("\"policy-applied\"") == std::string::npos) continue;
+    try {
+      const auto j = json::parse(line);
+      if (j.value("digest", "") == digest) return parse_ts(j.value("ts", ""));
+    } catch (const std::exception&) {
+    }
+  }
+  return std::nullopt;
+}
+
+bool knows_everything(const ClusterLab& lab, const Node& n) {
+  const std::string table = lab.nft_table(n);
+  for (const auto* c : all_containers(lab)) {
+    if (table.find(c->v4) == std::string::npos) return false;
+  }
+  return true;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  const auto i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+class ClusterAgents : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::optional<std::string> why = tierwall::testsupport::netns_unavailable_reason();
+    if (!why) why = EtcdCluster::unavailable_reason();
+    if (why) {
+      if (std::getenv("CI") != nullptr) FAIL() << "CI must run this test: " << *why;
+      GTEST_SKIP() << *why;
+    }
+    char tmpl[] = "/tmp/tw-cluster-agents-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override {
+    if (!dir_.empty()) {
+      if (HasFailure()) {
+        for (const char* n : {"node-0", "node-1", "node-2"}) {
+          std::cerr << "--- " << n << " agent log (tail)\n";
+          const auto log = read_file(dir_ / n / "agent.log");
+          std::cerr << log.substr(log.size() > 6000 ? log.size() - 6000 : 0) << "\n";
+        }
+      }
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+  }
+  fs::path dir_;
+};
+
+TEST_F(ClusterAgents, ThreeNodesFollowOneClusterThroughEtcdFailures) {
+  ClusterLab lab(dir_);
+  ASSERT_NO_THROW(lab.build());
+  EtcdClusterOptions eo;
+  eo.members = 3;
+  eo.netns = lab.hub.name();
+  eo.host = kHubAddress;
+  ASSERT_NO_THROW(lab.etcd = std::make_unique<EtcdCluster>(eo));
+  for (auto& n : lab.nodes) lab.start_agent(*n);
+
+  // 1. The first publish reaches every node; each knows all six containers.
+  std::string policy = policy_text();
+  const json first = lab.publish(policy);
+  const std::string digest = first.value("digest", "");
+  ASSERT_FALSE(digest.empty()) << first.dump();
+  for (auto& n : lab.nodes) {
+    ASSERT_TRUE(wait_until([&] { return applied_at(*n, digest).has_value(); }, Millis{15'000}))
+        << n->name << " did not apply the published policy";
+    ASSERT_TRUE(wait_until([&] { return knows_everything(lab, *n); }, Millis{10'000}))
+        << n->name << "'s tier sets lack a remote endpoint:\n"
+        << lab.nft_table(*n);
+    const json st = lab.status(*n);
+    EXPECT_TRUE(st["cluster"].value("connected", false)) << st.dump();
+    EXPECT_EQ(st["cluster"].value("remoteEndpoints", 0), 4) << st.dump();
+    EXPECT_EQ(st["policy"].value("digest", ""), digest);
+  }
+  const int checked = check_matrix(lab, policy, "policy v1");
+  std::cout << "policy v1: " << checked << " cross-node connections match the reference\n";
+
+  // 2. Updates reach every node: publish -> applied, per node.
+  std::vector<double> latencies_ms;
+  for (int round = 0; round < 8; ++round) {
+    const std::string text =
+        policy_text("    - {name: round, from: {tier: web}, to: {tier: api}, ports: [tcp/" +
+                    std::to_string(9000 + round) + "]}\n");
+    const auto t0 = std::chrono::system_clock::now();
+    const std::string d = lab.publish(text).value("digest", "");
+    ASSERT_FALSE(d.empty());
+    for (auto& n : lab.nodes) {
+      std::optional<std::chrono::system_clock::time_point> at;
+      ASSERT_TRUE(wait_until([&] { return (at = applied_at(*n, d)).has_value(); }, Millis{10'000},
+                             Millis{10}))
+          << n->name << " did not apply update " << round;
+      latencies_ms.push_back(std::chrono::duration<double, std::milli>(*at - t0).count());
+    }
+  }
+  std::cout << "publish -> enforced on each node (tierctl apply --store start to the agent's "
+               "policy-applied log line; "
+            << latencies_ms.size() << " samples): p50 " << percentile(latencies_ms, 0.5)
+            << " ms, p99 " << percentile(latencies_ms, 0.99) << " ms, max "
+            << percentile(latencies_ms, 1.0) << " ms\n";
+
+  // An update that changes verdicts: web may now reach db on 5432.
+  policy = policy_text(kWebToDb);
+  const std::string d2 = lab.publish(policy).value("digest", "");
+  for (auto& n : lab.nodes) {
+    ASSERT_TRUE(wait_until([&] { return applied_at(*n, d2).has_value(); }, Millis{10'000}));
+  }
+  check_matrix(lab, policy, "policy v2 (web-to-db)");
+
+  // 3. One etcd member killed: publishing and following go on.
+  lab.etcd->kill(0);
+  policy = policy_text();
+  const std::string d3 = lab.publish(policy).value("digest", "");
+  ASSERT_FALSE(d3.empty());
+  for (auto& n : lab.nodes) {
+    EXPECT_TRUE(wait_until([&] { return applied_at(*n, d3).has_value(); }, Millis{15'000}))
+        << n->name << " did not follow a publish with member 0 down";
+    EXPECT_TRUE(wait_until([&] { return lab.status(*n)["cluster"].value("connected", false); },
+                           Millis{15'000}))
+        << n->name << " not connected with two members of three";
+  }
+  // web -> db is denied again on every node.
+  EXPECT_NE(tierwall::testsupport::tcp_probe(lab.nodes[0]->containers[0].ns, "10.88.2.10", kDbPort,
+                                             Millis{300}),
+            Outcome::kOk);
+  ASSERT_NO_THROW(lab.etcd->restart(0));
+
+  // 3b. The member node-0's watches are on stops answering (frozen: its
+  // connections stay open, nothing arrives). A publish through the other
+  // two reaches every node all the same.
+  const std::string watched = lab.status(*lab.nodes[0])["cluster"]["watching"].value("policy", "");
+  const auto urls = lab.etcd->client_urls();
+  const auto frozen_it = std::find(urls.begin(), urls.end(), watched);
+  ASSERT_NE(frozen_it, urls.end()) << "node-0 watches " << watched;
+  const int frozen = static_cast<int>(frozen_it - urls.begin());
+  std::string others;
+  for (const auto& u : urls) {
+    if (u != watched) others += (others.empty() ? "" : ",") + u;
+  }
+  lab.etcd->pause(frozen);
+  // Every publish below is new (a digest seen before would find its old
+  // policy-applied line).
+  policy = policy_text(
+      kWebToDb + "    - {name: frozen, from: {tier: web}, to: {tier: api}, ports: [tcp/7001]}\n");
+  const auto frozen_t0 = Clock::now();
+  const std::string d4 = lab.publish(policy, others).value("digest", "");
+  ASSERT_FALSE(d4.empty());
+  for (auto& n : lab.nodes) {
+    EXPECT_TRUE(wait_until([&] { return applied_at(*n, d4).has_value(); }, Millis{30'000}))
+        << n->name << " did not follow a publish with the member it watched frozen";
+  }
+  std::cout
+      << "member " << frozen << " frozen under node-0's watches: the publish reached every "
+      << "node within "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - frozen_t0).count()
+      << " ms\n";
+  EXPECT_GE(lab.status(*lab.nodes[0])["cluster"].value("unresponsiveWatches", 0), 1);
+  lab.etcd->resume(frozen);
+  policy =
+      policy_text("    - {name: thawed, from: {tier: web}, to: {tier: api}, ports: [tcp/7002]}\n");
+  const std::string d5 = lab.publish(policy).value("digest", "");
+  for (auto& n : lab.nodes) {
+    ASSERT_TRUE(wait_until([&] { return applied_at(*n, d5).has_value(); }, Millis{15'000}));
+  }
+
+  // 4. The whole etcd cluster down: enforcement intact, status says so.
+  for (int i = 0; i < 3; ++i) lab.etcd->kill(i);
+  for (auto& n : lab.nodes) {
+    EXPECT_TRUE(wait_until(
+        [&] {
+          const json st = lab.status(*n);
+          return st.contains("cluster") && !st["cluster"].value("connected", true);
+        },
+        Millis{15'000}))
+        << n->name << " does not report the store as disconnected";
+    const json st = lab.status(*n);
+    EXPECT_FALSE(st["cluster"].value("lastError", "").empty()) << st.dump();
+    EXPECT_EQ(st["cluster"].value("remoteEndpoints", 0), 4) << "remote endpoints were dropped";
+    EXPECT_EQ(st["policy"].value("digest", ""), d5);
+  }
+  check_matrix(lab, policy, "etcd down");
+  // A new container on node-1 while etcd is down.
+  Container& late = lab.add_container(*lab.nodes[1], "api-1b", "api");
+  lab.write_inventory(*lab.nodes[1]);
+  ASSERT_TRUE(
+      wait_until([&] { return lab.nft_table(*lab.nodes[1]).find(late.v4) != std::string::npos; },
+                 Millis{10'000}));
+  ASSERT_NO_THROW(lab.etcd->restart_all());
+  const auto back = Clock::now();
+  for (auto& n : lab.nodes) {
+    EXPECT_TRUE(wait_until([&] { return knows_everything(lab, *n); }, Millis{20'000}))
+        << n->name << " did not learn " << late.name << " after etcd returned";
+    EXPECT_TRUE(wait_until([&] { return lab.status(*n)["cluster"].value("connected", false); },
+                           Millis{15'000}));
+  }
+  std::cout << "after etcd returned, every node knew the endpoint added meanwhile within "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - back).count()
+            << " ms\n";
+  // web-0 (node-0) -> api-1b (node-1) on 8080: allowed on both sides.
+  EXPECT_EQ(tierwall::testsupport::tcp_probe(lab.nodes[0]->containers[0].ns, late.v4, kApiPort,
+                                             Millis{3000}),
+            Outcome::kOk);
+  check_matrix(lab, policy, "after etcd returned");
+
+  // 5. node-2's agent dies: its endpoints expire elsewhere after the lease.
+  Node& dead = *lab.nodes[2];
+  ::kill(dead.agent, SIGKILL);
+  const auto killed = Clock::now();
+  for (int i = 0; i < 2; ++i) {
+    Node& n = *lab.nodes[static_cast<std::size_t>(i)];
+    EXPECT_TRUE(wait_until(
+        [&] {
+          const std::string t = lab.nft_table(n);
+          return t.find(dead.containers[0].v4) == std::string::npos &&
+                 t.find(dead.containers[1].v4) == std::string::npos;
+        },
+        Millis{(kLeaseTtl + 10) * 1000}))
+        << n.name << " still holds " << dead.name << "'s endpoints";
+  }
+  const auto expired_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed).count();
+  std::cout << dead.name << "'s endpoints expired on the other nodes " << expired_ms
+            << " ms after its agent was killed (lease TTL " << kLeaseTtl << " s)\n";
+  EXPECT_GE(expired_ms, 1000) << "expired before the lease could have";
+  // api-1 (node-1) -> db-2 (node-2) on 5432 was allowed; node-1 now
+  // quarantines the unknown address and denies it.
+  EXPECT_NE(tierwall::testsupport::tcp_probe(lab.nodes[1]->containers[1].ns, "10.88.2.10", kDbPort,
+                                             Millis{300}),
+            Outcome::kOk);
+  lab.nodes[2]->ns.stop(dead.agent);
+  dead.agent = -1;
+}
+
+// One agent as its own etcd user (role tierwall-node-node-a, made by
+// `tierctl store add-node`) over mutual TLS: everything it does (lists,
+// watches, its lease, its own keys, the watchdog's probe) is within the
+// role, and it follows the policy an author publishes.
+TEST_F(ClusterAgents, AgentAsRestrictedNodeUserOverMutualTls) {
+  NetNs node("node-a");
+  EtcdClusterOptions eo;
+  eo.tls = true;
+  eo.client_cert_auth = true;
+  eo.netns = node.name();
+  std::unique_ptr<EtcdCluster> etcd;
+  ASSERT_NO_THROW(etcd = std::make_unique<EtcdCluster>(eo));
+  const std::string tls = " --store-ca " + etcd->ca_file() + " --store-cert " +
+                          etcd->client_cert() + " --store-key " + etcd->client_key();
+  write_file(dir_ / "root.pw", "root-secret\n");
+  write_file(dir_ / "alice.pw", "alice-secret\n");
+  write_file(dir_ / "node.pw", "node-secret\n");
+  auto r = node.run(kTierctl + " store init-auth --store " + etcd->endpoints() + tls +
+                    " --root-password-file " + (dir_ / "root.pw").string() +
+                    " --author-user alice --author-password-file " + (dir_ / "alice.pw").string());
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  r = node.run(kTierctl + " store add-node node-a --password-file " + (dir_ / "node.pw").string() +
+               " --store " + etcd->endpoints() + tls + " --store-user root --store-password-file " +
+               (dir_ / "root.pw").string());
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+
+  using namespace tierwall::testsupport;
+  bridge(node, "cbr");
+  addr(node, "cbr", "10.88.0.1/24");
+  write_file(dir_ / "inventory.yaml",
+             "apiVersion: tierwall.io/v1\nkind: Inventory\nnode: {name: node-a}\nendpoints:\n"
+             "  - {name: web-0, labels: {role: web}, addresses: [10.88.0.10]}\n");
+  write_file(dir_ / "agent.yaml",
+             "node: {name: node-a}\ncontainerCidrs: [10.88.0.0/16]\ninventory: inventory.yaml\n"
+             "api: {socket: " +
+                 (dir_ / "api.sock").string() +
+                 "}\n"
+                 "cluster:\n  store: [" +
+                 etcd->endpoints() +
+                 "]\n  user: tierwall-node-node-a\n  passwordFile: node.pw\n"
+                 "  ca: " +
+                 etcd->ca_file() + "\n  cert: " + etcd->client_cert() +
+                 "\n  key: " + etcd->client_key() + "\n  leaseTtl: 5\n");
+  fs::create_directories(dir_ / "node-0");  // TearDown prints node-0/agent.log on failure
+  const pid_t agent = node.spawn(
+      "exec " + kTierwalld + " --config " + (dir_ / "agent.yaml").string() + " --log-format json",
+      (dir_ / "node-0" / "agent.log").string());
+  fs::create_directories(dir_ / "policy");
+  write_file(dir_ / "policy" / "policy.yaml", policy_text());
+  r = node.run(kTierctl + " apply " + (dir_ / "policy").string() + " --store " + etcd->endpoints() +
+               tls + " --store-user alice --store-password-file " + (dir_ / "alice.pw").string() +
+               " -o json");
+  ASSERT_TRUE(r.ok()) << r.out << r.err;
+  const std::string digest = json::parse(r.out).value("digest", "");
+
+  auto status = [&] {
+    auto s = run_argv({kTierctl, "status", "-o", "json", "--socket", (dir_ / "api.sock").string()},
+                      Millis{5000});
+    try {
+      return s.ok() ? json::parse(s.out) : json::object();
+    } catch (const std::exception&) {
+      return json::object();
+    }
+  };
+  EXPECT_TRUE(wait_until(
+      [&] {
+        const json st = status();
+        return st.contains("cluster") && st["cluster"].value("connected", false) &&
+               st["policy"].value("digest", "") == digest &&
+               st["cluster"].value("publishedEndpoints", 0) == 1;
+      },
+      Millis{20'000}))
+      << status().dump() << "\n"
+      << read_file(dir_ / "node-0" / "agent.log");
+  // Its endpoint is in etcd under its lease; another node's shows up here.
+  const auto got =
+      etcd->etcdctl({"get", "--prefix", "/tierwall/default/endpoints/node-a/"}, "root:root-secret");
+  EXPECT_NE(got.out.find("web-0"), std::string::npos) << got.out << got.err;
+  const auto put = etcd->etcdctl(
+      {"put", "/tierwall/default/endpoints/node-b/db-1",
+       R"({"id":"db-1","name":"db-1","labels":{"role":"db"},"addresses":["10.88.1.10"]})"},
+      "root:root-secret");
+  ASSERT_TRUE(put.ok()) << put.err;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return node.run("nft list set inet tierwall ep4").out.find("10.88.1.10") !=
+               std::string::npos;
+      },
+      Millis{10'000}))
+      << node.run("nft list table inet tierwall").out;
+  const json st = status();
+  EXPECT_EQ(st["cluster"].value("errors", 1), 0) << st.dump();
+  node.stop(agent);
+}
+
+}  // namespace
