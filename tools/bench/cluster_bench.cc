@@ -407,7 +407,6 @@ void run(const Options& opt, const fs::path& dir, Results& r) {
   }
   r.rss_bytes_per_remote_endpoint =
       growth / static_cast<double>(r.rss_after.size()) / static_cast<double>(opt.remote);
-  (void)lab.etcd->etcdctl({"del", "--prefix", kEndpointsPrefix + "node-x/"});
 }
 
 double average(const std::vector<long>& v) {
