@@ -388,8 +388,9 @@ void run(const Options& opt, const fs::path& dir, Results& r) {
     const long own = static_cast<long>(n->containers.size());
     if (!wait_for(
             [&] {
-              return lab.status(*n)["cluster"].value("remoteEndpoints", 0L) ==
-                     r.endpoints - own + opt.remote;
+              const json st = lab.status(*n);  // {} while the agent does not answer
+              return st.contains("cluster") && st["cluster"].is_object() &&
+                     st["cluster"].value("remoteEndpoints", 0L) == r.endpoints - own + opt.remote;
             },
             Millis{60'000}, Millis{50})) {
       throw std::runtime_error(n->name + " did not take in the synthetic endpoints");
