@@ -48,6 +48,7 @@
 #include "tierwall/dataplane/evaluator.h"
 #include "tierwall/identity/endpoint.h"
 #include "tierwall/policy/loader.h"
+#include "tierwall/testsupport/cluster_lab.h"
 #include "tierwall/testsupport/etcd_cluster.h"
 #include "tierwall/testsupport/netns.h"
 
@@ -61,14 +62,15 @@ using tierwall::testsupport::Millis;
 using tierwall::testsupport::NetNs;
 using tierwall::testsupport::Outcome;
 using tierwall::testsupport::TcpServer;
+using Container = tierwall::testsupport::ClusterContainer;
+using Node = tierwall::testsupport::ClusterNode;
 using Clock = std::chrono::steady_clock;
 
 const std::string kTierwalld = TIERWALLD_BINARY;
 const std::string kTierctl = TIERCTL_BINARY;
 constexpr int kLeaseTtl = 3;  // seconds
-const std::string kHubAddress = "198.18.0.1";
-constexpr std::uint16_t kApiPort = 8080;
-constexpr std::uint16_t kDbPort = 5432;
+constexpr std::uint16_t kApiPort = tierwall::testsupport::kClusterApiPort;
+constexpr std::uint16_t kDbPort = tierwall::testsupport::kClusterDbPort;
 
 // web -> api on 8080, api -> db on 5432; `extra` adds flows (policy updates).
 std::string policy_text(const std::string& extra = {}) {
@@ -102,6 +104,10 @@ bool wait_until(const std::function<bool()>& pred, Millis timeout, Millis step =
   return true;
 }
 
+void write_file(const fs::path& path, const std::string& text) {
+  tierwall::testsupport::write_file_atomic(path, text);
+}
+
 std::string read_file(const fs::path& path) {
   std::ifstream f(path);
   std::stringstream s;
@@ -109,99 +115,14 @@ std::string read_file(const fs::path& path) {
   return s.str();
 }
 
-void write_file(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  {
-    std::ofstream f(tmp);
-    f << text;
-  }
-  fs::rename(tmp, path);
-}
-
-// "2026-11-25T23:39:05.500Z" -> system_clock.
-std::chrono::system_clock::time_point parse_ts(const std::string& ts) {
-  std::tm tm{};
-  int ms = 0;
-  if (std::sscanf(ts.c_str(), "%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-                  &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7) {
-    return {};
-  }
-  tm.tm_year -= 1900;
-  tm.tm_mon -= 1;
-  return std::chrono::system_clock::from_time_t(::timegm(&tm)) + std::chrono::milliseconds{ms};
-}
-
-struct Container {
-  Container(std::string n, std::string r, std::string a) : ns(n), name(n), role(r), v4(a) {}
-  NetNs ns;
-  std::string name;
-  std::string role;
-  std::string v4;
-  std::unique_ptr<TcpServer> api_server;
-  std::unique_ptr<TcpServer> db_server;
-};
-
-struct Node {
-  explicit Node(int i)
-      : index(i),
-        name("node-" + std::to_string(i)),
-        ns(name),
-        uplink("198.18.0.1" + std::to_string(i)),
-        subnet("10.88." + std::to_string(i)) {}
-  int index;
-  std::string name;
-  NetNs ns;
-  std::string uplink;
-  std::string subnet;  // "10.88.<i>"
-  std::deque<Container> containers;
-  pid_t agent = -1;
-  fs::path dir;
-};
-
-// Everything the test makes, torn down in reverse order of declaration
-// whatever happens: agents and servers first (with their namespaces), then
-// etcd, then the hub, then the directory.
-class ClusterLab {
+// The three nodes of these tests and their six containers.
+class ClusterLab : public tierwall::testsupport::ClusterLab {
  public:
-  explicit ClusterLab(const fs::path& dir) : dir_(dir) {}
-  ~ClusterLab() {
-    for (auto& n : nodes) {
-      if (n->agent > 0) n->ns.stop(n->agent, Millis{2000});
-      for (auto& c : n->containers) {
-        c.api_server.reset();
-        c.db_server.reset();
-      }
-    }
-    nodes.clear();
-    etcd.reset();
-  }
-  ClusterLab(const ClusterLab&) = delete;
-  ClusterLab& operator=(const ClusterLab&) = delete;
-
-  NetNs hub{"hub"};
-  std::unique_ptr<EtcdCluster> etcd;
-  std::vector<std::unique_ptr<Node>> nodes;
+  explicit ClusterLab(const fs::path& dir)
+      : tierwall::testsupport::ClusterLab({dir, kTierwalld, kTierctl, 3, kLeaseTtl}) {}
 
   void build() {
-    using namespace tierwall::testsupport;
-    bridge(hub, "hub");
-    addr(hub, "hub", kHubAddress + "/24");
-    for (int i = 0; i < 3; ++i) nodes.push_back(std::make_unique<Node>(i));
-    for (auto& n : nodes) {
-      const std::string port = "n" + std::to_string(n->index);
-      veth(n->ns, "up0", hub, port);
-      attach(hub, port, "hub");
-      addr(n->ns, "up0", n->uplink + "/24");
-      sysctl(n->ns, "net.ipv4.ip_forward", "1");
-      bridge(n->ns, "cbr");
-      addr(n->ns, "cbr", n->subnet + ".1/24");
-      for (auto& other : nodes) {
-        if (other.get() == n.get()) continue;
-        route(n->ns, other->subnet + ".0/24 via " + other->uplink);
-      }
-      n->dir = dir_ / n->name;
-      fs::create_directories(n->dir);
-    }
+    tierwall::testsupport::ClusterLab::build();
     add_container(*nodes[0], "web-0", "web");
     add_container(*nodes[0], "db-0", "db");
     add_container(*nodes[1], "web-1", "web");
@@ -210,83 +131,12 @@ class ClusterLab {
     add_container(*nodes[2], "api-2", "api");
   }
 
-  Container& add_container(Node& n, const std::string& name, const std::string& role) {
-    using namespace tierwall::testsupport;
-    const int j = static_cast<int>(n.containers.size());
-    auto& c = n.containers.emplace_back(name, role, n.subnet + "." + std::to_string(10 + j));
-    const std::string port = "c" + std::to_string(j);
-    veth(c.ns, "eth0", n.ns, port);
-    attach(n.ns, port, "cbr");
-    addr(c.ns, "eth0", c.v4 + "/24");
-    route(c.ns, "default via " + n.subnet + ".1");
-    c.api_server = std::make_unique<TcpServer>(c.ns, "0.0.0.0", kApiPort);
-    c.db_server = std::make_unique<TcpServer>(c.ns, "0.0.0.0", kDbPort);
-    return c;
-  }
-
-  void write_inventory(const Node& n) const {
-    std::string s = "apiVersion: tierwall.io/v1\nkind: Inventory\nnode: {name: " + n.name +
-                    ", addresses: [" + n.uplink + "]}\nendpoints:\n";
-    for (const auto& c : n.containers) {
-      s +=
-          "  - {name: " + c.name + ", labels: {role: " + c.role + "}, addresses: [" + c.v4 + "]}\n";
-    }
-    write_file(n.dir / "inventory.yaml", s);
-  }
-
-  void start_agent(Node& n) const {
-    write_inventory(n);
-    std::string store;
-    for (const auto& url : etcd->client_urls()) store += (store.empty() ? "" : ", ") + url;
-    write_file(n.dir / "agent.yaml", "node: {name: " + n.name +
-                                         "}\n"
-                                         "containerCidrs: [10.88.0.0/16]\n"
-                                         "inventory: inventory.yaml\n"
-                                         "api: {socket: " +
-                                         (n.dir / "api.sock").string() +
-                                         "}\n"
-                                         "metrics: {address: 127.0.0.1:9641}\n"
-                                         "cluster: {store: [" +
-                                         store + "], leaseTtl: " + std::to_string(kLeaseTtl) +
-                                         "}\n");
-    n.agent = n.ns.spawn("exec " + kTierwalld + " --config " + (n.dir / "agent.yaml").string() +
-                             " --log-format json",
-                         (n.dir / "agent.log").string());
-  }
-
-  [[nodiscard]] json status(const Node& n) const {
-    auto r = tierwall::testsupport::run_argv(
-        {kTierctl, "status", "-o", "json", "--socket", (n.dir / "api.sock").string()},
-        Millis{5000});
-    if (!r.ok()) return json::object();
-    try {
-      return json::parse(r.out);
-    } catch (const std::exception&) {
-      return json::object();
-    }
-  }
-
-  [[nodiscard]] std::string nft_table(const Node& n) const {
-    return n.ns.run("nft list table inet tierwall").out;
-  }
-
-  // The policy files in `dir`, published with tierctl through the hub.
+  // As the library's, with tierctl's failure reported to the test.
   [[nodiscard]] json publish(const std::string& text, const std::string& store = {}) const {
-    const fs::path pdir = dir_ / "policy";
-    fs::create_directories(pdir);
-    write_file(pdir / "policy.yaml", text);
-    auto r = hub.run(kTierctl + " apply " + pdir.string() + " --store " +
-                     (store.empty() ? etcd->endpoints() : store) + " --author test -o json");
-    EXPECT_TRUE(r.ok()) << r.out << r.err;
-    try {
-      return json::parse(r.out);
-    } catch (const std::exception&) {
-      return json::object();
-    }
+    json r = tierwall::testsupport::ClusterLab::publish(text, store);
+    EXPECT_FALSE(r.contains("error")) << r.value("error", "");
+    return r;
   }
-
- private:
-  fs::path dir_;
 };
 
 // The reference evaluator over every container of the cluster.
@@ -323,18 +173,10 @@ class Reference {
   tierwall::dataplane::RuleSet rules_;
 };
 
-std::vector<const Container*> all_containers(const ClusterLab& lab) {
-  std::vector<const Container*> out;
-  for (const auto& n : lab.nodes) {
-    for (const auto& c : n->containers) out.push_back(&c);
-  }
-  return out;
-}
-
 // Every cross-node pair on both ports, against the reference. Returns the
 // number of connections checked.
 int check_matrix(const ClusterLab& lab, const std::string& policy, const std::string& when) {
-  const auto containers = all_containers(lab);
+  const auto containers = lab.all_containers();
   const Reference ref(policy, containers);
   int checked = 0;
   for (const auto& a : lab.nodes) {
@@ -359,30 +201,12 @@ int check_matrix(const ClusterLab& lab, const std::string& policy, const std::st
   return checked;
 }
 
-// Lines of the agent's JSON log with event=policy-applied and `digest`:
-// the time it was applied.
 std::optional<std::chrono::system_clock::time_point> applied_at(const Node& n,
                                                                 const std::string& digest) {
-  std::istringstream in(read_file(n.dir / "agent.log"));
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find("\"policy-applied\"") == std::string::npos) continue;
-    try {
-      const auto j = json::parse(line);
-      if (j.value("digest", "") == digest) return parse_ts(j.value("ts", ""));
-    } catch (const std::exception&) {
-    }
-  }
-  return std::nullopt;
+  return ClusterLab::applied_at(n, digest);
 }
 
-bool knows_everything(const ClusterLab& lab, const Node& n) {
-  const std::string table = lab.nft_table(n);
-  for (const auto* c : all_containers(lab)) {
-    if (table.find(c->v4) == std::string::npos) return false;
-  }
-  return true;
-}
+bool knows_everything(const ClusterLab& lab, const Node& n) { return lab.knows_everything(n); }
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
@@ -422,11 +246,7 @@ class ClusterAgents : public ::testing::Test {
 TEST_F(ClusterAgents, ThreeNodesFollowOneClusterThroughEtcdFailures) {
   ClusterLab lab(dir_);
   ASSERT_NO_THROW(lab.build());
-  EtcdClusterOptions eo;
-  eo.members = 3;
-  eo.netns = lab.hub.name();
-  eo.host = kHubAddress;
-  ASSERT_NO_THROW(lab.etcd = std::make_unique<EtcdCluster>(eo));
+  ASSERT_NO_THROW(lab.start_etcd());
   for (auto& n : lab.nodes) lab.start_agent(*n);
 
   // 1. The first publish reaches every node; each knows all six containers.
