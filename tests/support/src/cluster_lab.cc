@@ -52,13 +52,33 @@ void ClusterLab::build() {
     sysctl(n->ns, "net.ipv4.ip_forward", "1");
     bridge(n->ns, "cbr");
     addr(n->ns, "cbr", n->subnet + ".1/24");
-    for (auto& other : nodes) {
-      if (other.get() == n.get()) continue;
-      route(n->ns, other->subnet + ".0/24 via " + other->uplink);
-    }
     n->dir = options_.dir / n->name;
     fs::create_directories(n->dir);
   }
+  for (auto& n : nodes) {
+    if (options_.overlay) {
+      n->ns.check("ip link add " + std::string(kClusterOverlayDevice) +
+                  " type vxlan id 42 dstport 4789 local " + n->uplink +
+                  " dev up0 gbp nolearning && ip link set " + kClusterOverlayDevice +
+                  " mtu 1450 up");
+      addr(n->ns, kClusterOverlayDevice, overlay_address(*n) + "/24");
+    }
+    for (auto& other : nodes) {
+      if (other.get() == n.get()) continue;
+      if (options_.overlay) {
+        n->ns.check("bridge fdb append 00:00:00:00:00:00 dev " +
+                    std::string(kClusterOverlayDevice) + " dst " + other->uplink);
+        route(n->ns, other->subnet + ".0/24 via " + overlay_address(*other) + " dev " +
+                         kClusterOverlayDevice);
+      } else {
+        route(n->ns, other->subnet + ".0/24 via " + other->uplink);
+      }
+    }
+  }
+}
+
+std::string ClusterLab::overlay_address(const ClusterNode& n) {
+  return "10.99.0." + std::to_string(10 + n.index);
 }
 
 ClusterContainer& ClusterLab::add_container(ClusterNode& n, const std::string& name,
@@ -108,10 +128,22 @@ void ClusterLab::start_agent(ClusterNode& n) const {
                         "}\n"
                         "metrics: {address: 127.0.0.1:9641}\n"
                         "cluster: {store: [" +
-                        store + "], leaseTtl: " + std::to_string(options_.lease_ttl_s) + "}\n");
+                        store + "], leaseTtl: " + std::to_string(options_.lease_ttl_s) + "}\n" +
+                        overlay_config(n));
   n.agent = n.ns.spawn("exec " + options_.tierwalld + " --config " +
                            (n.dir / "agent.yaml").string() + " --log-format json",
                        (n.dir / "agent.log").string());
+}
+
+std::string ClusterLab::overlay_config(const ClusterNode& n) const {
+  if (!options_.overlay) return {};
+  std::string peers;
+  for (const auto& other : nodes) {
+    if (other.get() == &n) continue;
+    peers += (peers.empty() ? "" : ", ") + other->uplink;
+  }
+  return "nft: {overlay: {devices: [" + std::string(kClusterOverlayDevice) + "], peers: [" + peers +
+         "]}}\n";
 }
 
 json ClusterLab::status(const ClusterNode& n) const {

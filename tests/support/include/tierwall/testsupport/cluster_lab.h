@@ -9,6 +9,9 @@
 //    ├── node-1 up0 198.18.0.11  cbr 10.88.1.1/24
 //    └── node-i up0 198.18.0.(10+i)  cbr 10.88.i.1/24   (i < 80)
 //
+// With ClusterLabOptions::overlay, node i also has tw-vx0 10.99.0.(10+i)
+// (VXLAN-GBP over up0) and reaches the other nodes' containers through it.
+//
 // Addresses are from the benchmarking range 198.18.0.0/15 and private
 // container networks, all inside namespaces the lab makes; the root
 // namespace is not touched. Shared by cluster_agents_test and
@@ -38,6 +41,7 @@ namespace tierwall::testsupport {
 inline constexpr std::uint16_t kClusterApiPort = 8080;
 inline constexpr std::uint16_t kClusterDbPort = 5432;
 inline const std::string kClusterHubAddress = "198.18.0.1";
+inline constexpr const char* kClusterOverlayDevice = "tw-vx0";
 
 struct ClusterContainer {
   ClusterContainer(std::string n, std::string r, std::string a)
@@ -68,6 +72,13 @@ struct ClusterLabOptions {
   std::string tierctl;
   int nodes = 3;  // 1..80
   int lease_ttl_s = 3;
+  // Carry container traffic between nodes over a kernel VXLAN-GBP device
+  // per node ("tw-vx0", VNI 42, 10.99.0.<10+i>/24, MTU 1450, head-end
+  // replication to every other node's up0) instead of routing it through
+  // the hub, and configure the agents with nft.overlay (that device, the
+  // other nodes' up0 addresses as the trusted peers): the source tier
+  // travels in the GBP group id.
+  bool overlay = false;
 };
 
 class ClusterLab {
@@ -108,8 +119,12 @@ class ClusterLab {
   [[nodiscard]] std::vector<const ClusterContainer*> all_containers() const;
   // n's tierwall table holds every container's address.
   [[nodiscard]] bool knows_everything(const ClusterNode& n) const;
+  // n's address on the overlay device (ClusterLabOptions::overlay).
+  [[nodiscard]] static std::string overlay_address(const ClusterNode& n);
 
  private:
+  // The nft.overlay block of n's agent config ("" without an overlay).
+  [[nodiscard]] std::string overlay_config(const ClusterNode& n) const;
   ClusterLabOptions options_;
 };
 
