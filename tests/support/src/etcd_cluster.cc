@@ -2,10 +2,12 @@
 #include "tierwall/testsupport/etcd_cluster.h"
 
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -280,9 +282,43 @@ void EtcdCluster::restart_all() {
   }
 }
 
+namespace {
+
+// True once every process of group `pgid` is stopped (state T), read from
+// /proc/<pid>/stat of each process whose group is `pgid`.
+bool group_stopped(pid_t pgid) {
+  bool any = false;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(entry.path() / "stat");
+    std::string stat;
+    std::getline(f, stat);
+    const auto paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    std::istringstream rest(stat.substr(paren + 2));
+    char state = 0;
+    long ppid = 0;
+    long pgrp = 0;
+    rest >> state >> ppid >> pgrp;
+    if (pgrp != pgid) continue;
+    any = true;
+    if (state != 'T' && state != 't') return false;
+  }
+  return any;
+}
+
+}  // namespace
+
 void EtcdCluster::pause(int member) {
   const Member& m = members_.at(static_cast<std::size_t>(member));
-  if (m.pid > 0) ::kill(-m.pid, SIGSTOP);
+  if (m.pid <= 0) return;
+  ::kill(-m.pid, SIGSTOP);
+  // SIGSTOP is delivered asynchronously: return only once the member has
+  // really stopped, so that the caller's next request meets a frozen one.
+  for (int i = 0; i < 200 && !group_stopped(m.pid); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
 }
 
 void EtcdCluster::resume(int member) {
