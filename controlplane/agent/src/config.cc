@@ -39,10 +39,10 @@ class ConfigReader {
 
   void read(const policy::yaml::Node& root, AgentConfig& c) {
     if (root.is_null()) return;  // an empty file: all defaults
-    if (!r_.check_map(root, "the agent configuration",
-                      {"apiVersion", "kind", "node", "containerCidrs", "policy", "inventory",
-                       "runtime", "dataplane", "nft", "dpdk", "flowLog", "api", "metrics",
-                       "cluster"})) {
+    if (!r_.check_map(
+            root, "the agent configuration",
+            {"apiVersion", "kind", "node", "containerCidrs", "policy", "inventory", "runtime",
+             "dataplane", "nft", "dpdk", "flowLog", "api", "metrics", "cluster"})) {
       return;
     }
     if (const auto* n = field(root, "apiVersion")) {
