@@ -236,10 +236,28 @@ struct Generation::Impl {
                       std::uint16_t port) const;
 
   PeerClass resolve(const IpAddress& a) const;
+  // The PeerClass of a matched address slot (v4 or v6): host or endpoint.
+  template <typename Slot>
+  PeerClass from_slot(const Slot& s) const;
 };
 
 Generation::Generation(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Generation::~Generation() = default;
+
+template <typename Slot>
+PeerClass Generation::Impl::from_slot(const Slot& s) const {
+  PeerClass p;
+  if (s.kind == kSlotHost) {
+    p.entity = PeerMatch::Entity::Host;
+    p.cls = host_class();
+  } else {
+    p.entity = PeerMatch::Entity::Endpoint;
+    p.cls = s.tier;
+    p.endpoint = s.endpoint;
+    p.profile = s.profile;
+  }
+  return p;
+}
 
 PeerClass Generation::Impl::resolve(const IpAddress& a) const {
   PeerClass p;
@@ -250,16 +268,7 @@ PeerClass Generation::Impl::resolve(const IpAddress& a) const {
       const Slot4& s = v4[i];
       if (s.kind == kSlotEmpty) break;
       if (s.key != k) continue;
-      if (s.kind == kSlotHost) {
-        p.entity = PeerMatch::Entity::Host;
-        p.cls = host_class();
-      } else {
-        p.entity = PeerMatch::Entity::Endpoint;
-        p.cls = s.tier;
-        p.endpoint = s.endpoint;
-        p.profile = s.profile;
-      }
-      return p;
+      return from_slot(s);
     }
     const auto it = std::upper_bound(iv4.starts.begin(), iv4.starts.end(), k);
     info = iv4.info[static_cast<std::size_t>(it - iv4.starts.begin()) - 1];
@@ -269,16 +278,7 @@ PeerClass Generation::Impl::resolve(const IpAddress& a) const {
       const Slot6& s = v6[i];
       if (s.kind == kSlotEmpty) break;
       if (s.key != k) continue;
-      if (s.kind == kSlotHost) {
-        p.entity = PeerMatch::Entity::Host;
-        p.cls = host_class();
-      } else {
-        p.entity = PeerMatch::Entity::Endpoint;
-        p.cls = s.tier;
-        p.endpoint = s.endpoint;
-        p.profile = s.profile;
-      }
-      return p;
+      return from_slot(s);
     }
     const auto it = std::upper_bound(iv6.starts.begin(), iv6.starts.end(), k);
     info = iv6.info[static_cast<std::size_t>(it - iv6.starts.begin()) - 1];
