@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -592,6 +593,128 @@ TEST(DpdkFlowTable, EvictsTheFlowClosestToExpiryWhenFull) {
   EXPECT_EQ(ft.process(*g, pkt("10.0.0.20", "203.0.113.5", UDP, 2000, 53), 100 * kSec).outcome,
             FlowOutcome::New);
   EXPECT_EQ(ft.counters().evicted, 1U);
+}
+
+// A small table (4 buckets) under churn from a pool of flows three times
+// its size, at random times, in both directions: every packet's outcome
+// equals a model's (a flow is remembered from its New until the table
+// reports its end), every reported end is of a flow the model holds, for
+// the right reason, and after every few packets peek() and live() agree
+// with the model for the whole pool. A flow kept out of its preferred way
+// (displaced) that a lookup missed, or a flow remembered twice, fails it.
+TEST(DpdkFlowTable, AgreesWithAModelUnderChurn) {
+  const auto g = build_generation(hand_rules()).generation;
+  struct Ends : FlowEndSink {
+    std::vector<FlowEnd> ends;
+    void ended(const FlowEnd& e, std::uint64_t) override { ends.push_back(e); }
+  };
+  FlowTableOptions o;
+  o.capacity = 32;
+  o.count = true;
+  o.timeouts.udp_ns = 40 * kSec;
+  FlowTable ft(o);
+  Ends sink;
+  ft.set_end_sink(&sink);
+  auto flow_of = [](std::uint16_t a, std::uint16_t b) { return a == 53 ? b : a; };
+  std::map<std::uint16_t, std::uint64_t> live;  // flow (its client port) -> expiry
+  std::mt19937 rng(11);
+  std::uint64_t now = 0;
+  std::size_t checks = 0;
+  for (int step = 0; step < 60000; ++step) {
+    now += rng() % (3 * kSec);
+    const auto port = static_cast<std::uint16_t>(1000 + rng() % 96);
+    const FlowPacket p = rng() % 4 == 0 ? pkt("203.0.113.5", "10.0.0.20", UDP, 53, port)
+                                        : pkt("10.0.0.20", "203.0.113.5", UDP, port, 53);
+    const auto it = live.find(port);
+    const bool was_live = it != live.end() && it->second > now;
+    const FastDecision fresh = g->classify(p.src, p.dst, p.protocol, p.decision_port);
+    sink.ends.clear();
+    const FlowResult r = ft.process(*g, p, now);
+    for (const FlowEnd& e : sink.ends) {
+      const std::uint16_t f = flow_of(e.src_port, e.dst_port);
+      const auto m = live.find(f);
+      ASSERT_NE(m, live.end()) << "step " << step << ": end of a flow not remembered: " << f;
+      if (e.reason == FlowEndReason::Expired) {
+        ASSERT_LE(m->second, now) << "step " << step;
+      } else {
+        ASSERT_EQ(e.reason, FlowEndReason::Evicted) << "step " << step;
+        ASSERT_GT(m->second, now) << "step " << step;
+        ASSERT_NE(f, port) << "step " << step << ": the packet's own flow evicted";
+      }
+      live.erase(m);
+    }
+    if (was_live) {
+      ASSERT_EQ(r.outcome, FlowOutcome::Hit) << "step " << step << " flow " << port;
+      live[port] = now + o.timeouts.udp_ns;
+    } else if (fresh.verdict == Verdict::Deny) {
+      ASSERT_EQ(r.outcome, FlowOutcome::Denied) << "step " << step;
+    } else {
+      ASSERT_EQ(r.outcome, FlowOutcome::New) << "step " << step << " flow " << port;
+      ASSERT_EQ(live.count(port), 0U) << "step " << step << ": expired flow not ended";
+      live[port] = now + o.timeouts.udp_ns;
+    }
+    if (step % 5 == 0) {
+      std::size_t want_live = 0;
+      for (std::uint16_t q = 1000; q < 1096; ++q) {
+        const auto m = live.find(q);
+        const bool want = m != live.end() && m->second > now;
+        want_live += want;
+        FastDecision d;
+        ASSERT_EQ(ft.peek(pkt("10.0.0.20", "203.0.113.5", UDP, q, 53), now, d), want)
+            << "step " << step << " flow " << q;
+        ASSERT_EQ(ft.peek(pkt("203.0.113.5", "10.0.0.20", UDP, 53, q), now, d), want);
+        ++checks;
+      }
+      ASSERT_EQ(ft.live(now), want_live) << "step " << step;
+    }
+  }
+  EXPECT_GT(ft.counters().evicted, 100U);
+  EXPECT_GT(ft.counters().expired, 100U);
+  EXPECT_GT(ft.counters().hits, 10000U);
+  EXPECT_GT(checks, 1000000U);
+}
+
+// Bursts (crossing kMaxBurst, with repeated flows) under the same churn:
+// the same results, flow ids and ends as one packet at a time.
+TEST(DpdkFlowTable, BurstsEqualOneAtATimeUnderChurn) {
+  const auto g = build_generation(hand_rules()).generation;
+  struct Ends : FlowEndSink {
+    std::vector<std::pair<std::uint32_t, FlowEndReason>> ends;
+    void ended(const FlowEnd& e, std::uint64_t) override { ends.emplace_back(e.flow_id, e.reason); }
+  };
+  FlowTableOptions o;
+  o.capacity = 32;
+  o.count = true;
+  o.timeouts.udp_ns = 40 * kSec;
+  FlowTable one(o);
+  FlowTable burst(o);
+  Ends one_sink;
+  Ends burst_sink;
+  one.set_end_sink(&one_sink);
+  burst.set_end_sink(&burst_sink);
+  std::mt19937 rng(12);
+  std::uint64_t now = 0;
+  for (int round = 0; round < 3000; ++round) {
+    now += rng() % (20 * kSec);
+    std::vector<FlowPacket> packets(1 + rng() % 45);
+    for (auto& p : packets) {
+      const auto port = static_cast<std::uint16_t>(1000 + rng() % 96);
+      p = rng() % 4 == 0 ? pkt("203.0.113.5", "10.0.0.20", UDP, 53, port)
+                         : pkt("10.0.0.20", "203.0.113.5", UDP, port, 53);
+    }
+    std::vector<FlowResult> got(packets.size());
+    ASSERT_EQ(burst.process_burst(*g, packets, got, now), packets.size());
+    for (std::size_t i = 0; i < packets.size(); ++i) {
+      const FlowResult want = one.process(*g, packets[i], now);
+      ASSERT_EQ(got[i].outcome, want.outcome) << "round " << round << " packet " << i;
+      ASSERT_EQ(got[i].flow_id, want.flow_id) << "round " << round << " packet " << i;
+      ASSERT_EQ(got[i].decision, want.decision);
+    }
+    ASSERT_EQ(burst_sink.ends, one_sink.ends) << "round " << round;
+    if (round % 10 == 0) one.sweep(now, 7), burst.sweep(now, 7);
+  }
+  EXPECT_GT(one.counters().evicted, 100U);
+  EXPECT_GT(one.counters().hits, 10000U);
 }
 
 TEST(DpdkFlowTable, NewGenerationRechecksLazily) {
