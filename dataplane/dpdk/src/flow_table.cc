@@ -241,6 +241,29 @@ struct FlowTable::Impl {
     return timeout_table[protocol_class[protocol]][state];
   }
 
+  // A packet of the live flow in slot `i`, decided by the generation that
+  // stamped it: advances the TCP state, pushes the expiry, counts.
+  // Returns the flow id (0 unless counting).
+  [[gnu::always_inline]] std::uint32_t refresh(std::size_t i, const FlowPacket& p, bool src_is_a,
+                                               std::uint64_t now_ns) {
+    Entry& e = entries[i];
+    const bool from_initiator = src_is_a == ((e.flags & kFlagInitiatorIsA) != 0);
+    if (e.key.protocol == proto::kTcp) {
+      if ((p.tcp_flags & (kTcpFin | kTcpRst)) != 0) {
+        e.state = kStateClosing;
+      } else if (!from_initiator && e.state == kStateNew) {
+        e.state = kStateEstablished;
+      }
+    }
+    e.expiry_ns = now_ns + timeout(e.key.protocol, e.state);
+    if (!counting()) return 0;
+    FlowStats& st = stats[i];
+    const int dir = from_initiator ? 0 : 1;
+    ++st.packets[dir];
+    st.bytes[dir] += p.length;
+    return st.id;
+  }
+
   // Index of the entry holding `k` (live or expired), or -1.
   [[nodiscard]] std::ptrdiff_t find(const FlowKey& k, std::uint64_t h) const {
     const std::size_t base = static_cast<std::size_t>(h & bucket_mask) * kWays;
@@ -388,8 +411,23 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     for (std::size_t i = 0; i < count; ++i) {
       if (miss[i]) g.prefetch_candidates(classes[i][0], classes[i][1], p[i].protocol);
     }
-    // Stage 4: decide, in order.
+    // Stage 4: decide, in order. The common case inline: the hinted way
+    // holds the flow, live, stamped by this generation.
+    const auto gen32 = static_cast<std::uint32_t>(g.serial());
     for (std::size_t i = 0; i < count; ++i) {
+      if (hint[i] < kWays) {
+        const std::size_t slot =
+            static_cast<std::size_t>(hashes[i] & m.bucket_mask) * kWays + hint[i];
+        const Entry& e = m.entries[slot];
+        if (m.sigs[slot] == signature(hashes[i]) && same_key(e.key, keys[i]) &&
+            e.expiry_ns > now_ns && e.generation == gen32) {
+          ++counters_.hits;
+          const std::uint32_t id = m.refresh(slot, p[i], src_is_a[i], now_ns);
+          results[done + i] =
+              FlowResult{FastDecision{e.verdict, e.kind, e.rule}, FlowOutcome::Hit, id};
+          continue;
+        }
+      }
       results[done + i] = process_keyed(g, p[i], &keys[i], hashes[i], src_is_a[i], now_ns,
                                         miss[i] ? classes[i] : nullptr, hint[i], tags[i]);
     }
@@ -440,23 +478,7 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
       } else {
         ++counters_.hits;
       }
-      const bool from_initiator = src_is_a == ((e.flags & kFlagInitiatorIsA) != 0);
-      if (e.key.protocol == proto::kTcp) {
-        if ((p.tcp_flags & (kTcpFin | kTcpRst)) != 0) {
-          e.state = kStateClosing;
-        } else if (!from_initiator && e.state == kStateNew) {
-          e.state = kStateEstablished;
-        }
-      }
-      e.expiry_ns = now_ns + m.timeout(e.key.protocol, e.state);
-      std::uint32_t id = 0;
-      if (m.counting()) {
-        FlowStats& st = m.stats[i];
-        const int dir = from_initiator ? 0 : 1;
-        ++st.packets[dir];
-        st.bytes[dir] += p.length;
-        id = st.id;
-      }
+      const std::uint32_t id = m.refresh(i, p, src_is_a, now_ns);
       return FlowResult{FastDecision{e.verdict, e.kind, e.rule}, outcome, id};
     }
     m.report_end(i, FlowEndReason::Expired, now_ns);
