@@ -509,14 +509,9 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   }
   // A way: free, else expired, else the one closest to expiry.
   const std::size_t base = static_cast<std::size_t>(h & m.bucket_mask) * kWays;
-  std::size_t way = kWays;
-  for (std::size_t w = 0; w < kWays; ++w) {
-    if (m.sigs[base + w] == 0) {
-      way = w;
-      break;
-    }
-  }
-  if (way == kWays) {
+  const unsigned free_ways = match_ways(&m.sigs[base], 0);
+  std::size_t way = static_cast<std::size_t>(std::countr_zero(free_ways));  // kWays: none
+  if (free_ways == 0) {
     way = 0;
     for (std::size_t w = 1; w < kWays; ++w) {
       if (m.entries[base + w].expiry_ns < m.entries[base + way].expiry_ns) way = w;
