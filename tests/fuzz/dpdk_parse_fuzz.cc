@@ -16,6 +16,9 @@
 //   - on Ok/NonFirstFragment of a VXLAN frame: the outer offsets precede
 //     the inner Ethernet header;
 //   - parsing is deterministic;
+//   - parse_packet's two walks agree (parser.cc): the general walk alone
+//     gives parse_packet's result, field by field, on every frame; and
+//     when the fast path takes a frame, its result is that one and Ok;
 //   - encap round trip: a decided untagged frame (Ok, not VXLAN), encapsulated with
 //     VXLAN-GBP over IPv4 and IPv6, parses back to the same inner fields,
 //     the group id and the VNI;
@@ -139,6 +142,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const dpdk::PacketInfo again = dpdk::parse_packet(frame, options);
   check(std::memcmp(&info.status, &again.status, sizeof info.status) == 0 &&
         same_inner(info, again, 0) && info.flags == again.flags && info.vni == again.vni);
+
+  check(dpdk::detail::parse_packet_general(frame, options) == info);
+  dpdk::PacketInfo fast;
+  if (dpdk::detail::parse_packet_fast(frame, options, fast)) {
+    check(fast == info && info.status == dpdk::ParseStatus::Ok);
+  }
 
   if (info.status == dpdk::ParseStatus::Ok) {
     check(info.l3_offset <= info.l4_offset && info.l4_offset <= info.payload_offset &&

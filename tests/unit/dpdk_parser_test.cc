@@ -1,13 +1,16 @@
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tests/common/frames.h"
+#include "tests/unit/dpdk_parser_reference.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/dataplane/address.h"
@@ -430,6 +433,347 @@ TEST(ParserConnection, FeedsTheReferenceEvaluator) {
       to_connection(parse_packet(eth(0x86DD, ipv6(kIcmp6, icmp(128, 0, 9, 8)))));
   EXPECT_EQ(icmp_c.protocol, kIcmp6);
   EXPECT_EQ(icmp_c.port, 128);
+}
+
+// ------------------------------------------------------------ differential
+//
+// parse_packet has a fast path for the common frames and a general walk for
+// everything else (parser.cc); both must give exactly the parser's results
+// as they were before the fast path (dpdk_parser_reference.cc, frozen).
+// On valid frames of every kind the fixtures and a random generator build,
+// then on each of them truncated at every length, padded, and mutated
+// (random bytes, small deltas that land on length fields' boundaries, bit
+// flips), under several ParseOptions: parse_packet == reference, general
+// walk == reference and, where the fast path takes the frame, fast ==
+// general, field by field. Every frame is an exact-size copy, so that ASan
+// reports a read one byte past it.
+
+// The names of the fields that differ, "" when none does. It names every
+// field of PacketInfo: one added there goes here too (and the check of
+// operator== against it below fails until it does).
+static_assert(sizeof(PacketInfo) == 96, "a PacketInfo field missing from differences()?");
+std::string differences(const PacketInfo& a, const PacketInfo& b) {
+  std::string out;
+  const auto field = [&](const char* name, bool same) {
+    if (same) return;
+    if (!out.empty()) out += ", ";
+    out += name;
+  };
+  field("status", a.status == b.status);
+  field("src", a.src == b.src);
+  field("dst", a.dst == b.dst);
+  field("outer_src", a.outer_src == b.outer_src);
+  field("vni", a.vni == b.vni);
+  field("fragment_id", a.fragment_id == b.fragment_id);
+  field("fragment_offset", a.fragment_offset == b.fragment_offset);
+  field("vlan_id[0]", a.vlan_id[0] == b.vlan_id[0]);
+  field("vlan_id[1]", a.vlan_id[1] == b.vlan_id[1]);
+  field("src_port", a.src_port == b.src_port);
+  field("dst_port", a.dst_port == b.dst_port);
+  field("icmp_id", a.icmp_id == b.icmp_id);
+  field("group_id", a.group_id == b.group_id);
+  field("outer_l3_offset", a.outer_l3_offset == b.outer_l3_offset);
+  field("outer_l4_offset", a.outer_l4_offset == b.outer_l4_offset);
+  field("inner_l2_offset", a.inner_l2_offset == b.inner_l2_offset);
+  field("l3_offset", a.l3_offset == b.l3_offset);
+  field("l4_offset", a.l4_offset == b.l4_offset);
+  field("payload_offset", a.payload_offset == b.payload_offset);
+  field("l3_end", a.l3_end == b.l3_end);
+  field("flags", a.flags == b.flags);
+  field("vlan_count", a.vlan_count == b.vlan_count);
+  field("ip_version", a.ip_version == b.ip_version);
+  field("protocol", a.protocol == b.protocol);
+  field("tcp_flags", a.tcp_flags == b.tcp_flags);
+  field("icmp_type", a.icmp_type == b.icmp_type);
+  field("icmp_code", a.icmp_code == b.icmp_code);
+  return out;
+}
+
+std::string hex(const Bytes& b) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (std::uint8_t c : b) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+// Random valid frames of every kind the parser knows, built with the
+// fixture DSL.
+class FrameGenerator {
+ public:
+  explicit FrameGenerator(std::uint32_t seed) : rng_(seed) {}
+
+  Bytes frame() {
+    const std::uint32_t kind = below(10);
+    if (kind == 0) return eth(pick<std::uint16_t>({0x0806, 0x88CC, 0x0026}), Bytes(28 + below(20)));
+    if (kind <= 2) return vxlan_frame();
+    return tagged(ip_frame_payload());
+  }
+
+ private:
+  std::uint32_t below(std::uint32_t n) { return static_cast<std::uint32_t>(rng_() % n); }
+  bool chance(std::uint32_t one_in) { return below(one_in) == 0; }
+  std::uint16_t vlan() { return static_cast<std::uint16_t>(below(4096)); }
+  std::uint16_t port() {
+    return chance(4) ? pick<std::uint16_t>({53, 80, 443, kVxlanPort, 8472})
+                     : static_cast<std::uint16_t>(rng_());
+  }
+  template <typename T>
+  T pick(std::initializer_list<T> values) {
+    return *(values.begin() + below(static_cast<std::uint32_t>(values.size())));
+  }
+
+  Bytes l4(std::uint8_t proto, bool v6) {
+    switch (proto) {
+      case kTcp: {
+        const std::uint8_t doff = static_cast<std::uint8_t>(5 + below(4));
+        return tcp(port(), port(), static_cast<std::uint8_t>(rng_()), below(40), doff);
+      }
+      case kUdp:
+        return udp(port(), port(), Bytes(below(40)));
+      case kSctp:
+        return sctp(port(), port());
+      case kIcmp:
+      case kIcmp6: {
+        const std::uint8_t type =
+            v6 ? pick<std::uint8_t>({128, 129, 135, 1}) : pick<std::uint8_t>({0, 8, 3, 11});
+        return icmp(type, static_cast<std::uint8_t>(below(4)), static_cast<std::uint16_t>(rng_()),
+                    8 + below(40));
+      }
+      default:
+        return Bytes(below(40));
+    }
+  }
+
+  std::uint8_t protocol(bool v6) {
+    const std::uint32_t r = below(10);
+    if (r < 4) return kTcp;
+    if (r < 7) return kUdp;
+    if (r == 7) return v6 ? kIcmp6 : kIcmp;
+    if (r == 8) return kSctp;
+    return pick<std::uint8_t>({47, 50, 59, v6 ? kIcmp : kIcmp6});
+  }
+
+  // (ethertype, IP packet).
+  std::pair<std::uint16_t, Bytes> ip_packet() {
+    const bool v6 = chance(2);
+    const std::uint8_t proto = protocol(v6);
+    Bytes payload = l4(proto, v6);
+    if (!v6) {
+      V4 h{.proto = proto};
+      if (chance(6))
+        h.options = pick<Bytes>({{1, 1, 1, 0}, {0x94, 4, 0, 0}, {1, 0x44, 8, 5, 0, 0, 0, 0}});
+      if (chance(6)) {
+        h.frag = pick<std::uint16_t>({0x4000, 0x2000, 1, 185, 0x2000 | 185});
+        if ((h.frag & 0x2000) != 0) payload.resize((payload.size() + 7) / 8 * 8);
+      }
+      return {0x0800, ipv4(h, payload)};
+    }
+    std::uint8_t next = proto;
+    if (chance(5)) {  // extension headers, innermost first
+      const std::uint32_t n = 1 + below(3);
+      for (std::uint32_t i = 0; i < n; ++i) {
+        const std::uint8_t ext = pick<std::uint8_t>({0, 43, 60, 44});
+        if (ext == 44) {
+          payload = frag6(next, static_cast<std::uint16_t>(chance(2) ? 0 : 8 * below(200)),
+                          chance(2), static_cast<std::uint32_t>(rng_()), payload);
+        } else {
+          payload = ext8(next, payload);
+        }
+        next = ext;
+      }
+    }
+    return {0x86DD, ipv6(next, payload)};
+  }
+
+  Bytes ip_frame_payload() {
+    auto [type, packet] = ip_packet();
+    type_ = type;
+    return packet;
+  }
+
+  // Untagged, or one or two tags (outer frames only).
+  Bytes tagged(const Bytes& packet) {
+    const std::uint32_t tags = chance(3) ? 1 + below(2) : 0;
+    if (tags == 0) return eth(type_, packet);
+    if (tags == 1) return eth(pick<std::uint16_t>({0x8100, 0x88A8}), tag(vlan(), type_, packet));
+    return eth(0x88A8, tag(below(4096) & 0xfffU, 0x8100, tag(vlan(), type_, packet)));
+  }
+
+  Bytes vxlan_frame() {
+    Bytes inner = chance(8) ? eth(0x0806, Bytes(28)) : [&] {
+      const Bytes packet = ip_frame_payload();
+      return eth(type_, packet);
+    }();
+    if (chance(10)) inner = eth(0x8100, tag(5, 0x0800, ipv4({}, tcp(1, 2, kSyn))));
+    const std::uint8_t flags0 = pick<std::uint8_t>({0x08, 0x88, 0x88, 0x80});
+    const std::uint8_t flags1 = pick<std::uint8_t>({0, 0x40, 0x08, 0x48});
+    const Bytes vx =
+        vxlan(flags0, flags1, static_cast<std::uint16_t>(rng_()), below(1U << 24), inner);
+    const std::uint16_t dport = chance(6) ? 8472 : kVxlanPort;
+    const Bytes datagram = udp(static_cast<std::uint16_t>(49152 + below(16384)), dport, vx);
+    if (chance(2)) {
+      type_ = 0x0800;
+      return tagged(ipv4({.proto = kUdp,
+                          .src = "192.0.2.1",
+                          .dst = "192.0.2.2",
+                          .frag = static_cast<std::uint16_t>(chance(8) ? 0x2000 : 0x4000)},
+                         datagram));
+    }
+    type_ = 0x86DD;
+    return tagged(ipv6(kUdp, datagram, "2001:db8::1", "2001:db8::2"));
+  }
+
+  std::mt19937 rng_;
+  std::uint16_t type_ = 0x0800;
+};
+
+class Differential {
+ public:
+  // Every option set a frame is parsed with.
+  static std::vector<ParseOptions> option_sets() {
+    return {{},
+            {.vxlan_port = 0},
+            {.vxlan_port = 8472},
+            {.verify_ipv4_checksum = true},
+            {.max_ext_headers = 1}};
+  }
+
+  void check(const Bytes& frame) {
+    // An exact-size heap copy: ASan sees a read past its end.
+    const Bytes exact(frame.begin(), frame.end());
+    for (const ParseOptions& options : option_sets()) check(exact, options);
+  }
+
+  void check(const Bytes& frame, const ParseOptions& options) {
+    ++parsed_;
+    const PacketInfo want = reference::parse_packet_reference(frame, options);
+    ++statuses_[static_cast<std::size_t>(want.status)];
+    report("parse_packet", frame, options, parse_packet(frame, options), want);
+    const PacketInfo general = detail::parse_packet_general(frame, options);
+    report("general walk", frame, options, general, want);
+    PacketInfo fast;
+    if (detail::parse_packet_fast(frame, options, fast)) {
+      ++fast_;
+      report("fast path vs general walk", frame, options, fast, general);
+      if (fast.has(kFlagVxlan)) ++fast_vxlan_;
+    } else if (want.status == ParseStatus::Ok) {
+      ++general_ok_;
+    }
+  }
+
+  std::size_t parsed_ = 0;
+  std::size_t fast_ = 0;
+  std::size_t fast_vxlan_ = 0;
+  std::size_t general_ok_ = 0;  // Ok frames the fast path left to the general walk
+  std::size_t failures_ = 0;
+  std::array<std::size_t, kParseStatusCount> statuses_{};
+
+ private:
+  void report(const char* what, const Bytes& frame, const ParseOptions& options,
+              const PacketInfo& got, const PacketInfo& want) {
+    const std::string diff = differences(got, want);
+    EXPECT_EQ(got == want, diff.empty()) << "operator== disagrees with the fields";
+    if (diff.empty()) return;
+    if (++failures_ > 20) return;  // enough to see the pattern
+    ADD_FAILURE() << what << ": " << diff << " differ (got status " << to_string(got.status)
+                  << ", want " << to_string(want.status) << ") for the " << frame.size()
+                  << "-byte frame " << hex(frame) << " with vxlan_port " << options.vxlan_port
+                  << ", max_ext_headers " << int{options.max_ext_headers}
+                  << ", verify_ipv4_checksum " << options.verify_ipv4_checksum;
+  }
+};
+
+// The frame, every strict prefix of it, a padded copy, and mutants.
+void check_with_mutants(Differential& d, const Bytes& frame, std::mt19937& rng, int mutants) {
+  d.check(frame);
+  for (std::size_t n = 0; n < frame.size(); ++n) {
+    d.check(Bytes(frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(n)));
+  }
+  Bytes padded = frame;
+  padded.resize(std::max<std::size_t>(frame.size() + 1 + rng() % 16, 60), 0xee);
+  d.check(padded);
+  if (frame.empty()) return;
+  for (int i = 0; i < mutants; ++i) {
+    Bytes m = frame;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < edits; ++k) {
+      std::uint8_t& b = m[rng() % m.size()];
+      switch (rng() % 3) {
+        case 0:  // any value
+          b = static_cast<std::uint8_t>(rng());
+          break;
+        case 1:  // a small step: lengths one off, just in or just out
+          b = static_cast<std::uint8_t>(b + static_cast<std::uint8_t>(rng() % 9) - 4);
+          break;
+        default:
+          b ^= static_cast<std::uint8_t>(1U << (rng() % 8));
+      }
+    }
+    if (rng() % 4 == 0) m.resize(rng() % (m.size() + 1));
+    d.check(m);
+  }
+}
+
+TEST(ParserDifferential, FastPathAndGeneralWalkAgreeWithTheReference) {
+  Differential d;
+  std::mt19937 rng(20240611);
+  for (const Fixture& f : fixtures()) check_with_mutants(d, f.frame, rng, 200);
+  FrameGenerator gen(7);
+  for (int i = 0; i < 600; ++i) check_with_mutants(d, gen.frame(), rng, 60);
+  // Longer than any mbuf: UnsupportedEncap, on both walks.
+  Bytes huge = v4_tcp();
+  huge.resize(65536, 0);
+  d.check(huge);
+
+  EXPECT_EQ(d.failures_, 0U) << "of " << d.parsed_ << " frames";
+  // The corpus reaches what it is meant to: the fast path (plain and
+  // VXLAN), Ok frames the fast path leaves to the general walk, and every
+  // status.
+  EXPECT_GT(d.fast_, d.parsed_ / 50) << d.parsed_;
+  EXPECT_GT(d.fast_vxlan_, 1000U);
+  EXPECT_GT(d.general_ok_, 1000U);
+  for (std::size_t s = 0; s < kParseStatusCount; ++s) {
+    EXPECT_GT(d.statuses_[s], 0U) << to_string(static_cast<ParseStatus>(s));
+  }
+}
+
+// The frames the fast path is for take it; the others do not (the general
+// walk decides them, as the differential test checks).
+TEST(ParserDifferential, TheFastPathTakesTheCommonFrames) {
+  const auto fast = [](const Bytes& frame, const ParseOptions& options = {}) {
+    PacketInfo out;
+    return detail::parse_packet_fast(frame, options, out);
+  };
+  const Bytes inner = v4_tcp();
+  EXPECT_TRUE(fast(v4_tcp()));
+  EXPECT_TRUE(fast(v4_tcp(), {.verify_ipv4_checksum = true}));
+  EXPECT_TRUE(fast(v6_udp()));
+  EXPECT_TRUE(fast(eth(0x86DD, ipv6(kTcp, tcp(1, 2, kSyn, 10, 8)))));
+  EXPECT_TRUE(fast(eth(0x0800, ipv4({.proto = kUdp, .frag = 0x4000}, udp(1, 2, Bytes(4))))));
+  EXPECT_TRUE(fast(vxlan_v4(0x88, 0x48, 7, inner)));
+  EXPECT_TRUE(fast(vxlan_v4(0x08, 0, 0, v6_udp())));
+  EXPECT_TRUE(fast(vxlan_v4(0x08, 0, 0, inner, 4790)));  // plain UDP to another port
+  EXPECT_TRUE(fast(eth(0x8100, tag(100, 0x0800, ipv4({}, tcp(1, 2, kSyn))))));
+  EXPECT_TRUE(fast(eth(0x88A8, tag(10, 0x8100, tag(20, 0x86DD, ipv6(kUdp, udp(1, 2, {})))))));
+  // Left to the general walk.
+  EXPECT_FALSE(
+      fast(eth(0x8100, tag(1, 0x8100, tag(2, 0x8100, tag(3, 0x0800, ipv4({}, tcp(1, 2, 0))))))));
+  EXPECT_FALSE(fast(eth(  // tagged VXLAN
+      0x8100,
+      tag(100, 0x0800, ipv4({.proto = kUdp}, udp(1, kVxlanPort, vxlan(8, 0, 0, 1, inner)))))));
+  EXPECT_FALSE(fast(eth(0x0800, ipv4({.options = {1, 1, 1, 0}}, tcp(1, 2, kSyn)))));
+  EXPECT_FALSE(fast(eth(0x0800, ipv4({.proto = kUdp, .frag = 0x2000}, udp(1, 2, Bytes(8))))));
+  EXPECT_FALSE(fast(eth(0x0800, ipv4({.proto = kIcmp}, icmp(8, 0, 1)))));
+  EXPECT_FALSE(fast(eth(0x86DD, ipv6(60, ext8(kTcp, tcp(1, 2, 0))))));
+  EXPECT_FALSE(fast(vxlan_v4(0x08, 0, 0, eth(0x0800, ipv4({.proto = kIcmp}, icmp(8, 0, 1))))));
+  EXPECT_FALSE(fast(eth(0x0806, Bytes(28))));
+  Bytes bad_sum = v4_tcp();
+  bad_sum[24] ^= 0xff;
+  EXPECT_TRUE(fast(bad_sum));
+  EXPECT_FALSE(fast(bad_sum, {.verify_ipv4_checksum = true}));
 }
 
 // ------------------------------------------------------------ encapsulation

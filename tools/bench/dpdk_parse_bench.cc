@@ -1,7 +1,8 @@
 // tierwall-bench-dpdkparse: the cost of parse_packet() (the DPDK dataplane's
 // packet parser, dataplane/dpdk) per frame, for the common frames of the
-// fast path, in ns and TSC cycles per packet, over bursts of 32 frames as
-// rx_burst hands them. For docs/dpdk.md; build it in a Release tree:
+// fast path (and an ICMP echo request, which takes the general walk), in ns
+// and TSC cycles per packet, over bursts of 32 frames as rx_burst hands
+// them. For docs/dpdk.md; build it in a Release tree:
 //   cmake --build build/release --target tierwall-bench-dpdkparse
 //   tierwall-bench-dpdkparse [--json] [--iterations N]
 #include <chrono>
@@ -30,11 +31,13 @@ void put16(std::uint8_t* p, std::uint32_t v) {
   p[1] = static_cast<std::uint8_t>(v);
 }
 
-// Ethernet + IP (+ optional 802.1Q) + a 20-byte TCP header and 64 bytes.
-Bytes tcp_frame(bool v6, bool vlan) {
+// Ethernet + IP (+ optional 802.1Q) + an L4 header (TCP: 20 bytes, UDP:
+// 8, ICMP echo request: 8) and 64 bytes.
+Bytes l4_frame(bool v6, bool vlan, std::uint8_t proto) {
   const std::size_t l3 = vlan ? 18 : 14;
   const std::size_t ip = v6 ? 40 : 20;
-  Bytes f(l3 + ip + 20 + 64);
+  const std::size_t l4 = proto == 6 ? 20 : 8;
+  Bytes f(l3 + ip + l4 + 64);
   f[0] = 2;
   f[6] = 2;
   f[11] = 1;
@@ -46,8 +49,8 @@ Bytes tcp_frame(bool v6, bool vlan) {
   std::uint8_t* h = &f[l3];
   if (v6) {
     h[0] = 0x60;
-    put16(h + 4, 20 + 64);
-    h[6] = 6;
+    put16(h + 4, static_cast<std::uint32_t>(l4 + 64));
+    h[6] = proto;
     h[7] = 64;
     h[8] = 0xfd;
     h[23] = 1;
@@ -55,21 +58,31 @@ Bytes tcp_frame(bool v6, bool vlan) {
     h[39] = 2;
   } else {
     h[0] = 0x45;
-    put16(h + 2, 20 + 20 + 64);
+    put16(h + 2, static_cast<std::uint32_t>(20 + l4 + 64));
     h[8] = 64;
-    h[9] = 6;
+    h[9] = proto;
     h[12] = 10;
     h[15] = 1;
     h[16] = 10;
     h[19] = 2;
   }
   std::uint8_t* t = h + ip;
+  if (proto == 1) {
+    t[0] = 8;  // echo request
+    put16(t + 4, 7);
+    return f;
+  }
   put16(t, 40000);
-  put16(t + 2, 443);
-  t[12] = 0x50;
-  t[13] = 0x10;
+  put16(t + 2, proto == 6 ? 443 : 53);
+  if (proto == 6) {
+    t[12] = 0x50;
+    t[13] = 0x10;
+  } else {
+    put16(t + 4, 8 + 64);
+  }
   return f;
 }
+Bytes tcp_frame(bool v6, bool vlan) { return l4_frame(v6, vlan, 6); }
 
 Bytes vxlan_frame(const Bytes& inner) {
   dpdk::VxlanGbpParams p;
@@ -146,6 +159,9 @@ int main(int argc, char** argv) {
       measure("vlan_ipv4_tcp", tcp_frame(false, true), iterations),
       measure("ipv6_tcp", tcp_frame(true, false), iterations),
       measure("vxlan_gbp_ipv4_tcp", vxlan_frame(tcp_frame(false, false)), iterations),
+      measure("ipv4_udp", l4_frame(false, false, 17), iterations),
+      measure("ipv6_udp", l4_frame(true, false, 17), iterations),
+      measure("ipv4_icmp_echo", l4_frame(false, false, 1), iterations),
   };
   if (json) {
     std::printf("{\"parse_per_packet\": {");
