@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cstddef>
 #include <cstring>
 #include <vector>
 
@@ -33,6 +34,8 @@ struct FlowKey {
   std::uint16_t pad;
 };
 static_assert(sizeof(FlowKey) == 40);
+static_assert(offsetof(FlowKey, port_a) == 32 && offsetof(FlowKey, family) == 37);
+static_assert(std::endian::native == std::endian::little);
 
 struct alignas(64) Entry {
   FlowKey key;
@@ -63,35 +66,7 @@ std::uint64_t load64(const std::uint8_t* p) {
   return v;
 }
 
-// Returns whether p.src is side `a` of the key. The order is any total
-// order on (address, port) that both directions agree on: native-endian
-// words compare without a byte swap or a memcmp call.
-bool make_key(const FlowPacket& p, FlowKey& k) {
-  const std::uint64_t s0 = load64(p.src.bytes.data());
-  const std::uint64_t s1 = load64(p.src.bytes.data() + 8);
-  const std::uint64_t d0 = load64(p.dst.bytes.data());
-  const std::uint64_t d1 = load64(p.dst.bytes.data() + 8);
-  // Without branches: the direction of a packet is random to a predictor.
-  const bool src_is_a =
-      (s0 < d0) | ((s0 == d0) & ((s1 < d1) | ((s1 == d1) & (p.src_port <= p.dst_port))));
-  const std::uint64_t m = 0 - static_cast<std::uint64_t>(src_is_a);
-  const std::uint64_t a[2] = {d0 ^ ((s0 ^ d0) & m), d1 ^ ((s1 ^ d1) & m)};
-  const std::uint64_t b[2] = {s0 ^ ((s0 ^ d0) & m), s1 ^ ((s1 ^ d1) & m)};
-  std::memcpy(k.a, a, 16);
-  std::memcpy(k.b, b, 16);
-  const auto m16 = static_cast<std::uint16_t>(m);
-  const auto x = static_cast<std::uint16_t>(p.src_port ^ p.dst_port);
-  k.port_a = static_cast<std::uint16_t>(p.dst_port ^ (x & m16));
-  k.port_b = static_cast<std::uint16_t>(p.src_port ^ (x & m16));
-  k.protocol = p.protocol;
-  k.family = static_cast<std::uint8_t>(p.src.family);
-  k.pad = 0;
-  return src_is_a;
-}
-
-std::uint64_t hash_key(const FlowKey& k) {
-  std::uint64_t w[5];
-  std::memcpy(w, &k, sizeof(w));
+std::uint64_t hash_words(const std::uint64_t (&w)[5]) {
   std::uint64_t h = 0x243F6A8885A308D3ULL;
   for (std::uint64_t x : w) {
     h = (h ^ x) * 0x9E3779B97F4A7C15ULL;
@@ -101,6 +76,37 @@ std::uint64_t hash_key(const FlowKey& k) {
   h *= 0xff51afd7ed558ccdULL;
   h ^= h >> 29;
   return h;
+}
+
+// Builds p's key and its hash; returns whether p.src is side `a` of the
+// key. The order is any total order on (address, port) that both
+// directions agree on: native-endian words compare without a byte swap or
+// a memcmp call. The key is built as five 64-bit words in registers, hashed
+// from them and stored with one store each (so that no later load of the
+// key spans several smaller stores: a store-forwarding stall).
+bool make_key(const FlowPacket& p, FlowKey& k, std::uint64_t& hash) {
+  const std::uint64_t s0 = load64(p.src.bytes.data());
+  const std::uint64_t s1 = load64(p.src.bytes.data() + 8);
+  const std::uint64_t d0 = load64(p.dst.bytes.data());
+  const std::uint64_t d1 = load64(p.dst.bytes.data() + 8);
+  // Without branches: the direction of a packet is random to a predictor.
+  const bool src_is_a =
+      (s0 < d0) | ((s0 == d0) & ((s1 < d1) | ((s1 == d1) & (p.src_port <= p.dst_port))));
+  const std::uint64_t m = 0 - static_cast<std::uint64_t>(src_is_a);
+  const auto m16 = static_cast<std::uint16_t>(m);
+  const auto x = static_cast<std::uint16_t>(p.src_port ^ p.dst_port);
+  const auto port_a = static_cast<std::uint16_t>(p.dst_port ^ (x & m16));
+  const auto port_b = static_cast<std::uint16_t>(p.src_port ^ (x & m16));
+  // FlowKey's last word: port_a, port_b, protocol, family, pad (little
+  // endian layout of the struct, checked below).
+  const std::uint64_t tail = std::uint64_t{port_a} | (std::uint64_t{port_b} << 16) |
+                             (std::uint64_t{p.protocol} << 32) |
+                             (std::uint64_t{static_cast<std::uint8_t>(p.src.family)} << 40);
+  const std::uint64_t w[5] = {d0 ^ ((s0 ^ d0) & m), d1 ^ ((s1 ^ d1) & m), s0 ^ ((s0 ^ d0) & m),
+                              s1 ^ ((s1 ^ d1) & m), tail};
+  std::memcpy(&k, w, sizeof w);
+  hash = hash_words(w);
+  return src_is_a;
 }
 
 bool same_key(const FlowKey& x, const FlowKey& y) {
@@ -342,8 +348,9 @@ std::size_t FlowTable::live(std::uint64_t now_ns) const {
 bool FlowTable::peek(const FlowPacket& p, std::uint64_t now_ns, FastDecision& out,
                      std::uint64_t* generation_low32) const {
   FlowKey k;
-  make_key(p, k);
-  const std::ptrdiff_t i = impl_->find(k, hash_key(k));
+  std::uint64_t h = 0;
+  make_key(p, k, h);
+  const std::ptrdiff_t i = impl_->find(k, h);
   if (i < 0) return false;
   const Entry& e = impl_->entries[static_cast<std::size_t>(i)];
   if (e.expiry_ns <= now_ns) return false;
@@ -354,8 +361,9 @@ bool FlowTable::peek(const FlowPacket& p, std::uint64_t now_ns, FastDecision& ou
 
 FlowResult FlowTable::process(const Generation& g, const FlowPacket& p, std::uint64_t now_ns) {
   FlowKey k;
-  const bool src_is_a = make_key(p, k);
-  return process_keyed(g, p, &k, hash_key(k), src_is_a, now_ns, nullptr, kNoHint, TagCheck::None);
+  std::uint64_t h = 0;
+  const bool src_is_a = make_key(p, k, h);
+  return process_keyed(g, p, &k, h, src_is_a, now_ns, nullptr, kNoHint, TagCheck::None);
 }
 
 std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPacket> packets,
@@ -370,8 +378,7 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     const FlowPacket* p = packets.data() + done;
     // Stage 1: keys, hashes, prefetch the signature buckets.
     for (std::size_t i = 0; i < count; ++i) {
-      src_is_a[i] = make_key(p[i], keys[i]);
-      hashes[i] = hash_key(keys[i]);
+      src_is_a[i] = make_key(p[i], keys[i], hashes[i]);
       __builtin_prefetch(&m.sigs[static_cast<std::size_t>(hashes[i] & m.bucket_mask) * kWays]);
     }
     // Stage 2: prefetch the entry a signature points at (remembered as
