@@ -5,6 +5,8 @@
 #include <bit>
 #include <cstddef>
 #include <cstring>
+#include <new>
+#include <type_traits>
 #include <vector>
 
 #include "huge_array.h"
@@ -84,7 +86,7 @@ std::uint64_t hash_words(const std::uint64_t (&w)[5]) {
 // a memcmp call. The key is built as five 64-bit words in registers, hashed
 // from them and stored with one store each (so that no later load of the
 // key spans several smaller stores: a store-forwarding stall).
-bool make_key(const FlowPacket& p, FlowKey& k, std::uint64_t& hash) {
+[[gnu::always_inline]] inline bool make_key(const FlowPacket& p, FlowKey& k, std::uint64_t& hash) {
   const std::uint64_t s0 = load64(p.src.bytes.data());
   const std::uint64_t s1 = load64(p.src.bytes.data() + 8);
   const std::uint64_t d0 = load64(p.dst.bytes.data());
@@ -137,6 +139,16 @@ unsigned match_ways(const std::uint32_t* sigs, std::uint32_t sig) {
 
 std::uint32_t signature(std::uint64_t h) { return static_cast<std::uint32_t>(h >> 32) | 1U; }
 
+// Initialises `slot` with the prvalue `make()` returns, in place: a
+// function returning a struct through memory then writes it where it is
+// read, instead of into a temporary that is copied with loads wider than
+// its stores (a store-forwarding stall per packet).
+template <typename T, typename Make>
+[[gnu::always_inline]] inline void emplace(T& slot, Make&& make) {
+  static_assert(std::is_trivially_destructible_v<T>);
+  ::new (static_cast<void*>(&slot)) T(make());
+}
+
 IpAddress address_of(const std::uint8_t* bytes, std::uint8_t family) {
   IpAddress a;
   a.family = static_cast<IpAddress::Family>(family);
@@ -148,7 +160,7 @@ IpAddress address_of(const std::uint8_t* bytes, std::uint8_t family) {
 // tagged packet checked against the tag (Generation::check_tag). `src` is
 // only meaningful when the result is None, ByAddress or ByTag.
 TagCheck source_class(const Generation& g, const FlowPacket& p, PeerClass& src) {
-  src = g.resolve(p.src);
+  emplace(src, [&] { return g.resolve(p.src); });
   if (p.src_tag == 0) return TagCheck::None;
   PeerClass decided;
   const TagCheck t = g.check_tag(src, p.src_tag, decided);
@@ -406,13 +418,17 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
     }
     // Stage 3 (new connections): resolve, then prefetch the decision
     // structure in two steps.
-    PeerClass classes[kMaxBurst][2];
+    union Classes {
+      Classes() {}  // left uninitialised: only misses' slots are written
+      PeerClass of[kMaxBurst][2];
+    } resolved;
+    auto& classes = resolved.of;
     TagCheck tags[kMaxBurst];
     for (std::size_t i = 0; i < count; ++i) {
       tags[i] = TagCheck::None;
       if (!miss[i]) continue;
       tags[i] = source_class(g, p[i], classes[i][0]);
-      classes[i][1] = g.resolve(p[i].dst);
+      emplace(classes[i][1], [&] { return g.resolve(p[i].dst); });
       g.prefetch_pair(classes[i][0], classes[i][1], p[i].protocol);
     }
     for (std::size_t i = 0; i < count; ++i) {
@@ -435,8 +451,10 @@ std::size_t FlowTable::process_burst(const Generation& g, std::span<const FlowPa
           continue;
         }
       }
-      results[done + i] = process_keyed(g, p[i], &keys[i], hashes[i], src_is_a[i], now_ns,
-                                        miss[i] ? classes[i] : nullptr, hint[i], tags[i]);
+      emplace(results[done + i], [&] {
+        return process_keyed(g, p[i], &keys[i], hashes[i], src_is_a[i], now_ns,
+                             miss[i] ? classes[i] : nullptr, hint[i], tags[i]);
+      });
     }
   }
   return n;
@@ -498,7 +516,7 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   PeerClass resolved[2];
   if (classes == nullptr) {
     tag = source_class(g, p, resolved[0]);
-    resolved[1] = g.resolve(p.dst);
+    emplace(resolved[1], [&] { return g.resolve(p.dst); });
     classes = resolved;
   }
   if (refused(tag)) {
