@@ -172,25 +172,6 @@ bool refused(TagCheck t) { return t == TagCheck::UnknownTag || t == TagCheck::Sp
 
 }  // namespace
 
-FlowPacket flow_packet(const PacketInfo& p) {
-  FlowPacket f;
-  f.src = p.src;
-  f.dst = p.dst;
-  f.protocol = p.protocol;
-  if (p.has(kFlagPorts)) {
-    f.src_port = p.src_port;
-    f.dst_port = p.dst_port;
-    f.decision_port = p.dst_port;
-  } else if (p.has(kFlagIcmp)) {
-    f.src_port = p.icmp_id;
-    f.dst_port = p.icmp_id;
-    f.decision_port = p.icmp_type;
-  }
-  f.tcp_flags = p.tcp_flags;
-  f.length = static_cast<std::uint16_t>(p.l3_end - p.l3_offset);
-  return f;
-}
-
 std::string_view to_string(FlowEndReason reason) {
   switch (reason) {
     case FlowEndReason::Expired:
