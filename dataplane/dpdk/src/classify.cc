@@ -80,9 +80,10 @@ struct Key6 {
 };
 
 // A hash bucket is one cache line of kWays slots, columns per field so the
-// keys are compared at once. Slots [0, used) are in use; `spill` says a key
-// whose home is this bucket may live in the next one (set when a key passed
-// this bucket full), so a lookup reads one line unless its bucket spilled.
+// keys are compared at once. Slots [0, used) are in use (`valid` has their
+// bits); `spill` says a key whose home is this bucket may live in the next
+// one (set when a key passed this bucket full), so a lookup reads one line
+// unless its bucket spilled.
 // A host address's slot has the host class, kUnknownEndpoint and profile 0.
 struct alignas(64) Bucket4 {
   static constexpr unsigned kWays = 4;
@@ -91,6 +92,7 @@ struct alignas(64) Bucket4 {
   std::uint32_t profile[kWays] = {};  // profile record (Impl::profiles offset)
   std::uint16_t cls[kWays] = {};      // tier, or the host class
   std::uint8_t used = 0;
+  std::uint8_t valid = 0;
   std::uint8_t spill = 0;
 };
 static_assert(sizeof(Bucket4) == 64);
@@ -102,6 +104,7 @@ struct alignas(64) Bucket6 {
   std::uint32_t profile[kWays] = {};
   std::uint16_t cls[kWays] = {};
   std::uint8_t used = 0;
+  std::uint8_t valid = 0;
   std::uint8_t spill = 0;
 };
 static_assert(sizeof(Bucket6) == 64);
@@ -116,7 +119,7 @@ unsigned match(const Bucket4& b, std::uint32_t k) {
   unsigned m = 0;
   for (unsigned i = 0; i < Bucket4::kWays; ++i) m |= static_cast<unsigned>(b.key[i] == k) << i;
 #endif
-  return m & ((1U << b.used) - 1U);
+  return m & b.valid;
 }
 
 unsigned match(const Bucket6& b, const Key6& k) {
@@ -124,7 +127,7 @@ unsigned match(const Bucket6& b, const Key6& k) {
   for (unsigned i = 0; i < Bucket6::kWays; ++i) {
     m |= static_cast<unsigned>(((b.key[i].hi ^ k.hi) | (b.key[i].lo ^ k.lo)) == 0) << i;
   }
-  return m & ((1U << b.used) - 1U);
+  return m & b.valid;
 }
 
 std::uint32_t key4(const IpAddress& a) {
@@ -186,6 +189,7 @@ bool bucket_put(detail::HugeArray<Bucket>& t, std::uint64_t home, std::uint64_t 
   } else {
     for (i = home; t[i].used == Bucket::kWays; i = (i + 1) & mask) t[i].spill = 1;
     slot = t[i].used++;
+    t[i].valid = static_cast<std::uint8_t>((1U << t[i].used) - 1U);
     fresh = true;
   }
   Bucket& b = t[i];
@@ -281,15 +285,16 @@ bool inline_has(const SelectorId* p, std::uint32_t s) {
 // ------------------------------------------------------------ decisions
 
 // How one (pair, bucket) list is decided: 8 bytes of the pair's line.
-//  Direct:  the decision itself (rule id, verdict | kind << 4), no more reads.
-//  Program: `value` is the first Unit of a program (see Unit).
-//  Map:     `value` is the first Unit of a port map of `bounds` boundaries.
-//  Scan:    `value` indexes Impl::ranges: the generic candidate scan.
-enum : std::uint8_t { kHeadDirect = 0, kHeadProgram = 1, kHeadMap = 2, kHeadScan = 3 };
+//  Map:  `value` is the first Unit of a port map of `bounds` boundaries and
+//        its programs (a list that depends on no port has 0 boundaries).
+//  Direct: the decision itself (rule id, verdict | kind << 4): the list's
+//        answer depends on no port and no peer (an empty list, say).
+//  Scan: `value` indexes Impl::ranges: the generic candidate scan.
+enum : std::uint8_t { kHeadMap = 0, kHeadDirect = 1, kHeadScan = 2 };
 struct Head {
   std::uint32_t value = 0;
   std::uint16_t bounds = 0;
-  std::uint8_t mode = kHeadDirect;
+  std::uint8_t mode = kHeadMap;
   std::uint8_t decision = 0;
 };
 static_assert(sizeof(Head) == 8);
@@ -403,8 +408,10 @@ struct Generation::Impl {
     return ((w >> (set & 63U)) & 1U) != 0;
   }
 
-  // `Tagged`: a side may have an unknown profile; its selector check then
-  // counts as met for denies (`deny`) and unmet for flows (fail closed).
+  // Whether peer `p` meets requirement `req` (a selector for an endpoint,
+  // a world set for a world peer). `Tagged`: a side may have an unknown
+  // profile; its selector check then counts as met for denies (`deny`) and
+  // unmet for flows (fail closed).
   template <bool Tagged>
   [[nodiscard]] bool side_ok(std::uint32_t req, const PeerClass& p, bool deny) const {
     if (p.entity == PeerMatch::Entity::World) return req == kNoReq || world_has(p.world_class, req);
@@ -439,10 +446,16 @@ struct Generation::Impl {
                                       const PeerClass& d, std::uint8_t protocol,
                                       std::uint16_t port) const;
   template <bool Tagged>
-  FastDecision decide(const PeerClass& s, const PeerClass& d, std::uint8_t protocol,
-                      std::uint16_t port) const;
+  [[gnu::always_inline]] inline FastDecision decide(const PeerClass& s, const PeerClass& d,
+                                                    std::uint8_t protocol,
+                                                    std::uint16_t port) const;
+  [[gnu::noinline]] FastDecision decide_tagged(const PeerClass& s, const PeerClass& d,
+                                               std::uint8_t protocol, std::uint16_t port) const {
+    return decide<true>(s, d, protocol, port);
+  }
 
-  PeerClass resolve(const IpAddress& a) const;
+  // Every address (Generation::resolve() has the usual case inline).
+  [[gnu::noinline]] PeerClass resolve(const IpAddress& a) const;
   // The PeerClass of slot `i` of a matched bucket (v4 or v6): host or endpoint.
   template <typename Bucket>
   PeerClass from_slot(const Bucket& b, unsigned i) const;
@@ -473,7 +486,7 @@ PeerClass Generation::Impl::from_interval(std::uint32_t info) const {
     p.profile = 0;
   } else {
     p.entity = PeerMatch::Entity::World;
-    p.cls = world_class();
+    p.cls = static_cast<std::uint16_t>(world_class());
     p.world_class = info >> 1;
   }
   return p;
@@ -503,7 +516,18 @@ PeerClass Generation::Impl::resolve(const IpAddress& a) const {
   return from_interval(iv6.info[static_cast<std::size_t>(it - iv6.starts.begin()) - 1]);
 }
 
-PeerClass Generation::resolve(const IpAddress& address) const { return impl_->resolve(address); }
+PeerClass Generation::resolve(const IpAddress& a) const {
+  // The usual case inline: an IPv4 endpoint in its home bucket.
+  const Impl& m = *impl_;
+  if (a.is_v4()) [[likely]] {
+    const std::uint32_t k = key4(a);
+    const Bucket4& b = m.v4[hash4(k) >> m.v4_shift];
+    const unsigned hit = match(b, k);
+    if (hit != 0) [[likely]]
+      return m.from_slot(b, static_cast<unsigned>(std::countr_zero(hit)));
+  }
+  return m.resolve(a);
+}
 
 void Generation::prefetch(const IpAddress& a) const {
   const Impl& m = *impl_;
@@ -531,10 +555,9 @@ void Generation::prefetch_candidates(const PeerClass& s, const PeerClass& d,
     if (r.begin != r.end) __builtin_prefetch(&m.candidates[r.begin]);
     return;
   }
-  // A Map or Program block's first line (a block of <= 4 units is all
-  // there) and the next; for a Direct head (nothing to read) a harmless
-  // line of the array.
-  const std::size_t at = std::min<std::size_t>(h.value, m.units.size() - 1);
+  // The map block's first line (a block of <= 4 units is all there) and
+  // the next; a Direct head needs nothing (unit 0, without a branch).
+  const std::size_t at = h.mode == kHeadMap ? h.value : 0;
   __builtin_prefetch(&m.units[at]);
   __builtin_prefetch(&m.units[std::min<std::size_t>(at + 4, m.units.size() - 1)]);
 }
@@ -642,30 +665,26 @@ template <bool Tagged>
 FastDecision Generation::Impl::decide(const PeerClass& s, const PeerClass& d, std::uint8_t protocol,
                                       std::uint16_t port) const {
   using E = PeerMatch::Entity;
-  if (s.entity == E::Endpoint && d.entity == E::Endpoint && s.endpoint == d.endpoint &&
-      s.endpoint != kUnknownEndpoint) [[unlikely]] {
+  if (s.endpoint == d.endpoint && s.endpoint != kUnknownEndpoint && s.entity == E::Endpoint &&
+      d.entity == E::Endpoint) [[unlikely]] {
     return FastDecision{Verdict::Allow, RuleKind::Self, kRuleSelf};
   }
   const PairLine& pl = pairs[std::size_t{s.cls} * classes + d.cls];
   const Head h = pl.heads[kBucketMap[protocol]];
-  switch (h.mode) {
-    case kHeadMap:
-      return run<Tagged>(map_program(h, port), s, d);
-    case kHeadDirect:
-      return FastDecision{static_cast<Verdict>(h.decision & 0x0fU),
-                          static_cast<RuleKind>(h.decision >> 4), h.value};
-    case kHeadProgram:
-      return run<Tagged>(&units[h.value], s, d);
-    default:
-      return scan<Tagged>(ranges[h.value], pl.flags, s, d, protocol, port);
+  if (h.mode == kHeadMap) [[likely]]
+    return run<Tagged>(map_program(h, port), s, d);
+  if (h.mode == kHeadDirect) {
+    return FastDecision{static_cast<Verdict>(h.decision & 0x0fU),
+                        static_cast<RuleKind>(h.decision >> 4), h.value};
   }
+  return scan<Tagged>(ranges[h.value], pl.flags, s, d, protocol, port);
 }
 
 FastDecision Generation::decide(const PeerClass& s, const PeerClass& d, std::uint8_t protocol,
                                 std::uint16_t port) const {
   // One well-predicted branch keeps the exact path free of the tagged checks.
   if (s.unknown_profile || d.unknown_profile) [[unlikely]] {
-    return impl_->decide<true>(s, d, protocol, port);
+    return impl_->decide_tagged(s, d, protocol, port);
   }
   return impl_->decide<false>(s, d, protocol, port);
 }
@@ -698,7 +717,7 @@ TagCheck Generation::check_tag(const PeerClass& resolved, std::uint16_t tag,
 
 FastDecision Generation::classify(const IpAddress& src, const IpAddress& dst, std::uint8_t protocol,
                                   std::uint16_t port) const {
-  return decide(impl_->resolve(src), impl_->resolve(dst), protocol, port);
+  return decide(resolve(src), resolve(dst), protocol, port);
 }
 
 namespace {
@@ -793,23 +812,20 @@ class ListCompiler {
       if (!programs.empty()) bounds.push_back(start);
       programs.push_back(std::move(p));
     }
-    if (programs.size() == 1) {
-      const std::vector<Unit>& p = programs.front();
-      const Unit& e = p.front();
-      if (p.size() == 1 && e.w[0] == kNoReq && e.w[1] == kNoReq && (e.w[3] & kEntryStage) == 0) {
-        return Head{e.w[2], 0, kHeadDirect,
-                    static_cast<std::uint8_t>((e.w[3] & 0x0fU) | (((e.w[3] >> 8) & 0x0fU) << 4))};
+    if (programs.size() == 1 && programs[0].size() == 1) {
+      const std::array<std::uint32_t, 4> e = programs[0][0].w;
+      if ((e[3] & kEntryStage) == 0 && e[0] == kNoReq && e[1] == kNoReq) {
+        const std::uint32_t verdict = e[3] & 0x0fU;
+        const std::uint32_t kind = (e[3] >> 8) & 0x0fU;
+        return Head{e[2], 0, kHeadDirect, static_cast<std::uint8_t>(verdict | (kind << 4))};
       }
-      if (p.size() > budget(denies, flows)) return scan(denies, flows);
-      const std::uint32_t at = place(p.size());
-      units.insert(units.end(), p.begin(), p.end());
-      return Head{at, 0, kHeadProgram, 0};
     }
     return map(bounds, programs, denies, flows);
   }
 
  private:
   std::uint32_t per_candidate_;
+  std::map<std::vector<Unit>, std::uint32_t> blocks_;  // block -> its first unit
 
   // The most units a list of these candidates may compile into.
   [[nodiscard]] std::size_t budget(const std::vector<Candidate>& denies,
@@ -888,10 +904,15 @@ class ListCompiler {
       set_lane(block.data(), j, (j < nb ? bounds[j] : 0xffffU) ^ kLaneFlip);
       set_lane(block.data() + groups, j, j < action.size() ? action[j] : 0U);
     }
-    const std::uint32_t at = place(block.size() + area.size());
-    units.insert(units.end(), block.begin(), block.end());
-    units.insert(units.end(), area.begin(), area.end());
-    return Head{at, static_cast<std::uint16_t>(nb), kHeadMap, 0};
+    block.insert(block.end(), area.begin(), area.end());
+    // Lists alike (a rule naming several tiers, or no rule: the pair's
+    // fallback alone) share one block.
+    const auto [it, fresh] = blocks_.emplace(block, 0);
+    if (fresh) {
+      it->second = place(block.size());
+      units.insert(units.end(), block.begin(), block.end());
+    }
+    return Head{it->second, static_cast<std::uint16_t>(nb), kHeadMap, 0};
   }
 
   Head scan(const std::vector<Candidate>& denies, const std::vector<Candidate>& flows) {
@@ -921,6 +942,14 @@ BuildResult build_generation(const RuleSet& rules, const GenerationOptions& opti
   std::vector<std::uint32_t> profile_map(table.profile_count() + 1, kNoReq);
   std::vector<SelectorId> records(kRecordWords, kNoReq);
   records[0] = 0;
+  auto add_record = [&](std::vector<std::uint32_t> members) {
+    std::sort(members.begin(), members.end());
+    const auto at = static_cast<std::uint32_t>(records.size());
+    records.push_back(static_cast<std::uint32_t>(members.size()));
+    records.insert(records.end(), members.begin(), members.end());
+    records.resize((records.size() + kRecordWords - 1) / kRecordWords * kRecordWords, kNoReq);
+    return at;
+  };
   std::string error;
   std::size_t n4 = 0;
   std::size_t n6 = 0;
@@ -934,12 +963,7 @@ BuildResult build_generation(const RuleSet& rules, const GenerationOptions& opti
       profile_map[e.profile] = 0;
       return;
     }
-    std::vector<SelectorId> sorted(sel.begin(), sel.end());
-    std::sort(sorted.begin(), sorted.end());
-    profile_map[e.profile] = static_cast<std::uint32_t>(records.size());
-    records.push_back(static_cast<SelectorId>(sorted.size()));
-    records.insert(records.end(), sorted.begin(), sorted.end());
-    records.resize((records.size() + kRecordWords - 1) / kRecordWords * kRecordWords, kNoReq);
+    profile_map[e.profile] = add_record(std::vector<SelectorId>(sel.begin(), sel.end()));
   });
   if (!error.empty()) return {nullptr, error};
   m->profiles = detail::HugeArray<SelectorId>(records.size());

@@ -67,17 +67,19 @@
 namespace tierwall::dataplane::dpdk {
 
 // An address resolved against a Generation (the fast path's ResolvedPeer).
+// 16 bytes, so that it travels in two registers.
 struct PeerClass {
-  PeerMatch::Entity entity = PeerMatch::Entity::World;
-  std::uint32_t cls = 0;                   // decision class: tier, host or world
   EndpointId endpoint = kUnknownEndpoint;  // Endpoint only
-  std::uint32_t profile = 0;               // Endpoint only: selector profile
+  std::uint32_t profile = 0;               // Endpoint only: selector profile record
   std::uint32_t world_class = 0;           // World only
+  std::uint16_t cls = 0;                   // decision class: tier, host or world
+  PeerMatch::Entity entity = PeerMatch::Entity::World;
   // Endpoint only: its selector memberships are unknown (a tagged remote
   // peer, Generation::tagged_peer()); decide() then treats a selector on
   // this side as met by denies and unmet by flows.
   bool unknown_profile = false;
 };
+static_assert(sizeof(PeerClass) == 16);
 
 // What the fast path needs from a decision: the evaluator's Decision
 // without the rule pointer (rule_id says which rule, as Decision::rule_id()).
