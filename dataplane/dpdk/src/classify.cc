@@ -287,15 +287,15 @@ bool inline_has(const SelectorId* p, std::uint32_t s) {
 // How one (pair, bucket) list is decided: 8 bytes of the pair's line.
 //  Map:  `value` is the first Unit of a port map of `bounds` boundaries and
 //        its programs (a list that depends on no port has 0 boundaries).
-//  Direct: the decision itself (rule id, verdict | kind << 4): the list's
-//        answer depends on no port and no peer (an empty list, say).
 //  Scan: `value` indexes Impl::ranges: the generic candidate scan.
-enum : std::uint8_t { kHeadMap = 0, kHeadDirect = 1, kHeadScan = 2 };
+// (A list whose answer depends on nothing is a map of one program of one
+// entry, shared by all such lists: one branch less than a special case.)
+enum : std::uint8_t { kHeadMap = 0, kHeadScan = 1 };
 struct Head {
   std::uint32_t value = 0;
   std::uint16_t bounds = 0;
   std::uint8_t mode = kHeadMap;
-  std::uint8_t decision = 0;
+  std::uint8_t unused = 0;
 };
 static_assert(sizeof(Head) == 8);
 
@@ -400,10 +400,16 @@ struct Generation::Impl {
     const SelectorId* p = &profiles[profile];
     if (p[0] <= kInlineSelectors) [[likely]]
       return inline_has(p, s);
+    return long_profile_has(p, s);
+  }
+  // profile_has() for records past kInlineSelectors (off the usual path).
+  [[gnu::noinline]] static bool long_profile_has(const SelectorId* p, std::uint32_t s) {
     return s == kNoReq || std::binary_search(p + 1, p + 1 + p[0], s);
   }
 
-  [[nodiscard]] bool world_has(std::uint32_t world_class_id, std::uint32_t set) const {
+  // Whether world class `world_class_id` is in world set `set` (kNoReq: yes).
+  [[gnu::noinline]] bool world_has(std::uint32_t world_class_id, std::uint32_t set) const {
+    if (set == kNoReq) return true;
     const std::uint64_t w = world_bits[world_class_id * world_words + (set >> 6)];
     return ((w >> (set & 63U)) & 1U) != 0;
   }
@@ -414,7 +420,8 @@ struct Generation::Impl {
   // unmet for flows (fail closed).
   template <bool Tagged>
   [[nodiscard]] bool side_ok(std::uint32_t req, const PeerClass& p, bool deny) const {
-    if (p.entity == PeerMatch::Entity::World) return req == kNoReq || world_has(p.world_class, req);
+    if (p.entity == PeerMatch::Entity::World) [[unlikely]]
+      return world_has(p.world_class, req);
     if constexpr (Tagged) {
       if (req == kNoReq) return true;
       if (p.unknown_profile) return deny;
@@ -556,10 +563,10 @@ void Generation::prefetch_candidates(const PeerClass& s, const PeerClass& d,
     return;
   }
   // The map block's first line (a block of <= 4 units is all there) and
-  // the next; a Direct head needs nothing (unit 0, without a branch).
-  const std::size_t at = h.mode == kHeadMap ? h.value : 0;
+  // the next.
+  const std::size_t at = h.value;
   __builtin_prefetch(&m.units[at]);
-  __builtin_prefetch(&m.units[std::min<std::size_t>(at + 4, m.units.size() - 1)]);
+  __builtin_prefetch(&m.units[at + 4]);
 }
 
 const Unit* Generation::Impl::map_program(const Head& h, std::uint16_t port) const {
@@ -671,13 +678,10 @@ FastDecision Generation::Impl::decide(const PeerClass& s, const PeerClass& d, st
   }
   const PairLine& pl = pairs[std::size_t{s.cls} * classes + d.cls];
   const Head h = pl.heads[kBucketMap[protocol]];
-  if (h.mode == kHeadMap) [[likely]]
-    return run<Tagged>(map_program(h, port), s, d);
-  if (h.mode == kHeadDirect) {
-    return FastDecision{static_cast<Verdict>(h.decision & 0x0fU),
-                        static_cast<RuleKind>(h.decision >> 4), h.value};
+  if (h.mode == kHeadScan) [[unlikely]] {
+    return scan<Tagged>(ranges[h.value], pl.flags, s, d, protocol, port);
   }
-  return scan<Tagged>(ranges[h.value], pl.flags, s, d, protocol, port);
+  return run<Tagged>(map_program(h, port), s, d);
 }
 
 FastDecision Generation::decide(const PeerClass& s, const PeerClass& d, std::uint8_t protocol,
@@ -778,9 +782,8 @@ void build_intervals(Intervals<K>& out, const std::vector<Cidr>& container,
 }
 
 // Compiles each (pair, bucket) list of pre-selected candidates into its
-// Head: Direct when the answer is the same for every port and peer, else a
-// Program (one port interval) or a port Map over Units; the "other" bucket
-// (several protocols) and lists too large for 16-bit offsets are Scanned.
+// Head: a port Map over Units (identical blocks shared); the "other" bucket
+// (several protocols) and lists past the budget are Scanned.
 class ListCompiler {
  public:
   explicit ListCompiler(std::uint32_t units_per_candidate) : per_candidate_(units_per_candidate) {}
@@ -811,14 +814,6 @@ class ListCompiler {
       if (!programs.empty() && programs.back() == p) continue;
       if (!programs.empty()) bounds.push_back(start);
       programs.push_back(std::move(p));
-    }
-    if (programs.size() == 1 && programs[0].size() == 1) {
-      const std::array<std::uint32_t, 4> e = programs[0][0].w;
-      if ((e[3] & kEntryStage) == 0 && e[0] == kNoReq && e[1] == kNoReq) {
-        const std::uint32_t verdict = e[3] & 0x0fU;
-        const std::uint32_t kind = (e[3] >> 8) & 0x0fU;
-        return Head{e[2], 0, kHeadDirect, static_cast<std::uint8_t>(verdict | (kind << 4))};
-      }
     }
     return map(bounds, programs, denies, flows);
   }
@@ -1118,7 +1113,9 @@ BuildResult build_generation(const RuleSet& rules, const GenerationOptions& opti
       }
     }
   }
-  if (lists_out.units.empty()) lists_out.units.emplace_back();  // prefetch_candidates' floor
+  // A line past the last block: prefetch_candidates() reads a block's
+  // second line without a bound check.
+  lists_out.units.resize(lists_out.units.size() + 4);
   m->units = detail::HugeArray<Unit>(lists_out.units.size());
   std::copy(lists_out.units.begin(), lists_out.units.end(), m->units.begin());
   m->ranges = std::move(lists_out.ranges);

@@ -30,13 +30,13 @@
 //    the entries covering it in order with their selector checks only,
 //    ending with one that always matches (the rule, intra-tier allow or
 //    default deny, with "deny is audited" resolved). A pair is one cache
-//    line of 8-byte heads, one per protocol bucket: the decision itself when
-//    it depends on nothing else, else where its port map (8 boundaries per
-//    16 bytes, compared at once) and programs are. A decision is: self
-//    check, the pair's line, the interval of the port, then the program's
-//    entries until one matches (usually the first). Lists of several
-//    protocols ("other") or past the memory budget (GenerationOptions) are
-//    scanned as pre-selected, with early exit.
+//    line of 8-byte heads, one per protocol bucket, each saying where its
+//    port map (8 boundaries per 16 bytes, compared at once) and programs
+//    are; lists alike (an empty one: the pair's fallback alone) share one
+//    block. A decision is: self check, the pair's line, the interval of the
+//    port, then the program's entries until one matches (usually the
+//    first). Lists of several protocols ("other") or past the memory budget
+//    (GenerationOptions) are scanned as pre-selected, with early exit.
 //  * tagged peers: a remote endpoint known only by the tier a trusted
 //    overlay peer names (VXLAN-GBP group id, overlay.h) is a PeerClass of
 //    that tier with no identity and an unknown selector profile
