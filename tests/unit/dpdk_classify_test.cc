@@ -431,11 +431,12 @@ Adversarial adversarial_case(std::uint32_t seed) {
 
   auto eps = std::make_shared<EndpointTable>();
   for (EndpointId e = 0; e < 12; ++e) {
+    // Profile records of every format: up to 3 selectors, up to 7, more.
     std::vector<SelectorId> sel;
-    const std::uint32_t want = e % 4 == 3 ? 7 + pick(3) : pick(4);  // some past 6 inline
-    for (std::uint32_t i = 0; i < want; ++i) sel.push_back(pick(kSelectors));
-    std::sort(sel.begin(), sel.end());
-    sel.erase(std::unique(sel.begin(), sel.end()), sel.end());
+    for (SelectorId x = 0; x < kSelectors; ++x) sel.push_back(x);
+    std::shuffle(sel.begin(), sel.end(), rng);
+    const std::uint32_t keep[] = {pick(4), pick(4), 4 + pick(4), 8 + pick(3)};
+    sel.resize(keep[e % 4]);
     std::vector<IpAddress> a{ip("10.9.0." + std::to_string(10 + e))};
     if (e % 3 != 0) a.push_back(ip("fd09::" + std::to_string(10 + e)));
     EXPECT_TRUE(eps->upsert(e, a, static_cast<TierId>(e % 4), sel));

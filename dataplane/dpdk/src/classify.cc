@@ -257,28 +257,28 @@ std::size_t last_at_or_below(const std::vector<std::uint32_t>& starts, std::uint
 
 // ------------------------------------------------------------ profiles
 
-// Profile records (Impl::profiles): at offset o, profiles[o] is the number
-// n of selectors, then the n sorted SelectorIds, padded with kNoReq to a
-// multiple of 8 words; records are 32-byte aligned. A profile of up to 6
-// selectors is one line whose last word is kNoReq, so its membership test
-// is one compare of 7 words, without a loop or branch, and "no requirement"
-// (kNoReq) is met by every such profile. Offset 0 is the empty profile.
-constexpr std::uint32_t kRecordWords = 8;
-constexpr std::uint32_t kInlineSelectors = kRecordWords - 2;
+// Profile records (Impl::profiles), named by PeerClass::profile: the
+// record's word offset (a multiple of 4) | its format in the low 2 bits.
+//  kShortRecord:  4 words, up to 3 selectors padded with kNoReq;
+//  kMediumRecord: 8 words (32-byte aligned), up to 7 selectors + kNoReq;
+//  kLongRecord:   the count n, then the n sorted selectors.
+// Short and medium records always hold kNoReq (never a real requirement),
+// so "no requirement" needs no special case, and their membership test is
+// one (two) 4-word compares without a loop or branch. A record never
+// straddles a cache line unless it is long. 0 is the empty profile.
+constexpr std::uint32_t kShortRecord = 0;
+constexpr std::uint32_t kMediumRecord = 1;
+constexpr std::uint32_t kLongRecord = 2;
+constexpr std::uint32_t kRecordFormat = 3;
 
-// Whether words 1..7 of an inline record hold `s`.
-bool inline_has(const SelectorId* p, std::uint32_t s) {
+// Whether the 4 words at `p` hold `s`.
+bool has4(const SelectorId* p, std::uint32_t s) {
 #if defined(__SSE2__)
-  const __m128i v = _mm_set1_epi32(static_cast<int>(s));
-  const __m128i lo = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), v);
-  const __m128i hi = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 4)), v);
-  // Word 0 is the count, not a selector.
-  return ((_mm_movemask_ps(_mm_castsi128_ps(lo)) & 0xe) | _mm_movemask_ps(_mm_castsi128_ps(hi))) !=
-         0;
+  const __m128i eq = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)),
+                                     _mm_set1_epi32(static_cast<int>(s)));
+  return _mm_movemask_ps(_mm_castsi128_ps(eq)) != 0;
 #else
-  bool any = false;
-  for (std::uint32_t i = 1; i < kRecordWords; ++i) any |= p[i] == s;
-  return any;
+  return p[0] == s || p[1] == s || p[2] == s || p[3] == s;
 #endif
 }
 
@@ -377,7 +377,7 @@ struct Generation::Impl {
   std::uint64_t v6_mask = 0;
   unsigned v6_shift = 0;
 
-  detail::HugeArray<SelectorId> profiles;  // profile records, see kRecordWords
+  detail::HugeArray<SelectorId> profiles;  // profile records, see kShortRecord
 
   Intervals<std::uint32_t> iv4;
   Intervals<Key6> iv6;
@@ -394,16 +394,17 @@ struct Generation::Impl {
   [[nodiscard]] std::uint32_t host_class() const { return tiers; }
   [[nodiscard]] std::uint32_t world_class() const { return tiers + 1; }
 
-  // Whether the profile record at `profile` has selector `s`; kNoReq (no
+  // Whether the profile record `profile` has selector `s`; kNoReq (no
   // requirement) is in every profile.
   [[nodiscard]] bool profile_has(std::uint32_t profile, std::uint32_t s) const {
-    const SelectorId* p = &profiles[profile];
-    if (p[0] <= kInlineSelectors) [[likely]]
-      return inline_has(p, s);
-    return long_profile_has(p, s);
+    if ((profile & kRecordFormat) == kShortRecord) [[likely]]
+      return has4(&profiles[profile], s);
+    return wide_profile_has(profile, s);
   }
-  // profile_has() for records past kInlineSelectors (off the usual path).
-  [[gnu::noinline]] static bool long_profile_has(const SelectorId* p, std::uint32_t s) {
+  // profile_has() for medium and long records (off the usual path).
+  [[gnu::noinline]] bool wide_profile_has(std::uint32_t profile, std::uint32_t s) const {
+    const SelectorId* p = &profiles[profile & ~kRecordFormat];
+    if ((profile & kRecordFormat) == kMediumRecord) return has4(p, s) || has4(p + 4, s);
     return s == kNoReq || std::binary_search(p + 1, p + 1 + p[0], s);
   }
 
@@ -935,15 +936,21 @@ BuildResult build_generation(const RuleSet& rules, const GenerationOptions& opti
 
   // Profiles: table profile index -> my record offset (0: the empty profile).
   std::vector<std::uint32_t> profile_map(table.profile_count() + 1, kNoReq);
-  std::vector<SelectorId> records(kRecordWords, kNoReq);
-  records[0] = 0;
+  std::vector<SelectorId> records(4, kNoReq);
   auto add_record = [&](std::vector<std::uint32_t> members) {
     std::sort(members.begin(), members.end());
+    auto pad_to = [&](std::size_t words) {
+      records.resize((records.size() + words - 1) / words * words, kNoReq);
+    };
+    const std::size_t n = members.size();
+    const std::size_t words = n <= 3 ? 4 : n <= 7 ? 8 : 4;
+    pad_to(words);
     const auto at = static_cast<std::uint32_t>(records.size());
-    records.push_back(static_cast<std::uint32_t>(members.size()));
+    if (n > 7) records.push_back(static_cast<std::uint32_t>(n));
     records.insert(records.end(), members.begin(), members.end());
-    records.resize((records.size() + kRecordWords - 1) / kRecordWords * kRecordWords, kNoReq);
-    return at;
+    if (n <= 7) records.push_back(kNoReq);
+    pad_to(words);
+    return at | (n <= 3 ? kShortRecord : n <= 7 ? kMediumRecord : kLongRecord);
   };
   std::string error;
   std::size_t n4 = 0;
