@@ -404,7 +404,7 @@ Adversarial adversarial_case(std::uint32_t seed) {
       }
       std::uint16_t lo = edges[pick(13)];
       std::uint16_t hi = edges[pick(13)];
-      if (lo > hi) std::swap(lo, hi);
+      if (lo > hi && pick(8) != 0) std::swap(lo, hi);  // else an empty range
       out.push_back(port(protocols[pick(6)], lo, hi));
     }
     return out;

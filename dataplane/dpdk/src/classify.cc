@@ -793,35 +793,84 @@ class ListCompiler {
   std::vector<Range> ranges;
   std::vector<Candidate> candidates;
 
+  // Cost: O(n log n + the entries of the interval programs), the latter
+  // bounded by the budget: a list whose programs outgrow it is scanned.
+  // Lists alike (a rule naming every tier lands in every pair) are
+  // compiled once.
   Head compile(const std::vector<Candidate>& denies, const std::vector<Candidate>& flows,
                std::uint8_t pair_flags, bool other_bucket) {
-    if (other_bucket || per_candidate_ == 0) return scan(denies, flows);
-    // Elementary port intervals: each candidate covers one whole or not at all.
-    std::vector<std::uint32_t> starts{0};
+    std::vector<std::uint32_t> key{pair_flags, other_bucket ? 1U : 0U,
+                                   static_cast<std::uint32_t>(denies.size())};
     for (const auto* list : {&denies, &flows}) {
       for (const Candidate& c : *list) {
-        if ((c.flags & kCandAny) != 0) continue;
-        starts.push_back(c.lo);
-        if (c.hi < 0xffffU) starts.push_back(c.hi + 1U);
+        key.insert(key.end(), {c.rule, c.from_req, c.to_req, (std::uint32_t{c.lo} << 16) | c.hi,
+                               (std::uint32_t{c.protocol} << 8) | c.flags});
       }
     }
-    std::sort(starts.begin(), starts.end());
-    starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+    const auto [it, fresh] = compiled_.emplace(std::move(key), Head{});
+    if (fresh) it->second = compile_once(denies, flows, pair_flags, other_bucket);
+    return it->second;
+  }
+
+ private:
+  Head compile_once(const std::vector<Candidate>& denies, const std::vector<Candidate>& flows,
+                    std::uint8_t pair_flags, bool other_bucket) {
+    if (other_bucket || per_candidate_ == 0) return scan(denies, flows);
+    // Candidates in decision order (denies, then flows) and where each
+    // starts and stops covering ports: elementary port intervals are the
+    // spans between consecutive event ports.
+    std::vector<const Candidate*> all;
+    for (const auto* list : {&denies, &flows}) {
+      for (const Candidate& c : *list) all.push_back(&c);
+    }
+    struct Event {
+      std::uint32_t port;
+      std::uint32_t index;
+      bool add;
+    };
+    std::vector<Event> events;
+    std::set<std::uint32_t> active;  // indices into `all` covering the interval
+    for (std::uint32_t i = 0; i < all.size(); ++i) {
+      const Candidate& c = *all[i];
+      if ((c.flags & kCandAny) != 0) {
+        active.insert(i);
+      } else if (c.lo <= c.hi) {  // an empty range matches nothing
+        events.push_back({c.lo, i, true});
+        if (c.hi < 0xffffU) events.push_back({c.hi + 1U, i, false});
+      }
+    }
+    std::sort(events.begin(), events.end(),
+              [](const Event& x, const Event& y) { return x.port < y.port; });
     // Each interval's program; neighbours with the same program merge.
+    const std::size_t limit = 4 * budget(denies, flows);
+    std::size_t work = 0;
     std::vector<std::uint32_t> bounds;
     std::vector<std::vector<Unit>> programs;
-    for (const std::uint32_t start : starts) {
-      std::vector<Unit> p = program(denies, flows, start, pair_flags);
-      if (!programs.empty() && programs.back() == p) continue;
-      if (!programs.empty()) bounds.push_back(start);
-      programs.push_back(std::move(p));
+    std::size_t e = 0;
+    for (std::uint32_t start = 0;;) {
+      for (; e < events.size() && events[e].port == start; ++e) {
+        if (events[e].add) {
+          active.insert(events[e].index);
+        } else {
+          active.erase(events[e].index);
+        }
+      }
+      std::vector<Unit> p = program(all, denies.size(), active, pair_flags);
+      work += p.size();
+      if (work > limit) return scan(denies, flows);
+      if (programs.empty() || programs.back() != p) {
+        if (!programs.empty()) bounds.push_back(start);
+        programs.push_back(std::move(p));
+      }
+      if (e == events.size()) break;
+      start = events[e].port;
     }
     return map(bounds, programs, denies, flows);
   }
 
- private:
   std::uint32_t per_candidate_;
-  std::map<std::vector<Unit>, std::uint32_t> blocks_;  // block -> its first unit
+  std::map<std::vector<std::uint32_t>, Head> compiled_;  // list -> its head
+  std::map<std::vector<Unit>, std::uint32_t> blocks_;    // block -> its first unit
 
   // The most units a list of these candidates may compile into.
   [[nodiscard]] std::size_t budget(const std::vector<Candidate>& denies,
@@ -830,33 +879,28 @@ class ListCompiler {
     return std::min<std::size_t>(std::size_t{per_candidate_} * n + 16, 0xffffU);
   }
 
-  // The entries deciding a packet whose port is `start`'s interval.
-  static std::vector<Unit> program(const std::vector<Candidate>& denies,
-                                   const std::vector<Candidate>& flows, std::uint32_t start,
-                                   std::uint8_t pair_flags) {
+  // The entries deciding a packet whose port the `active` candidates (of
+  // `all`, the first `denies` of them denies) cover.
+  static std::vector<Unit> program(const std::vector<const Candidate*>& all, std::size_t denies,
+                                   const std::set<std::uint32_t>& active, std::uint8_t pair_flags) {
     const bool audited = (pair_flags & kPairDenyAudited) != 0;
     const Verdict deny_verdict = audited ? Verdict::Audit : Verdict::Deny;
-    auto covers = [&](const Candidate& c) {
-      return (c.flags & kCandAny) != 0 || (c.lo <= start && start <= c.hi);
-    };
     std::vector<Unit> p;
-    // Entries of one rule are adjacent in a list (one per port match): the
-    // second of a rule covering this interval can decide nothing new.
-    auto repeats = [&](const Candidate& c) { return !p.empty() && p.back().w[2] == c.rule; };
-    auto unconditional = [](const Candidate& c) {
-      return c.from_req == kNoReq && c.to_req == kNoReq;
-    };
-    for (const Candidate& c : denies) {
-      if (!covers(c) || repeats(c)) continue;
-      const bool staged = (c.flags & kCandStaged) != 0;
-      p.push_back(entry(c.from_req, c.to_req, c.rule, deny_verdict, RuleKind::Deny,
-                        kEntryDeny | (staged ? kEntryStage : 0U)));
-      if (!staged && unconditional(c)) return p;
-    }
-    for (const Candidate& c : flows) {
-      if (!covers(c) || repeats(c)) continue;
-      p.push_back(entry(c.from_req, c.to_req, c.rule, Verdict::Allow, RuleKind::Flow, 0));
-      if (unconditional(c)) return p;
+    for (const std::uint32_t i : active) {
+      const Candidate& c = *all[i];
+      // Entries of one rule are adjacent in a list (one per port match):
+      // the second of a rule covering this interval decides nothing new.
+      if (!p.empty() && p.back().w[2] == c.rule) continue;
+      const bool unconditional = c.from_req == kNoReq && c.to_req == kNoReq;
+      if (i < denies) {
+        const bool staged = (c.flags & kCandStaged) != 0;
+        p.push_back(entry(c.from_req, c.to_req, c.rule, deny_verdict, RuleKind::Deny,
+                          kEntryDeny | (staged ? kEntryStage : 0U)));
+        if (!staged && unconditional) return p;
+      } else {
+        p.push_back(entry(c.from_req, c.to_req, c.rule, Verdict::Allow, RuleKind::Flow, 0));
+        if (unconditional) return p;
+      }
     }
     if ((pair_flags & kPairIntraAllow) != 0) {
       p.push_back(entry(kNoReq, kNoReq, kRuleIntraTier, Verdict::Allow, RuleKind::IntraTier, 0));
