@@ -338,6 +338,265 @@ TEST(DpdkClassifyDifferential, EqualsReferenceEvaluator) {
   EXPECT_GT(compared, 500000);
 }
 
+// ------------------------------------------------------------ port maps
+//
+// The compiled lists (port maps of programs, classify.cc) on adversarial
+// policies built here: heavily overlapping port ranges and ICMP types,
+// denies, staged denies with and without selectors before and after flows,
+// selectors on either side, world CIDRs nested in each other, host, audit
+// modes, intra-tier on and off, endpoints with more selectors than a profile
+// holds inline, one class pair with many rules (wide maps, searched by
+// bisection) and IPv6. Every probe port is a range edge or its neighbour.
+// Each decision is compared with the reference evaluator under three
+// builds: the default, a budget that leaves some lists scanned, and every
+// list scanned; tagged sources with decide_tagged(), tagged destinations
+// with the all-scanned build.
+
+struct Adversarial {
+  RuleSet rules;
+  std::vector<std::string> addresses;  // v4 and v6: endpoints, host, unknown, world
+  std::vector<std::uint16_t> ports;    // edges of every rule's ranges
+  std::uint32_t heavy = 0;             // rules of the heavy pair
+};
+
+Adversarial adversarial_case(std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  auto pick = [&](std::uint32_t n) { return static_cast<std::uint32_t>(rng() % n); };
+  auto pol = std::make_shared<CompiledPolicy>();
+  pol->name = "adversarial";
+  pol->generation = seed;
+  pol->mode = pick(3) == 0 ? Mode::Audit : Mode::Enforce;
+  pol->intra_tier_allow = pick(4) != 0;
+  pol->tiers = {{"quarantine", -1, Mode::Enforce, false},
+                {"web", 10, Mode::Enforce, true},
+                {"app", 20, pick(2) == 0 ? Mode::Audit : Mode::Enforce, true},
+                {"db", 30, Mode::Enforce, true}};
+  constexpr std::uint32_t kSelectors = 10;
+  for (std::uint32_t s = 0; s < kSelectors; ++s)
+    pol->selectors.push_back({"s" + std::to_string(s)});
+  const std::vector<std::string> world_cidrs = {"198.51.100.0/24", "198.51.100.128/25",
+                                                "203.0.113.0/24",  "0.0.0.0/0",
+                                                "2001:db8::/32",   "2001:db8:1::/48"};
+  const std::uint16_t edges[] = {0, 1, 20, 22, 23, 53, 80, 443, 444, 8080, 8081, 65534, 65535};
+  const std::uint8_t protocols[] = {proto::kTcp,  proto::kUdp,    proto::kSctp,
+                                    proto::kIcmp, proto::kIcmpv6, 47};
+  auto peer = [&](bool world_ok) {
+    const std::uint32_t k = pick(10);
+    if (world_ok && k == 0) {
+      std::vector<std::string> c{world_cidrs[pick(6)]};
+      if (pick(2) == 0) c.push_back(world_cidrs[pick(6)]);
+      return world(c);
+    }
+    if (k == 1) return host();
+    std::vector<TierId> t;
+    for (TierId x = 0; x < 4; ++x) {
+      if (pick(3) == 0) t.push_back(x);
+    }
+    std::optional<SelectorId> sel;
+    if (pick(2) == 0) sel = pick(kSelectors);
+    return tiers(t, sel);
+  };
+  auto ports = [&] {
+    std::vector<PortMatch> out;
+    for (std::uint32_t i = 0, n = 1 + pick(3); i < n; ++i) {
+      if (pick(8) == 0) {
+        out.push_back(PortMatch::any_port());
+        continue;
+      }
+      std::uint16_t lo = edges[pick(13)];
+      std::uint16_t hi = edges[pick(13)];
+      if (lo > hi && pick(8) != 0) std::swap(lo, hi);  // else an empty range
+      out.push_back(port(protocols[pick(6)], lo, hi));
+    }
+    return out;
+  };
+  RuleId id = kFirstPolicyRule;
+  const std::uint32_t denies = pick(8);
+  for (std::uint32_t i = 0; i < denies; ++i) {
+    Rule r = rule(id++, peer(true), peer(true), ports(), pick(3) == 0);
+    pol->denies.push_back(std::move(r));
+  }
+  for (std::uint32_t i = 0, n = 4 + pick(24); i < n; ++i) {
+    pol->flows.push_back(rule(id++, peer(true), peer(true), ports()));
+  }
+  // One heavy pair (web -> db): single ports 1000..1000+n, some with a
+  // selector: wide maps, bisected past 4 lane groups.
+  Adversarial out;
+  out.heavy = pick(2) == 0 ? 40 + pick(20) : pick(24);
+  for (std::uint32_t i = 0; i < out.heavy; ++i) {
+    std::optional<SelectorId> sel;
+    if (pick(3) == 0) sel = pick(kSelectors);
+    const auto p = static_cast<std::uint16_t>(1000 + 2 * i);
+    pol->flows.push_back(rule(id++, tiers({1}), tiers({3}, sel), {port(proto::kTcp, p, p)}));
+  }
+
+  auto eps = std::make_shared<EndpointTable>();
+  for (EndpointId e = 0; e < 12; ++e) {
+    // Profile records of every format: up to 3 selectors, up to 7, more.
+    std::vector<SelectorId> sel;
+    for (SelectorId x = 0; x < kSelectors; ++x) sel.push_back(x);
+    std::shuffle(sel.begin(), sel.end(), rng);
+    const std::uint32_t keep[] = {pick(4), pick(4), 4 + pick(4), 8 + pick(3)};
+    sel.resize(keep[e % 4]);
+    std::vector<IpAddress> a{ip("10.9.0." + std::to_string(10 + e))};
+    if (e % 3 != 0) a.push_back(ip("fd09::" + std::to_string(10 + e)));
+    EXPECT_TRUE(eps->upsert(e, a, static_cast<TierId>(e % 4), sel));
+    for (const auto& x : a) out.addresses.push_back(x.to_string());
+  }
+  eps->set_node_addresses({ip("10.9.0.1"), ip("fd09::1")});
+  eps->set_container_cidrs({cidr("10.9.0.0/16"), cidr("fd09::/64")});
+  for (const char* a :
+       {"10.9.0.1", "fd09::1", "10.9.7.7", "fd09::7777", "198.51.100.7", "198.51.100.200",
+        "203.0.113.9", "8.8.8.8", "2001:db8::5", "2001:db8:1::5", "2001:db9::5"}) {
+    out.addresses.push_back(a);
+  }
+  std::vector<std::uint16_t> ps;
+  for (const auto* list : {&pol->denies, &pol->flows}) {
+    for (const Rule& r : *list) {
+      for (const PortMatch& pm : r.ports) {
+        for (const int p : {pm.lo - 1, int{pm.lo}, int{pm.hi}, pm.hi + 1}) {
+          if (p >= 0 && p <= 65535) ps.push_back(static_cast<std::uint16_t>(p));
+        }
+      }
+    }
+  }
+  for (const std::uint16_t e : edges) ps.push_back(e);
+  std::sort(ps.begin(), ps.end());
+  ps.erase(std::unique(ps.begin(), ps.end()), ps.end());
+  out.ports = ps;
+  out.rules = RuleSet{pol, eps};
+  return out;
+}
+
+// Ports probed for one (src, dst, protocol): 0, 65535 and a random sample
+// of the policy's range edges.
+std::vector<std::uint16_t> sample_ports(const Adversarial& c, std::mt19937& rng) {
+  std::vector<std::uint16_t> out{0, 65535};
+  for (int i = 0; i < 8; ++i) out.push_back(c.ports[rng() % c.ports.size()]);
+  return out;
+}
+
+TEST(DpdkClassifyPortMaps, AdversarialPoliciesEqualReference) {
+  long compared = 0;
+  std::size_t wide = 0;
+  for (std::uint32_t seed = 1; seed <= 24; ++seed) {
+    const Adversarial c = adversarial_case(seed);
+    std::mt19937 rng(seed);
+    const RuleSet& rules = c.rules;
+    GenerationOptions some_scanned;
+    some_scanned.map_units_per_candidate = 1;
+    GenerationOptions all_scanned;
+    all_scanned.map_units_per_candidate = 0;
+    const auto compiled = build_generation(rules).generation;
+    const auto mixed = build_generation(rules, some_scanned).generation;
+    const auto scanned = build_generation(rules, all_scanned).generation;
+    ASSERT_TRUE(compiled && mixed && scanned);
+    wide += c.heavy >= 40 ? 1U : 0U;
+    const std::uint8_t protocols[] = {proto::kTcp,  proto::kUdp,    proto::kSctp,
+                                      proto::kIcmp, proto::kIcmpv6, 47};
+    for (const auto& s : c.addresses) {
+      for (const auto& d : c.addresses) {
+        for (const std::uint8_t pr : protocols) {
+          for (const std::uint16_t port : sample_ports(c, rng)) {
+            const FastDecision want = reference(rules, ip(s), ip(d), pr, port);
+            for (const Generation* g : {compiled.get(), mixed.get(), scanned.get()}) {
+              const FastDecision got = g->classify(ip(s), ip(d), pr, port);
+              ASSERT_EQ(got, want)
+                  << "seed " << seed << ": " << s << " -> " << d << " " << int(pr) << "/" << port
+                  << ": got " << describe(got) << ", want " << describe(want);
+              ++compared;
+            }
+          }
+        }
+      }
+    }
+    // Tagged peers: a tagged source exactly as decide_tagged(); a tagged
+    // destination as the all-scanned build (the scan is the reference path).
+    for (TierId t = 0; t < 4; ++t) {
+      for (const auto& d : c.addresses) {
+        const ResolvedPeer dst = dataplane::resolve(*rules.endpoints, ip(d));
+        for (const std::uint8_t pr : protocols) {
+          for (const std::uint16_t port : sample_ports(c, rng)) {
+            const Decision w = decide_tagged(*rules.policy, t, dst, pr, port);
+            const FastDecision want{w.verdict, w.kind, w.rule_id()};
+            const FastDecision back_want =
+                scanned->decide(scanned->resolve(ip(d)), scanned->tagged_peer(t), pr, port);
+            for (const Generation* g : {compiled.get(), mixed.get()}) {
+              const FastDecision got = g->decide(g->tagged_peer(t), g->resolve(ip(d)), pr, port);
+              ASSERT_EQ(got, want)
+                  << "seed " << seed << ": tagged tier " << t << " -> " << d << " " << int(pr)
+                  << "/" << port << ": got " << describe(got) << ", want " << describe(want);
+              const FastDecision back = g->decide(g->resolve(ip(d)), g->tagged_peer(t), pr, port);
+              ASSERT_EQ(back, back_want) << "seed " << seed << ": " << d << " -> tagged tier " << t
+                                         << " " << int(pr) << "/" << port;
+              compared += 2;
+            }
+          }
+        }
+      }
+    }
+  }
+  std::printf("[port maps] %ld decisions compared, %zu policies with a wide map\n", compared, wide);
+  EXPECT_GT(compared, 1000000);
+  EXPECT_GE(wide, 5U);  // maps past 4 lane groups (bisection) were built
+}
+
+TEST(DpdkClassifyPortMaps, AddressHashFindsEveryKeyAndNoOther) {
+  // Random addresses (not consecutive: buckets fill unevenly and spill),
+  // node addresses among them (the endpoint wins), and absent neighbours.
+  auto pol = std::make_shared<CompiledPolicy>();
+  pol->name = "hash";
+  pol->tiers = {{"quarantine", -1, Mode::Enforce, false}, {"web", 10, Mode::Enforce, true}};
+  pol->selectors = {{"a"}};
+  auto eps = std::make_shared<EndpointTable>();
+  std::mt19937 rng(99);
+  std::vector<IpAddress> v4;
+  std::vector<IpAddress> v6;
+  for (EndpointId e = 0; e < 6000; ++e) {
+    const auto a = IpAddress::v4(0x0a000000U | (rng() & 0x00ffffffU));
+    IpAddress b = ip("fd00::");
+    for (std::size_t i = 8; i < 16; ++i) b.bytes[i] = static_cast<std::uint8_t>(rng());
+    const IpAddress addrs[] = {a, b};
+    const SelectorId sel[] = {0};
+    if (!eps->upsert(
+            e, addrs, 1,
+            e % 2 == 0 ? std::span<const SelectorId>(sel) : std::span<const SelectorId>())) {
+      continue;  // a repeated random address
+    }
+    v4.push_back(a);
+    v6.push_back(b);
+  }
+  eps->set_node_addresses({v4[0], v6[1], ip("10.255.255.254"), ip("fd00::1")});
+  eps->set_container_cidrs({cidr("10.0.0.0/8"), cidr("fd00::/64")});
+  const RuleSet rules{pol, eps};
+  const auto g = build_generation(rules).generation;
+  ASSERT_TRUE(g);
+  for (const auto* list : {&v4, &v6}) {
+    for (const IpAddress& a : *list) {
+      const PeerClass p = g->resolve(a);
+      const auto want = eps->find(a);
+      ASSERT_TRUE(want);
+      ASSERT_EQ(p.entity, PeerMatch::Entity::Endpoint) << a.to_string();
+      ASSERT_EQ(p.endpoint, *want) << a.to_string();
+      ASSERT_EQ(p.cls, 1U);
+    }
+  }
+  EXPECT_EQ(g->resolve(ip("10.255.255.254")).entity, PeerMatch::Entity::Host);
+  EXPECT_EQ(g->resolve(ip("fd00::1")).entity, PeerMatch::Entity::Host);
+  for (int i = 0; i < 20000; ++i) {
+    const auto a = IpAddress::v4(0x0a000000U | (rng() & 0x00ffffffU));
+    const PeerClass p = g->resolve(a);
+    const auto want = eps->find(a);
+    if (want) {
+      EXPECT_EQ(p.endpoint, *want);
+    } else if (!eps->is_node_address(a)) {
+      EXPECT_EQ(p.endpoint, kUnknownEndpoint) << a.to_string();
+      EXPECT_EQ(p.cls, kQuarantineTier);
+    }
+  }
+  EXPECT_EQ(g->stats().endpoint_addresses, v4.size() + v6.size() + 2);
+}
+
 // ------------------------------------------------------------ tagged peers
 //
 // A remote endpoint named only by a trusted overlay peer's tag: a member of

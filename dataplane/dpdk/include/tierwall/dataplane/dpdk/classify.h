@@ -6,12 +6,14 @@
 // core", has the layout, the choices and the measured cost.
 //
 // Layout of a Generation:
-//  * address -> peer: two open-addressing hash tables (IPv4 keys, IPv6 keys),
-//    linear probing, load <= 1/2, power-of-two capacity. A slot holds the
-//    kind (endpoint or host), the endpoint id, its tier and its interned
-//    selector profile, so one lookup (usually one cache line) resolves an
-//    endpoint. rte_hash is not used: it needs rte_malloc (hence an EAL) to
-//    create, and we want the same tables in unit tests on any machine.
+//  * address -> peer: two hash tables (IPv4 keys, IPv6 keys) of one-cache-
+//    line buckets (4 IPv4 or 2 IPv6 slots, one column per field), at most
+//    half the slots used, power-of-two bucket count; a full bucket spills
+//    into the next. A slot holds the endpoint id, its decision class (tier,
+//    or the host class) and its selector profile record, so a lookup is one
+//    line and one compare of all keys, without a branch per slot. rte_hash
+//    is not used: it needs rte_malloc (hence an EAL) to create, and we want
+//    the same tables in unit tests on any machine.
 //  * every other address -> (in a container CIDR?, world class): a sorted
 //    array of elementary address intervals cut by the container CIDRs and the
 //    world CIDRs that rules mention, searched by binary search (one array per
@@ -21,12 +23,20 @@
 //    an EAL); the unknown-address path is the slow one anyway.
 //  * decisions: peers are grouped into classes (one per tier, host, world);
 //    for every (src class, dst class, protocol bucket) the rules that can
-//    match are pre-selected in policy order (denies, then flows), each entry
-//    carrying only its residual checks: a port/type range and at most one
-//    selector (binary search in the endpoint's sorted profile) or world class
-//    bit per side. Per pair, the intra-tier allow and the "deny is audited"
-//    answers are precomputed. A decision is: self check, one pair lookup,
-//    a scan of the (usually short) candidate list with early exit.
+//    match are pre-selected in policy order (denies, then flows), each with
+//    only its residual checks: a port/type range and at most one selector
+//    or world-class bit per side. Each such list is then compiled: its port
+//    ranges cut the ports into intervals, and each interval gets a program,
+//    the entries covering it in order with their selector checks only,
+//    ending with one that always matches (the rule, intra-tier allow or
+//    default deny, with "deny is audited" resolved). A pair is one cache
+//    line of 8-byte heads, one per protocol bucket, each saying where its
+//    port map (8 boundaries per 16 bytes, compared at once) and programs
+//    are; lists alike (an empty one: the pair's fallback alone) share one
+//    block. A decision is: self check, the pair's line, the interval of the
+//    port, then the program's entries until one matches (usually the
+//    first). Lists of several protocols ("other") or past the memory budget
+//    (GenerationOptions) are scanned as pre-selected, with early exit.
 //  * tagged peers: a remote endpoint known only by the tier a trusted
 //    overlay peer names (VXLAN-GBP group id, overlay.h) is a PeerClass of
 //    that tier with no identity and an unknown selector profile
@@ -39,8 +49,9 @@
 // Generation is never mutated; any number of lcores may call its const
 // methods concurrently. Lifetime is managed by GenerationStore (RCU).
 // Costs: classify() is O(1) hash probes + O(log prefixes) for non-endpoint
-// addresses + O(candidates of the pair); no allocation, lock, log or system
-// call. build_generation() is O(addresses + rules x matching pairs).
+// addresses + O(log intervals + entries of the port's program); no
+// allocation, lock, log or system call. build_generation() is
+// O(addresses + rules x matching pairs x intervals of their lists).
 #pragma once
 
 #include <cstddef>
@@ -56,17 +67,19 @@
 namespace tierwall::dataplane::dpdk {
 
 // An address resolved against a Generation (the fast path's ResolvedPeer).
+// 16 bytes, so that it travels in two registers.
 struct PeerClass {
-  PeerMatch::Entity entity = PeerMatch::Entity::World;
-  std::uint32_t cls = 0;                   // decision class: tier, host or world
   EndpointId endpoint = kUnknownEndpoint;  // Endpoint only
-  std::uint32_t profile = 0;               // Endpoint only: selector profile
+  std::uint32_t profile = 0;               // Endpoint only: selector profile record
   std::uint32_t world_class = 0;           // World only
+  std::uint16_t cls = 0;                   // decision class: tier, host or world
+  PeerMatch::Entity entity = PeerMatch::Entity::World;
   // Endpoint only: its selector memberships are unknown (a tagged remote
   // peer, Generation::tagged_peer()); decide() then treats a selector on
   // this side as met by denies and unmet by flows.
   bool unknown_profile = false;
 };
+static_assert(sizeof(PeerClass) == 16);
 
 // What the fast path needs from a decision: the evaluator's Decision
 // without the rule pointer (rule_id says which rule, as Decision::rule_id()).
@@ -91,6 +104,11 @@ enum class TagCheck : std::uint8_t {
 struct GenerationOptions {
   // Generation id stamped on flows; 0 takes the policy's generation.
   std::uint64_t id = 0;
+  // Memory bound of the compiled decision lists: a (pair, protocol) list of
+  // n candidates becomes a port map only if it fits in
+  // map_units_per_candidate x n + 16 units of 16 bytes (and 65,535), else
+  // it is scanned as is (exact either way, slower). 0 scans every list.
+  std::uint32_t map_units_per_candidate = 8;
 };
 
 class Generation;
@@ -136,8 +154,10 @@ class Generation {
   [[nodiscard]] TagCheck check_tag(const PeerClass& resolved, std::uint16_t tag,
                                    PeerClass& decided) const;
   // Burst pipelining (see FlowTable::process_burst): prefetch the address
-  // hash slot of `address`; then, once resolved, the pair's range, flags
-  // and both profiles' offsets; then the candidate list and selector lists.
+  // hash bucket of `address`; then, once resolved, the pair's line and both
+  // profile records; then (reading the pair's line) the first two lines of
+  // the port map and programs, or of the scanned list. Each is a few
+  // instructions and no branch on the usual path.
   void prefetch(const IpAddress& address) const;
   void prefetch_pair(const PeerClass& src, const PeerClass& dst, std::uint8_t protocol) const;
   void prefetch_candidates(const PeerClass& src, const PeerClass& dst, std::uint8_t protocol) const;
