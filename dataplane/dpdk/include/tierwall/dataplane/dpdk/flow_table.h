@@ -2,9 +2,9 @@
 // connection's first packet, cached so that later packets in either
 // direction cost one hash probe instead of a decision.
 //
-// Layout: set-associative, 8 ways per bucket. A bucket is 8 x 32-bit
-// signatures (32 bytes, half a cache line); the entries (64 bytes, one cache
-// line each: the direction-normalised 5-tuple, expiry, generation, verdict,
+// Layout: set-associative, 8 ways per bucket. A bucket is 8 x 16-bit
+// signatures (16 bytes, four buckets per cache line); the entries (64 bytes,
+// one cache line each: the direction-normalised 5-tuple, expiry, generation, verdict,
 // rule id, TCP state) sit in a parallel array. A lookup reads the signature
 // line and, on a signature match, one entry line. When a bucket is full, an
 // expired entry is reused, else the entry closest to expiry is evicted
