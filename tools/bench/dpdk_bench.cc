@@ -393,16 +393,7 @@ int main(int argc, char** argv) {
     if (p.src_port == dpdk::kVxlanPort) ++p.src_port;
   }
   // Replies of the same flows, shuffled: the established path.
-  std::vector<dpdk::FlowPacket> replies;
-  replies.reserve(flows);
-  for (const auto& p : packets) {
-    dpdk::FlowPacket r = p;
-    std::swap(r.src, r.dst);
-    std::swap(r.src_port, r.dst_port);
-    r.tcp_flags = 0x10;
-    replies.push_back(r);
-  }
-  std::shuffle(replies.begin(), replies.end(), rng);
+  const std::vector<dpdk::FlowPacket> replies = shuffled_replies(packets, rng);
   // 64-byte frames of both, and the replies in VXLAN-GBP (IPv4 underlay,
   // group id = the sender's tier, as a tierwall peer node would send them).
   std::vector<std::uint8_t> syn_frames(flows * 64);

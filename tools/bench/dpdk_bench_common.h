@@ -204,6 +204,29 @@ inline std::vector<dpdk::FlowPacket> make_flows(const Setup& s, std::size_t n, s
 }
 
 // A 64-byte Ethernet / IPv4 / TCP frame (as tierwall-bench-dpdkparse).
+// The replies (responder -> initiator, ACK) of the packets `keep` accepts,
+// shuffled: the established path's trace.
+template <typename Keep>
+std::vector<dpdk::FlowPacket> shuffled_replies(const std::vector<dpdk::FlowPacket>& packets,
+                                               std::mt19937& rng, Keep&& keep) {
+  std::vector<dpdk::FlowPacket> replies;
+  replies.reserve(packets.size());
+  for (const auto& p : packets) {
+    if (!keep(p)) continue;
+    dpdk::FlowPacket r = p;
+    std::swap(r.src, r.dst);
+    std::swap(r.src_port, r.dst_port);
+    r.tcp_flags = 0x10;
+    replies.push_back(r);
+  }
+  std::shuffle(replies.begin(), replies.end(), rng);
+  return replies;
+}
+inline std::vector<dpdk::FlowPacket> shuffled_replies(const std::vector<dpdk::FlowPacket>& packets,
+                                                      std::mt19937& rng) {
+  return shuffled_replies(packets, rng, [](const dpdk::FlowPacket&) { return true; });
+}
+
 inline std::vector<std::uint8_t> frame64() {
   std::vector<std::uint8_t> f(64, 0);
   f[12] = 0x08;

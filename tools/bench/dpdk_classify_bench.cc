@@ -120,16 +120,7 @@ int main(int argc, char** argv) {
   const double pass_share = static_cast<double>(remembered) / static_cast<double>(flows);
 
   // (a) established: the replies of the same flows, shuffled.
-  std::vector<dpdk::FlowPacket> replies;
-  replies.reserve(flows);
-  for (const auto& p : packets) {
-    dpdk::FlowPacket r = p;
-    std::swap(r.src, r.dst);
-    std::swap(r.src_port, r.dst_port);
-    r.tcp_flags = 0x10;
-    replies.push_back(r);
-  }
-  std::shuffle(replies.begin(), replies.end(), rng);
+  const std::vector<dpdk::FlowPacket> replies = shuffled_replies(packets, rng);
   now += 1000;
   const std::uint64_t hits_before = table.counters().hits;
   const double est_cycles = best_of(

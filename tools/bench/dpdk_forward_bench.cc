@@ -136,17 +136,9 @@ int main(int argc, char** argv) {
     if (p.src_port == dpdk::kVxlanPort) ++p.src_port;
   }
   // The replies of the allowed flows, shuffled: the established pass.
-  std::vector<dpdk::FlowPacket> replies;
-  for (const auto& p : packets) {
-    if (g.classify(p.src, p.dst, p.protocol, p.decision_port).verdict == dp::Verdict::Deny)
-      continue;
-    dpdk::FlowPacket r = p;
-    std::swap(r.src, r.dst);
-    std::swap(r.src_port, r.dst_port);
-    r.tcp_flags = 0x10;
-    replies.push_back(r);
-  }
-  std::shuffle(replies.begin(), replies.end(), rng);
+  const std::vector<dpdk::FlowPacket> replies = shuffled_replies(packets, rng, [&](const auto& p) {
+    return g.classify(p.src, p.dst, p.protocol, p.decision_port).verdict != dp::Verdict::Deny;
+  });
   std::vector<std::uint8_t> syn_frames;
   std::vector<std::uint8_t> reply_frames;
   frames_of(packets, syn_frames);
