@@ -199,14 +199,17 @@ TEST_F(DpdkDataplaneTest, AppliesUpdatesFlushesAndAccountsEveryEvent) {
 
 // Overlay uplinks are checked when the dataplane opens, with the port's own
 // MAC: a bad one is an error naming the port, and nothing is left running
-// (net_null ports: no traffic is needed).
+// (net_null ports that receive nothing, `no-rx=1`: a null port's RX would
+// otherwise hand the uplink zero-filled frames, which it refuses, and the
+// refusal count below would race the lcore).
 TEST_F(DpdkDataplaneTest, OverlayUplinksAreCheckedAtOpen) {
   OverlayConfig overlay;
   overlay.local_vtep = IpAddress::parse("192.168.77.1").value();
   overlay.vni = 4242;
   overlay.peers = {{IpAddress::parse("fd00:77::2").value(), {0x02, 0, 0, 0, 0x77, 0x02}}};
   DpdkDataplaneConfig config;
-  config.ports = {{"net_null30", "c0", std::nullopt}, {"net_null31", "uplink", overlay}};
+  config.ports = {{"net_null30,no-rx=1", "c0", std::nullopt},
+                  {"net_null31,no-rx=1", "uplink", overlay}};
   config.idle_sleep_us = 50;
   config.flow_capacity = 1024;
   std::string error;
@@ -217,14 +220,15 @@ TEST_F(DpdkDataplaneTest, OverlayUplinksAreCheckedAtOpen) {
 
   // Every port an uplink: nothing to bridge to.
   overlay.peers = {{IpAddress::parse("192.168.77.2").value(), {0x02, 0, 0, 0, 0x77, 0x02}}};
-  config.ports = {{"net_null32", "uplink", overlay}};
+  config.ports = {{"net_null32,no-rx=1", "uplink", overlay}};
   error.clear();
   EXPECT_FALSE(DpdkDataplane::open(config, error));
   EXPECT_NE(error.find("every port is an overlay uplink"), std::string::npos) << error;
 
   // A good uplink opens (the device names are free again: the failed opens
   // closed their ports).
-  config.ports = {{"net_null30", "c0", std::nullopt}, {"net_null31", "uplink", overlay}};
+  config.ports = {{"net_null30,no-rx=1", "c0", std::nullopt},
+                  {"net_null31,no-rx=1", "uplink", overlay}};
   error.clear();
   auto dp = DpdkDataplane::open(config, error);
   ASSERT_TRUE(dp) << error;

@@ -955,7 +955,7 @@ TEST(DpdkFlowTable, BurstsEqualOneAtATimeUnderChurn) {
   std::uint64_t now = 0;
   for (int round = 0; round < 3000; ++round) {
     now += rng() % (20 * kSec);
-    std::vector<FlowPacket> packets(1 + rng() % 45);
+    std::vector<FlowPacket> packets(1 + rng() % (FlowTable::kMaxBurst + 13));
     for (auto& p : packets) {
       const auto port = static_cast<std::uint16_t>(1000 + rng() % 96);
       p = rng() % 4 == 0 ? pkt("203.0.113.5", "10.0.0.20", UDP, 53, port)
@@ -1031,14 +1031,15 @@ TEST(DpdkFlowTable, BurstEqualsOneAtATime) {
   FlowTable one({256, {}});
   FlowTable burst({256, {}});
   std::vector<FlowResult> got(packets.size());
-  for (std::size_t i = 0; i < packets.size(); i += 37) {  // 37: crosses kMaxBurst
-    const std::size_t n = std::min<std::size_t>(37, packets.size() - i);
+  constexpr std::size_t kStep = FlowTable::kMaxBurst + 7;  // crosses kMaxBurst
+  for (std::size_t i = 0; i < packets.size(); i += kStep) {
+    const std::size_t n = std::min<std::size_t>(kStep, packets.size() - i);
     EXPECT_EQ(
         burst.process_burst(*g, std::span(packets.data() + i, n), std::span(got.data() + i, n), i),
         n);
   }
   for (std::size_t i = 0; i < packets.size(); ++i) {
-    const FlowResult want = one.process(*g, packets[i], i - i % 37);
+    const FlowResult want = one.process(*g, packets[i], i - i % kStep);
     ASSERT_EQ(got[i].decision, want.decision) << i;
     ASSERT_EQ(got[i].outcome, want.outcome) << i;
   }

@@ -13,7 +13,7 @@
 //            table (the replies of those flows, shuffled).
 // Only poll_once is timed. Between polls the benchmark (untimed) allocates
 // a burst of mbufs, writes the next flows' 64 bytes into them and puts them
-// on port 0's ring, so every timed poll receives one burst of 32 on port 0
+// on port 0's ring, so every timed poll receives one burst (Bridge::kBurst) on port 0
 // and forwards what passes to port 1 (freed there); what is denied the
 // bridge frees.
 //   tierwall-bench dpdkfwd [--json] [--quick] [--flows N]   (--quick: 100,000 flows)

@@ -5,10 +5,12 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <time.h>
+#include <type_traits>
 #include <unistd.h>
 #include <vector>
 
@@ -337,8 +339,12 @@ std::size_t Bridge::poll_once() {
       rte_mbuf* m = d.rx[i];
       const auto* frame = rte_pktmbuf_mtod(m, const std::uint8_t*);
       const std::size_t len = rte_pktmbuf_data_len(m);
-      PacketInfo& pi = d.info[i];
-      pi = parse_packet(std::span<const std::uint8_t>(frame, len), parse);
+      // Constructed in place: the parser writes the slot itself (assigning
+      // its result would copy a temporary with loads wider than the
+      // parser's stores, which the store buffer cannot forward).
+      static_assert(std::is_trivially_destructible_v<PacketInfo>);
+      PacketInfo& pi = *::new (static_cast<void*>(&d.info[i])) PacketInfo(
+          parse_packet(std::span<const std::uint8_t>(frame, len), parse));
       ++d.counts[kStatusBase + static_cast<std::size_t>(pi.status)];
       if (is_malformed(pi.status)) {
         ++d.counts[kMalformed];

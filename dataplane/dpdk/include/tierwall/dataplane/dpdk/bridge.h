@@ -132,7 +132,7 @@ struct BridgeCounters {
 class Bridge {
  public:
   static constexpr std::size_t kMaxPorts = 8;
-  static constexpr std::uint16_t kBurst = 32;
+  static constexpr std::uint16_t kBurst = 64;
 
   // `ports` (1..kMaxPorts, outliving the Bridge) in the order of their
   // indexes. Registers a reader in `store` (which must outlive the Bridge).

@@ -181,7 +181,7 @@ class FlowTable {
   FlowTable(const FlowTable&) = delete;
   FlowTable& operator=(const FlowTable&) = delete;
 
-  static constexpr std::size_t kMaxBurst = 32;
+  static constexpr std::size_t kMaxBurst = 64;
 
   // The fast path: the decision for `p` under `generation` at `now_ns`.
   FlowResult process(const Generation& generation, const FlowPacket& p, std::uint64_t now_ns);
