@@ -316,7 +316,7 @@ AclRun run_test_acl(const Setup& s, const dpdk::Generation& g,
     }
     if (ours == theirs) ++r.agree;
   }
-  // 2. Timing: --iter passes over the trace, bursts of 32 (as our lcore).
+  // 2. Timing: --iter passes over the trace, bursts of 32 (as our trace loop below).
   rc = run_capture(base + " --iter=" + std::to_string(iters) + " --verbose=0", out);
   std::filesystem::remove_all(dir);
   if (rc != 0) {

@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
       },
       nothing);
   // Decision + insert into an empty table: one packet at a time (process),
-  // then in bursts of 32 (process_burst, as the lcore loop runs).
+  // then in bursts of FlowTable::kMaxBurst (process_burst, as the lcore loop runs).
   dpdk::FlowTableOptions fo;
   fo.capacity = flows * 2;
   dpdk::FlowTable table(fo);
