@@ -74,23 +74,7 @@ constexpr std::uint16_t kDbPort = tierwall::testsupport::kClusterDbPort;
 
 // web -> api on 8080, api -> db on 5432; `extra` adds flows (policy updates).
 std::string policy_text(const std::string& extra = {}) {
-  return R"(apiVersion: tierwall.io/v1
-kind: SegmentationPolicy
-metadata: {name: cluster-test}
-spec:
-  mode: enforce
-  tiers:
-    - {name: web, level: 100}
-    - {name: api, level: 200}
-    - {name: db, level: 300}
-  assignments:
-    - {name: web, match: {labels: {role: web}}, tier: web}
-    - {name: api, match: {labels: {role: api}}, tier: api}
-    - {name: db, match: {labels: {role: db}}, tier: db}
-  flows:
-    - {name: web-to-api, from: {tier: web}, to: {tier: api}, ports: [tcp/8080]}
-    - {name: api-to-db, from: {tier: api}, to: {tier: db}, ports: [tcp/5432]}
-)" + extra;
+  return tierwall::testsupport::cluster_policy_text("cluster-test", extra);
 }
 const std::string kWebToDb =
     "    - {name: web-to-db, from: {tier: web}, to: {tier: db}, ports: [tcp/5432]}\n";

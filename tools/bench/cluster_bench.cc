@@ -199,24 +199,9 @@ double ms_since(Clock::time_point t0) {
 }
 
 std::string policy_text(int round) {
-  return R"(apiVersion: tierwall.io/v1
-kind: SegmentationPolicy
-metadata: {name: cluster-bench}
-spec:
-  mode: enforce
-  tiers:
-    - {name: web, level: 100}
-    - {name: api, level: 200}
-    - {name: db, level: 300}
-  assignments:
-    - {name: web, match: {labels: {role: web}}, tier: web}
-    - {name: api, match: {labels: {role: api}}, tier: api}
-    - {name: db, match: {labels: {role: db}}, tier: db}
-  flows:
-    - {name: web-to-api, from: {tier: web}, to: {tier: api}, ports: [tcp/8080]}
-    - {name: api-to-db, from: {tier: api}, to: {tier: db}, ports: [tcp/5432]}
-    - {name: round, from: {tier: web}, to: {tier: api}, ports: [tcp/)" +
-         std::to_string(10000 + round) + "]}\n";
+  return tierwall::testsupport::cluster_policy_text(
+      "cluster-bench", "    - {name: round, from: {tier: web}, to: {tier: api}, ports: [tcp/" +
+                           std::to_string(10000 + round) + "]}\n");
 }
 
 // VmRSS of `pid` in bytes (0 when unreadable).

@@ -41,6 +41,33 @@ namespace tierwall::testsupport {
 inline constexpr std::uint16_t kClusterApiPort = 8080;
 inline constexpr std::uint16_t kClusterDbPort = 5432;
 inline const std::string kClusterHubAddress = "198.18.0.1";
+
+// The lab's three-tier policy (roles web, api, db): web -> api on
+// kClusterApiPort, api -> db on kClusterDbPort; `flows` are appended flow
+// lines (policy updates). `name` is its metadata name.
+inline std::string cluster_policy_text(const std::string& name, const std::string& flows = {}) {
+  return "apiVersion: tierwall.io/v1\n"
+         "kind: SegmentationPolicy\n"
+         "metadata: {name: " +
+         name +
+         "}\n"
+         "spec:\n"
+         "  mode: enforce\n"
+         "  tiers:\n"
+         "    - {name: web, level: 100}\n"
+         "    - {name: api, level: 200}\n"
+         "    - {name: db, level: 300}\n"
+         "  assignments:\n"
+         "    - {name: web, match: {labels: {role: web}}, tier: web}\n"
+         "    - {name: api, match: {labels: {role: api}}, tier: api}\n"
+         "    - {name: db, match: {labels: {role: db}}, tier: db}\n"
+         "  flows:\n"
+         "    - {name: web-to-api, from: {tier: web}, to: {tier: api}, ports: [tcp/" +
+         std::to_string(kClusterApiPort) +
+         "]}\n"
+         "    - {name: api-to-db, from: {tier: api}, to: {tier: db}, ports: [tcp/" +
+         std::to_string(kClusterDbPort) + "]}\n" + flows;
+}
 inline constexpr const char* kClusterOverlayDevice = "tw-vx0";
 
 struct ClusterContainer {
