@@ -192,6 +192,21 @@ std::optional<std::chrono::system_clock::time_point> applied_at(const Node& n,
 
 bool knows_everything(const ClusterLab& lab, const Node& n) { return lab.knows_everything(n); }
 
+// Publishes `policy`, sets `digest`, and waits until every node applied it
+// and knows every container (use under ASSERT_NO_FATAL_FAILURE).
+void publish_and_converge(ClusterLab& lab, const std::string& policy, std::string& digest) {
+  const json published = lab.publish(policy);
+  digest = published.value("digest", "");
+  ASSERT_FALSE(digest.empty()) << published.dump();
+  for (auto& n : lab.nodes) {
+    ASSERT_TRUE(wait_until([&] { return applied_at(*n, digest).has_value(); }, Millis{15'000}))
+        << n->name << " did not apply the published policy";
+    ASSERT_TRUE(wait_until([&] { return knows_everything(lab, *n); }, Millis{10'000}))
+        << n->name << "'s tier sets lack a remote endpoint:\n"
+        << lab.nft_table(*n);
+  }
+}
+
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
   const auto i = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
@@ -235,15 +250,9 @@ TEST_F(ClusterAgents, ThreeNodesFollowOneClusterThroughEtcdFailures) {
 
   // 1. The first publish reaches every node; each knows all six containers.
   std::string policy = policy_text();
-  const json first = lab.publish(policy);
-  const std::string digest = first.value("digest", "");
-  ASSERT_FALSE(digest.empty()) << first.dump();
+  std::string digest;
+  ASSERT_NO_FATAL_FAILURE(publish_and_converge(lab, policy, digest));
   for (auto& n : lab.nodes) {
-    ASSERT_TRUE(wait_until([&] { return applied_at(*n, digest).has_value(); }, Millis{15'000}))
-        << n->name << " did not apply the published policy";
-    ASSERT_TRUE(wait_until([&] { return knows_everything(lab, *n); }, Millis{10'000}))
-        << n->name << "'s tier sets lack a remote endpoint:\n"
-        << lab.nft_table(*n);
     const json st = lab.status(*n);
     EXPECT_TRUE(st["cluster"].value("connected", false)) << st.dump();
     EXPECT_EQ(st["cluster"].value("remoteEndpoints", 0), 4) << st.dump();
@@ -425,15 +434,9 @@ TEST_F(ClusterAgents, OverlayCarriesTheTierAcrossTheCluster) {
   for (auto& n : lab.nodes) lab.start_agent(*n);
 
   const std::string policy = policy_text();
-  const json published = lab.publish(policy);
-  const std::string digest = published.value("digest", "");
-  ASSERT_FALSE(digest.empty()) << published.dump();
+  std::string digest;
+  ASSERT_NO_FATAL_FAILURE(publish_and_converge(lab, policy, digest));
   for (auto& n : lab.nodes) {
-    ASSERT_TRUE(wait_until([&] { return applied_at(*n, digest).has_value(); }, Millis{15'000}))
-        << n->name << " did not apply the published policy";
-    ASSERT_TRUE(wait_until([&] { return knows_everything(lab, *n); }, Millis{10'000}))
-        << n->name << "'s tier sets lack a remote endpoint:\n"
-        << lab.nft_table(*n);
     const std::string table = lab.nft_table(*n);
     EXPECT_NE(table.find(tierwall::testsupport::kClusterOverlayDevice), std::string::npos)
         << n->name << " has no overlay in its ruleset:\n"
