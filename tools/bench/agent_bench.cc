@@ -81,6 +81,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench_interrupt.h"
 #include <libmnl/libmnl.h>
 #include <libnftnl/common.h>
 #include <libnftnl/set.h>
@@ -106,6 +107,11 @@ namespace policy = tierwall::policy;
 namespace runtime = tierwall::runtime;
 namespace ts = tierwall::testsupport;
 using tierwall::IpAddress;
+using tierwall_bench::check_stop;
+using tierwall_bench::Interrupted;
+using tierwall_bench::kExitSkip;
+using tierwall_bench::on_signal;
+using tierwall_bench::Unavailable;
 // Text, file and agent-HTTP helpers shared with the Podman agent tests.
 using ts::http_get;
 using ts::read_text;
@@ -114,7 +120,6 @@ using ts::tier_counts;
 using ts::trim;
 
 constexpr const char* kProg = "tierwall-bench-agent";
-constexpr int kExitSkip = 77;  // ctest SKIP_RETURN_CODE
 const std::string kImage = "reg.example/tierwall/busybox:1";
 const std::string kBridge = "podman0";
 const std::string kPodmanCidr = "10.88.0.0/16";
@@ -220,25 +225,8 @@ Options parse_args(int argc, char** argv) {
 // ---------------------------------------------------------------------------
 // Interruption: SIGINT/SIGTERM stop at the next check; destructors clean up.
 
-std::atomic<bool> g_stop{false};
-
-extern "C" void on_signal(int) { g_stop.store(true); }
-
-struct Interrupted : std::runtime_error {
-  Interrupted() : std::runtime_error("interrupted") {}
-};
-
-void check_stop() {
-  if (g_stop.load()) throw Interrupted();
-}
-
 // Something is wrong (not a missed target): the run fails.
 struct Broken : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// Cannot run here: exit 77.
-struct Unavailable : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 

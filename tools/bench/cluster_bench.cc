@@ -44,6 +44,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "bench_interrupt.h"
 #include <nlohmann/json.hpp>
 
 #include "tierwall/testsupport/cluster_lab.h"
@@ -56,11 +57,15 @@ namespace {
 namespace fs = std::filesystem;
 namespace ts = tierwall::testsupport;
 using nlohmann::json;
+using tierwall_bench::check_stop;
+using tierwall_bench::Interrupted;
+using tierwall_bench::kExitSkip;
+using tierwall_bench::on_signal;
+using tierwall_bench::Unavailable;
 using Clock = std::chrono::steady_clock;
 using ts::Millis;
 
 constexpr const char* kProg = "tierwall-bench-cluster";
-constexpr int kExitSkip = 77;
 constexpr double kTargetP99Ms = 200.0;
 const std::string kEndpointsPrefix = "/tierwall/default/endpoints/";
 
@@ -135,20 +140,6 @@ Options parse_args(int argc, char** argv) {
     if (!remote) o.remote = 100;
   }
   return o;
-}
-
-std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop.store(true); }
-
-struct Interrupted : std::runtime_error {
-  Interrupted() : std::runtime_error("interrupted") {}
-};
-struct Unavailable : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-void check_stop() {
-  if (g_stop.load()) throw Interrupted();
 }
 
 // Polls `pred` every `step` until it holds or `timeout` passed.

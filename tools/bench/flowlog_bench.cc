@@ -76,6 +76,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "bench_interrupt.h"
 #include <nlohmann/json.hpp>
 
 #include "tierwall/compiler/compiler.h"
@@ -91,11 +92,14 @@ namespace {
 namespace fs = std::filesystem;
 namespace ts = tierwall::testsupport;
 namespace nft = tierwall::dataplane::nft;
+using tierwall_bench::check_stop;
+using tierwall_bench::Interrupted;
+using tierwall_bench::kExitSkip;
+using tierwall_bench::on_signal;
 using Clock = std::chrono::steady_clock;
 using tierwall::IpAddress;
 
 constexpr const char* kProg = "tierwall-bench-flowlog";
-constexpr int kExitSkip = 77;  // ctest SKIP_RETURN_CODE
 constexpr std::uint16_t kGroup = 7;
 constexpr std::uint64_t kGeneration = 7;
 constexpr const char* kTable = "tierwall_flowlog_bench";
@@ -224,15 +228,6 @@ Options parse_args(int argc, char** argv) {
 // ---------------------------------------------------------------------------
 // Interruption and failures
 
-std::atomic<bool> g_stop{false};
-extern "C" void on_signal(int) { g_stop.store(true); }
-
-struct Interrupted : std::runtime_error {
-  Interrupted() : std::runtime_error("interrupted") {}
-};
-void check_stop() {
-  if (g_stop.load()) throw Interrupted();
-}
 void sleep_checked(std::chrono::milliseconds d) {
   const auto end = Clock::now() + d;
   while (Clock::now() < end) {

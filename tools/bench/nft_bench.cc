@@ -55,6 +55,7 @@
 #include <variant>
 #include <vector>
 
+#include "bench_interrupt.h"
 #include <libnftnl/chain.h>
 #include <libnftnl/common.h>
 #include <libnftnl/expr.h>
@@ -76,6 +77,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 namespace compiler = tierwall::compiler;
 namespace dp = tierwall::dataplane;
+using tierwall_bench::check_stop;
+using tierwall_bench::Interrupted;
+using tierwall_bench::kExitSkip;
+using tierwall_bench::on_signal;
 namespace identity = tierwall::identity;
 namespace nft = tierwall::dataplane::nft;
 namespace policy = tierwall::policy;
@@ -84,7 +89,6 @@ using tierwall::Cidr;
 using tierwall::IpAddress;
 
 constexpr const char* kProg = "tierwall-bench-nft";
-constexpr int kExitSkip = 77;  // ctest SKIP_RETURN_CODE
 
 constexpr int kTiers = 10;
 constexpr int kFlows = 50;  // the policy of (a), (c), (d), (e)
@@ -225,18 +229,6 @@ RunPlan plan_for(const Options& o) {
 // ---------------------------------------------------------------------------
 // Interruption: SIGINT/SIGTERM stop at the next check, so that every
 // namespace is deleted by its destructor on the way out.
-
-std::atomic<bool> g_stop{false};
-
-extern "C" void on_signal(int) { g_stop.store(true); }
-
-struct Interrupted : std::runtime_error {
-  Interrupted() : std::runtime_error("interrupted") {}
-};
-
-void check_stop() {
-  if (g_stop.load()) throw Interrupted();
-}
 
 // A broken invariant (not a missed target): the run fails.
 struct Broken : std::runtime_error {
