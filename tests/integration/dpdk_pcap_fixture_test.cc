@@ -29,6 +29,7 @@
 #include "tierwall/dataplane/dpdk/eal.h"
 #include "tierwall/dataplane/dpdk/generation_store.h"
 #include "tierwall/dataplane/dpdk/port.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace tierwall::dataplane::dpdk {
 namespace {
@@ -186,25 +187,6 @@ std::string hex(const Bytes& b) {
   return s;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "tw-pcap-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) ADD_FAILURE() << "mkdtemp failed";
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
-
 TEST(DpdkPcapFixtures, EveryRowGivesItsVerdictAndOutput) {
   const std::string eal = Eal::init(Eal::default_args());
   ASSERT_TRUE(eal.empty()) << eal;
@@ -235,7 +217,7 @@ TEST(DpdkPcapFixtures, EveryRowGivesItsVerdictAndOutput) {
     }
   }
 
-  TempDir dir;
+  const tierwall::testsupport::TempDir dir("tw-pcap");
   const auto in0 = dir.path() / "in0.pcap", in1 = dir.path() / "in1.pcap";
   const auto out0 = dir.path() / "out0.pcap", out1 = dir.path() / "out1.pcap";
   write_pcap(in0, input);

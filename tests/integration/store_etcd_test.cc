@@ -25,6 +25,7 @@
 #include "tierwall/store/policy_store.h"
 #include "tierwall/testsupport/etcd_cluster.h"
 #include "tierwall/testsupport/podman.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace {
 
@@ -40,32 +41,6 @@ using Clock = std::chrono::steady_clock;
 
 const std::string kTierctl = TIERCTL_BINARY;
 const std::string kSource = TIERWALL_SOURCE_DIR;
-
-// A temporary directory removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/tw-store-test-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-  std::string write(const std::string& name, const std::string& text) const {
-    const fs::path p = path_ / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p) << text;
-    return p.string();
-  }
-
- private:
-  fs::path path_;
-};
 
 // Stops a watch thread and joins it when the test leaves its scope, also
 // through a failed ASSERT (a joinable std::thread would abort the run).
@@ -222,7 +197,7 @@ TEST_F(StoreEtcdTest, RefusesAnInvalidPolicyWithDiagnosticsAndWritesNothing) {
   EXPECT_EQ(empty.exit_code, 2) << describe(empty);
 
   // Two files with one base name cannot be stored side by side.
-  TempDir tmp;
+  const tierwall::testsupport::TempDir tmp("tw-store-test");
   const std::string doc = read(kSource + "/policies/dev-test-prod/policy/separation.yaml");
   const auto a = tmp.write("a/separation.yaml", doc);
   const auto b = tmp.write("b/separation.yaml", doc);
@@ -363,7 +338,7 @@ TEST_F(StoreEtcdTest, ConcurrentPublishersNeverInterleave) {
 
 TEST_F(StoreEtcdTest, AuthorsPublishNodesWriteOnlyTheirOwnPrefix) {
   auto etcd = cluster();
-  TempDir tmp;
+  const tierwall::testsupport::TempDir tmp("tw-store-test");
   const auto root_pw = tmp.write("root.pw", "r00t-secret\n");
   const auto alice_pw = tmp.write("alice.pw", "alice-secret\n");
   const auto node_a_pw = tmp.write("node-a.pw", "node-a-secret\n");
@@ -493,7 +468,7 @@ TEST_F(StoreEtcdTest, TlsWorksWithTheCaAndFailsWithoutIt) {
   // Authentication over mutual TLS: the gateway does not take the
   // certificate's name for a user, so users still give a password. Auth was
   // turned on by hand (the fixture, as root); init-auth then runs as root.
-  TempDir tmp;
+  const tierwall::testsupport::TempDir tmp("tw-store-test");
   const auto root_pw = tmp.write("root.pw", "r00t-secret\n");
   const auto alice_pw = tmp.write("alice.pw", "alice-secret\n");
   etcd->enable_auth("r00t-secret");
@@ -792,7 +767,7 @@ TEST_F(StoreEtcdTest, RenewsAnExpiredTokenTransparently) {
   EtcdClusterOptions opts;
   opts.extra_args = {"--auth-token-ttl", "1"};
   auto etcd = cluster(opts);
-  TempDir tmp;
+  const tierwall::testsupport::TempDir tmp("tw-store-test");
   const auto root_pw = tmp.write("root.pw", "r00t-secret\n");
   const auto alice_pw = tmp.write("alice.pw", "alice-secret\n");
   auto init = tierctl({"store", "init-auth", "--store", etcd->endpoints(), "--root-password-file",

@@ -51,6 +51,7 @@
 #include "tierwall/testsupport/etcd_cluster.h"
 #include "tierwall/testsupport/netns.h"
 #include "tierwall/testsupport/podman.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace {
 
@@ -158,25 +159,6 @@ std::string binary(const char* env, const char* built, const char* name) {
   if (fs::exists(built)) return built;
   throw Unavailable(std::string(name) + " not found (build it, or set " + env + ")");
 }
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/tw-bench-cluster-XXXXXX";
-    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 double percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -473,7 +455,7 @@ int main(int argc, char** argv) {
   try {
     if (auto why = ts::netns_unavailable_reason()) throw Unavailable(*why);
     if (auto why = ts::EtcdCluster::unavailable_reason()) throw Unavailable(*why);
-    TempDir dir;
+    const ts::TempDir dir("tw-bench-cluster");
     run(opt, dir.path(), r);
   } catch (const Interrupted&) {
     std::fprintf(stderr, "%s: interrupted; namespaces, agents and etcd removed\n", kProg);
