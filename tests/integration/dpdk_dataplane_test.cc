@@ -4,8 +4,9 @@
 // closed) and re-apply, and a deny flood through a 64-slot event ring
 // without draining: the lost events are counted, and after the stop every
 // packet an event stood for is either drained or counted lost, exactly.
-// Overlay uplinks are checked at open and name their port when bad.
-// docs/dpdk.md, "In the agent".
+// Overlay uplinks are checked at open and name their port when bad. Two
+// workers split the connections between them and each keeps both
+// directions of its own. docs/dpdk.md, "In the agent".
 #include "tierwall/dataplane/dpdk/dpdk_dataplane.h"
 
 #include <atomic>
@@ -235,6 +236,102 @@ TEST_F(DpdkDataplaneTest, OverlayUplinksAreCheckedAtOpen) {
   EXPECT_EQ(dp->port_count(), 2U);
   EXPECT_EQ(dp->stats().bridge.overlay_refused, 0U);
   dp->stop();
+}
+
+// Two forwarding workers: af_packet opens two queues per port (qpairs=2,
+// added by the port) in a fanout group, and the kernel's symmetric flow hash
+// puts both directions of a connection on the same queue index of either
+// port. Every allowed connection works, which it would not if a reply
+// reached the other worker: that worker has no flow for it and the policy
+// denies b -> a. Both workers carry connections; denies still hold.
+TEST_F(DpdkDataplaneTest, TwoWorkersSplitConnectionsAndKeepBothDirections) {
+  Lab lab;
+  af_packet_link(lab.a, std::string(kAddrA) + "/24", lab.sw, "pa");
+  af_packet_link(lab.b, std::string(kAddrB) + "/24", lab.sw, "pb");
+
+  DpdkDataplaneConfig config;
+  config.ports = {{"net_af_packet24,iface=pa", "a", std::nullopt},
+                  {"net_af_packet25,iface=pb", "b", std::nullopt}};
+  config.workers = 2;
+  config.idle_sleep_us = 50;
+  config.flow_capacity = 1024;
+  std::string error;
+  lab.dp = in_netns(lab.sw, [&] { return DpdkDataplane::open(config, error); });
+  ASSERT_TRUE(lab.dp) << error;
+  ASSERT_FALSE(lab.dp->apply(rules(true)));
+
+  TcpServer b8080(lab.b, kAddrB, 8080);
+  TcpServer a8080(lab.a, kAddrA, 8080);
+  constexpr int kConnections = 40;
+  int ok = 0;
+  for (int i = 0; i < kConnections; ++i) {
+    const Outcome o = tcp_probe(lab.a, kAddrB, 8080, kPass);
+    EXPECT_EQ(o, Outcome::kOk) << "connection " << i << ": " << describe(lab.dp->stats());
+    ok += o == Outcome::kOk ? 1 : 0;
+  }
+  EXPECT_EQ(ping_probe(lab.a, kAddrB, kPass), Outcome::kOk);
+  // Denied either way: b -> a (no flow) and a -> b on another port.
+  EXPECT_EQ(tcp_probe(lab.b, kAddrA, 8080, kDrop), Outcome::kTimeout);
+  EXPECT_EQ(tcp_probe(lab.a, kAddrB, 9090, kDrop), Outcome::kTimeout);
+  EXPECT_EQ(a8080.accepted(), 0U);
+
+  const DpdkStats s = lab.dp->stats();
+  ASSERT_EQ(s.workers.size(), 2U);
+  std::uint64_t rx = 0;
+  std::uint64_t inserts = 0;
+  for (std::size_t w = 0; w < s.workers.size(); ++w) {
+    const auto& ws = s.workers[w];
+    // With 40 connections hashed over two queues, each worker gets some
+    // (all on one: 2^-39).
+    EXPECT_GT(ws.flows.inserts, 0U) << "worker " << w << ": " << describe(s);
+    EXPECT_GT(ws.flows.hits, 0U) << "worker " << w;
+    rx += ws.bridge.rx;
+    inserts += ws.flows.inserts;
+    std::printf("worker %zu: rx=%llu inserts=%llu hits=%llu dropped=%llu\n", w,
+                static_cast<unsigned long long>(ws.bridge.rx),
+                static_cast<unsigned long long>(ws.flows.inserts),
+                static_cast<unsigned long long>(ws.flows.hits),
+                static_cast<unsigned long long>(ws.bridge.policy_dropped));
+  }
+  EXPECT_EQ(rx, s.bridge.rx);
+  EXPECT_EQ(inserts, s.flows.inserts);
+  // Every connection (and the ping) remembered once: no reply was taken for
+  // a new connection on the other worker.
+  EXPECT_EQ(s.flows.inserts, static_cast<std::uint64_t>(ok) + 1) << describe(s);
+  EXPECT_GE(s.bridge.policy_dropped, 2U) << describe(s);
+  lab.dp->stop();
+}
+
+// The worker count is checked, and a port that cannot give every worker a
+// queue is an error naming it.
+TEST_F(DpdkDataplaneTest, WorkerCountMustFitThePorts) {
+  DpdkDataplaneConfig config;
+  config.ports = {{"net_null33,no-rx=1", "c0", std::nullopt}};
+  config.workers = 0;
+  std::string error;
+  EXPECT_FALSE(DpdkDataplane::open(config, error));
+  EXPECT_NE(error.find("1 to 16 forwarding workers, not 0"), std::string::npos) << error;
+
+  NetNs sw{"dpdk"};
+  NetNs a{"a"};
+  af_packet_link(a, std::string(kAddrA) + "/24", sw, "pa");
+  config.workers = 2;
+  config.ports = {{"net_af_packet26,iface=pa,qpairs=1", "a", std::nullopt}};
+  error.clear();
+  EXPECT_FALSE(in_netns(sw, [&] { return DpdkDataplane::open(config, error); }));
+  EXPECT_NE(error.find("port net_af_packet26 has at most 1 RX and 1 TX queues; 2 workers need 2"),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("qpairs="), std::string::npos) << error;
+
+  // Without qpairs= the port asks af_packet for one queue per worker.
+  config.ports = {{"net_af_packet26,iface=pa", "a", std::nullopt}};
+  error.clear();
+  auto dp = in_netns(sw, [&] { return DpdkDataplane::open(config, error); });
+  ASSERT_TRUE(dp) << error;
+  EXPECT_EQ(dp->stats().workers.size(), 2U);
+  dp->stop();
+  dp.reset();
 }
 
 }  // namespace

@@ -192,6 +192,7 @@ dpdk:
     - {devargs: "net_af_packet0,iface=pweb", name: web}
     - {devargs: "net_af_packet1,iface=papi", name: api}
     - {devargs: "net_af_packet2,iface=pdb", name: db}
+  workers: 2
   idleSleepUs: 50
   flowTableCapacity: 4096
 )");
@@ -261,6 +262,15 @@ dpdk:
     EXPECT_GT(metric(m1, std::string("tierwall_dpdk_port_rx_packets_total{port=\"") + port + "\"}"),
               0)
         << port << "\n"
+        << m1;
+  }
+  // Two workers, whose shares add up to the totals.
+  EXPECT_EQ(metric(m1, "tierwall_dpdk_workers"), 2) << m1;
+  for (const char* what : {"rx_frames", "ip_allowed", "policy_dropped", "flow_inserts"}) {
+    const std::string share = std::string("tierwall_dpdk_worker_") + what + "_total{worker=";
+    EXPECT_EQ(metric(m1, share + "\"0\"}") + metric(m1, share + "\"1\"}"),
+              metric(m1, std::string("tierwall_dpdk_") + what + "_total"))
+        << what << "\n"
         << m1;
   }
   // Every IP frame received was either passed or dropped by the policy.

@@ -168,6 +168,7 @@ dpdk:
   ports:
     - {devargs: "net_af_packet0,iface=veth0", name: web}
     - devargs: "net_af_packet1,iface=veth1"
+  workers: 2
   idleSleepUs: 20
   flowTableCapacity: 1048576
 )",
@@ -181,6 +182,7 @@ dpdk:
   EXPECT_EQ(c->dpdk.ports[0].name, "web");
   EXPECT_EQ(c->dpdk.ports[1].devargs, "net_af_packet1,iface=veth1");
   EXPECT_EQ(c->dpdk.ports[1].name, "");
+  EXPECT_EQ(c->dpdk.workers, 2U);
   EXPECT_EQ(c->dpdk.idle_sleep_us, 20U);
   EXPECT_EQ(c->dpdk.flow_capacity, 1048576U);
   EXPECT_TRUE(apply_overrides(*c, Overrides{}, diags)) << text(diags);
@@ -191,6 +193,7 @@ dpdk:
   ASSERT_TRUE(dflt) << text(d2);
   EXPECT_EQ(dflt->dataplane, "nft");
   EXPECT_FALSE(dflt->dpdk.eal_args);
+  EXPECT_EQ(dflt->dpdk.workers, 1U);
   EXPECT_EQ(dflt->dpdk.idle_sleep_us, 0U);
   EXPECT_EQ(dflt->dpdk.flow_capacity, kDefaultDpdkFlowCapacity);
 }
@@ -204,6 +207,7 @@ TEST(AgentConfig, DpdkErrorsAreLocated) {
     - {devargs: ""}
   idleSleepUs: -1
   flowTableCapacity: 10
+  workers: 0
 )",
                         "agent.yaml", diags);
   EXPECT_FALSE(c);
@@ -220,6 +224,13 @@ TEST(AgentConfig, DpdkErrorsAreLocated) {
       << out;
   EXPECT_NE(out.find("agent.yaml:7:22: error: dpdk.flowTableCapacity 10"), std::string::npos)
       << out;
+  EXPECT_NE(out.find("agent.yaml:8:12: error: dpdk.workers 0 is not in 1..16"), std::string::npos)
+      << out;
+  policy::Diagnostics many_workers;
+  EXPECT_FALSE(
+      parse_config("dpdk: {ports: [{devargs: net_null0}], workers: 17}\n", "a.yaml", many_workers));
+  EXPECT_NE(text(many_workers).find("dpdk.workers 17 is not in 1..16"), std::string::npos)
+      << text(many_workers);
 
   policy::Diagnostics many;
   std::string nine = "dpdk:\n  ports:\n";

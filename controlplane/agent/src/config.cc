@@ -372,7 +372,8 @@ class ConfigReader {
   }
 
   void read_dpdk(const policy::yaml::Node& n, AgentConfig::Dpdk& dpdk) {
-    if (!r_.check_map(n, "dpdk", {"ealArgs", "ports", "idleSleepUs", "flowTableCapacity"})) {
+    if (!r_.check_map(n, "dpdk",
+                      {"ealArgs", "ports", "workers", "idleSleepUs", "flowTableCapacity"})) {
       return;
     }
     if (const auto* a = field(n, "ealArgs")) {
@@ -424,6 +425,16 @@ class ConfigReader {
           r_.error(*first_overlay,
                    "every DPDK port is an overlay uplink: an uplink needs at least one "
                    "container port (a port without `overlay:`) to bridge to");
+        }
+      }
+    }
+    if (const auto* w = field(n, "workers")) {
+      if (auto v = r_.integer(*w, "dpdk.workers")) {
+        if (*v < 1 || *v > kMaxDpdkWorkers) {
+          r_.error(*w, "dpdk.workers " + std::to_string(*v) + " is not in 1.." +
+                           std::to_string(kMaxDpdkWorkers));
+        } else {
+          dpdk.workers = static_cast<std::uint32_t>(*v);
         }
       }
     }

@@ -746,6 +746,7 @@ bool Daemon::open_dpdk() {
     }
     c.ports.push_back(std::move(port));
   }
+  c.workers = config_.dpdk.workers;
   c.idle_sleep_us = config_.dpdk.idle_sleep_us;
   c.flow_capacity = static_cast<std::size_t>(config_.dpdk.flow_capacity);
   std::string error;
@@ -758,8 +759,12 @@ bool Daemon::open_dpdk() {
   next_dpdk_drain_ = Clock::now();
   std::string ports;
   for (const auto& p : dpdk_->stats().ports) ports += (ports.empty() ? "" : ", ") + p.name;
-  log_.info("DPDK dataplane running: " + std::to_string(dpdk_->port_count()) + " ports (" + ports +
-            "), one forwarding thread; IP traffic is dropped until the first policy applies");
+  const std::uint32_t w = config_.dpdk.workers;
+  log_.info(
+      "DPDK dataplane running: " + std::to_string(dpdk_->port_count()) + " ports (" + ports +
+      "), " +
+      (w == 1 ? std::string("one forwarding worker") : std::to_string(w) + " forwarding workers") +
+      "; IP traffic is dropped until the first policy applies");
   for (std::size_t i = 0; i < config_.dpdk.ports.size(); ++i) {
     const auto& o = config_.dpdk.ports[i].overlay;
     if (!o) continue;
@@ -845,6 +850,12 @@ std::optional<DpdkMetrics> Daemon::dpdk_metrics() const {
         std::string(dataplane::dpdk::to_string(static_cast<dataplane::dpdk::OverlayRefusal>(r))),
         b.overlay_refused_by[r]);
   }
+  gauge("workers", "Forwarding workers (threads; worker i polls queue i of every port).",
+        st.workers.size());
+  for (const auto& w : st.workers) {
+    m.workers.push_back(
+        {w.bridge.rx, w.bridge.ip_allowed, w.bridge.policy_dropped, w.flows.inserts, w.flows.hits});
+  }
   const auto& f = st.flows;
   counter("flow_hits_total", "Packets decided by a remembered flow.", f.hits);
   counter("flow_rechecks_total", "Flows re-checked and kept under a new generation.", f.rechecks);
@@ -868,7 +879,7 @@ std::optional<DpdkMetrics> Daemon::dpdk_metrics() const {
   counter("events_drained_total", "Events the agent took off the ring.", st.drained);
   gauge("event_ring_capacity", "Slots of the event ring.", st.ring_capacity);
   gauge("event_ring_used", "Events waiting on the ring.", st.ring_used);
-  gauge("generation", "Policy generation the forwarding lcore enforces (0: none or flushed).",
+  gauge("generation", "Policy generation the forwarding workers enforce (0: none or flushed).",
         st.generation);
   for (std::size_t i = 0; i < b.by_status.size(); ++i) {
     m.parse_status.emplace_back(

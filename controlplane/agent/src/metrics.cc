@@ -220,6 +220,21 @@ std::string render_metrics(const ReconcilerStatus& st, const ExtraCounters& extr
     for (const auto& [reason, n] : d.overlay_refused) {
       o << "tierwall_dpdk_overlay_refused_total{" << label("reason", reason) << "} " << n << "\n";
     }
+    const std::pair<const char*, std::uint64_t DpdkMetrics::Worker::*> worker_values[] = {
+        {"rx_frames", &DpdkMetrics::Worker::rx_frames},
+        {"ip_allowed", &DpdkMetrics::Worker::ip_allowed},
+        {"policy_dropped", &DpdkMetrics::Worker::policy_dropped},
+        {"flow_inserts", &DpdkMetrics::Worker::flow_inserts},
+        {"flow_hits", &DpdkMetrics::Worker::flow_hits}};
+    for (const auto& [what, member] : worker_values) {
+      const std::string name = std::string("tierwall_dpdk_worker_") + what + "_total";
+      header(o, name, "counter",
+             std::string("One forwarding worker's share of tierwall_dpdk_") + what + "_total.");
+      for (std::size_t w = 0; w < d.workers.size(); ++w) {
+        o << name << "{" << label("worker", std::to_string(w)) << "} " << d.workers[w].*member
+          << "\n";
+      }
+    }
     const std::pair<const char*, std::uint64_t DpdkMetrics::Port::*> port_values[] = {
         {"rx_packets", &DpdkMetrics::Port::rx_packets},
         {"tx_packets", &DpdkMetrics::Port::tx_packets},

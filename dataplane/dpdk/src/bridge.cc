@@ -140,6 +140,12 @@ Bridge::Bridge(std::span<Port* const> ports, GenerationStore& store, const Bridg
   if (ports_.empty() || ports_.size() > kMaxPorts) {
     throw std::invalid_argument("Bridge: 1 to 8 ports");
   }
+  for (const Port* p : ports_) {
+    if (options_.queue >= p->queues()) {
+      throw std::invalid_argument("Bridge: queue " + std::to_string(options_.queue) + " of port " +
+                                  p->name() + ", which has " + std::to_string(p->queues()));
+    }
+  }
   impl_->macs.reset(options_.mac_capacity);
   if (options_.events != nullptr) {
     impl_->events = std::make_unique<FlowEventEmitter>(*options_.events, options_.event_options);
@@ -190,12 +196,13 @@ std::size_t Bridge::poll_once() {
   Impl& d = *impl_;
   const std::size_t nports = ports_.size();
   const std::uint64_t ageing = options_.mac_ageing_ns;
+  const std::uint16_t queue = options_.queue;
   std::size_t total = 0;
 
   auto flush = [&](std::size_t p) {
     const std::uint16_t n = d.txn[p];
     if (n == 0) return;
-    const std::uint16_t sent = rte_eth_tx_burst(ports_[p]->id(), 0, d.txq[p].data(), n);
+    const std::uint16_t sent = rte_eth_tx_burst(ports_[p]->id(), queue, d.txq[p].data(), n);
     for (std::uint16_t i = sent; i < n; ++i) rte_pktmbuf_free(d.txq[p][i]);
     d.counts[kTx] += sent;
     d.counts[kTxFailed] += static_cast<std::uint64_t>(n - sent);
@@ -323,7 +330,7 @@ std::size_t Bridge::poll_once() {
   };
 
   for (std::size_t in = 0; in < nports; ++in) {
-    const std::uint16_t n = rte_eth_rx_burst(ports_[in]->id(), 0, d.rx.data(), kBurst);
+    const std::uint16_t n = rte_eth_rx_burst(ports_[in]->id(), queue, d.rx.data(), kBurst);
     if (n == 0) continue;
     total += n;
     ++d.counts[kBursts];

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include <rte_errno.h>
+#include <rte_lcore.h>
 #include <rte_ring.h>
 #include <rte_ring_elem.h>
 
@@ -23,7 +24,7 @@ constexpr unsigned kEventSize = sizeof(FlowEventRecord);
 
 std::atomic<unsigned> ring_serial{0};
 
-// The lcore's side of the event ring: one non-blocking single-producer
+// The workers' side of the event ring: one non-blocking multi-producer
 // enqueue per event; a full ring refuses (the emitter counts it lost).
 // Once forwarding has stopped (`finishing`), the last events (the ends of
 // every remembered flow) wait for room instead, up to kFinishWait, while
@@ -35,12 +36,12 @@ class RingSink final : public FlowEventSink {
   explicit RingSink(rte_ring* ring) : ring_(ring) {}
   bool push(const FlowEventRecord& event) override {
     auto* obj = const_cast<FlowEventRecord*>(&event);
-    if (rte_ring_sp_enqueue_elem(ring_, obj, kEventSize) == 0) return true;
+    if (rte_ring_mp_enqueue_elem(ring_, obj, kEventSize) == 0) return true;
     if (!finishing.load(std::memory_order_relaxed)) return false;
     const auto deadline = std::chrono::steady_clock::now() + kFinishWait;
     while (std::chrono::steady_clock::now() < deadline) {
       std::this_thread::yield();
-      if (rte_ring_sp_enqueue_elem(ring_, obj, kEventSize) == 0) return true;
+      if (rte_ring_mp_enqueue_elem(ring_, obj, kEventSize) == 0) return true;
     }
     return false;
   }
@@ -59,6 +60,56 @@ RuleSet deny_all() {
   return RuleSet{std::move(policy), std::make_shared<EndpointTable>()};
 }
 
+void add(BridgeCounters& a, const BridgeCounters& b) {
+  a.rx += b.rx;
+  a.tx += b.tx;
+  a.tx_failed += b.tx_failed;
+  a.forwarded += b.forwarded;
+  a.flooded += b.flooded;
+  a.filtered += b.filtered;
+  a.non_ip += b.non_ip;
+  a.ip_allowed += b.ip_allowed;
+  a.policy_dropped += b.policy_dropped;
+  a.policy_cut += b.policy_cut;
+  a.no_generation += b.no_generation;
+  a.fragments_dropped += b.fragments_dropped;
+  for (std::size_t i = 0; i < a.by_status.size(); ++i) a.by_status[i] += b.by_status[i];
+  a.malformed += b.malformed;
+  a.learned += b.learned;
+  a.learn_full += b.learn_full;
+  a.bursts += b.bursts;
+  a.overlay_decapsulated += b.overlay_decapsulated;
+  a.overlay_encapsulated += b.overlay_encapsulated;
+  a.overlay_encap_failed += b.overlay_encap_failed;
+  a.overlay_by_tag += b.overlay_by_tag;
+  a.overlay_refused += b.overlay_refused;
+  for (std::size_t i = 0; i < a.overlay_refused_by.size(); ++i) {
+    a.overlay_refused_by[i] += b.overlay_refused_by[i];
+  }
+}
+
+void add(FlowCounters& a, const FlowCounters& b) {
+  a.hits += b.hits;
+  a.rechecks += b.rechecks;
+  a.inserts += b.inserts;
+  a.denied += b.denied;
+  a.cuts += b.cuts;
+  a.expired += b.expired;
+  a.evicted += b.evicted;
+}
+
+void add(FlowEventCounters& a, const FlowEventCounters& b) {
+  a.events += b.events;
+  a.starts += b.starts;
+  a.denies += b.denies;
+  a.cuts += b.cuts;
+  a.ends += b.ends;
+  a.packets += b.packets;
+  a.lost += b.lost;
+  a.rate_limited += b.rate_limited;
+  a.folded += b.folded;
+}
+
 }  // namespace
 
 struct DpdkDataplane::Impl {
@@ -68,10 +119,10 @@ struct DpdkDataplane::Impl {
   GenerationStore store;
   rte_ring* ring = nullptr;
   std::unique_ptr<RingSink> sink;
-  std::unique_ptr<Bridge> bridge;
+  std::vector<std::unique_ptr<Bridge>> bridges;  // worker i: queue i of every port
   std::atomic<bool> stop{false};
-  std::atomic<bool> done{false};  // the forwarding thread has finished
-  std::thread worker;
+  std::atomic<unsigned> running{0};  // workers whose run() has not returned
+  std::vector<std::thread> workers;
   RuleSet rules;  // the last applied (null halves before the first apply)
   std::atomic<std::uint64_t> generation{0};
   std::atomic<std::uint64_t> drained{0};
@@ -86,12 +137,15 @@ struct DpdkDataplane::Impl {
 
   void halt() {
     stop.store(true);
-    if (worker.joinable()) worker.join();
+    for (auto& w : workers) {
+      if (w.joinable()) w.join();
+    }
+    workers.clear();
   }
 
   ~Impl() {
     halt();
-    bridge.reset();
+    bridges.clear();
     sink.reset();
     ports.clear();  // stops and closes the ports before the ring goes
     if (ring != nullptr) rte_ring_free(ring);
@@ -108,6 +162,11 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
     error = "the DPDK dataplane needs 1 to " + std::to_string(Bridge::kMaxPorts) + " ports";
     return nullptr;
   }
+  if (config.workers < 1 || config.workers > Port::kMaxQueues) {
+    error = "the DPDK dataplane runs 1 to " + std::to_string(Port::kMaxQueues) +
+            " forwarding workers, not " + std::to_string(config.workers);
+    return nullptr;
+  }
   error = Eal::init(config.eal_args.empty() ? Eal::default_args() : config.eal_args);
   if (!error.empty()) return nullptr;
 
@@ -115,8 +174,10 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
   Impl& d = *dp->impl_;
   d.config = config;
   std::vector<BridgeOverlay> overlays;
+  PortOptions port_options = config.port;
+  port_options.queues = static_cast<std::uint16_t>(config.workers);
   for (const auto& p : config.ports) {
-    auto port = Port::open_vdev(p.devargs, config.port, error);
+    auto port = Port::open_vdev(p.devargs, port_options, error);
     if (!port) return nullptr;
     d.port_names.push_back(p.name.empty() ? port->name() : p.name);
     if (p.overlay) {
@@ -145,7 +206,7 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
   d.ring =
       rte_ring_create_elem(ring_name.c_str(), kEventSize,
                            static_cast<unsigned>(std::max<std::size_t>(config.event_ring_size, 64)),
-                           SOCKET_ID_ANY, RING_F_SP_ENQ | RING_F_SC_DEQ | RING_F_EXACT_SZ);
+                           SOCKET_ID_ANY, RING_F_SC_DEQ | RING_F_EXACT_SZ);
   if (d.ring == nullptr) {
     error = "rte_ring_create_elem(" + ring_name + "): " + rte_strerror(rte_errno);
     return nullptr;
@@ -162,16 +223,28 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
   raw.reserve(d.ports.size());
   for (auto& p : d.ports) raw.push_back(p.get());
   try {
-    d.bridge = std::make_unique<Bridge>(raw, d.store, options);
+    for (std::uint32_t w = 0; w < config.workers; ++w) {
+      options.queue = static_cast<std::uint16_t>(w);
+      d.bridges.push_back(std::make_unique<Bridge>(raw, d.store, options));
+    }
   } catch (const std::exception& e) {
     error = std::string("DPDK bridge: ") + e.what();
     return nullptr;
   }
   Impl* impl = dp->impl_.get();
-  d.worker = std::thread([impl] {
-    impl->bridge->run(impl->stop);
-    impl->done.store(true);
-  });
+  d.running.store(config.workers);
+  for (auto& b : d.bridges) {
+    Bridge* bridge = b.get();
+    d.workers.emplace_back([impl, bridge] {
+      // An lcore id of its own gives the worker the mempools' per-lcore
+      // caches (an unregistered thread takes every mbuf from the shared
+      // ring); without a free id it runs uncached, still correct.
+      const bool registered = rte_thread_register() == 0;
+      bridge->run(impl->stop);
+      if (registered) rte_thread_unregister();
+      impl->running.fetch_sub(1);
+    });
+  }
   return dp;
 }
 
@@ -231,12 +304,12 @@ std::size_t DpdkDataplane::drain_events(const std::function<void(const FlowEvent
 
 void DpdkDataplane::stop(const std::function<void(const FlowEventRecord&)>& fn) {
   Impl& d = *impl_;
-  if (!d.worker.joinable()) return;
+  if (d.workers.empty()) return;
   // Waiting for room only makes sense while someone drains.
   d.sink->finishing.store(static_cast<bool>(fn));
   d.stop.store(true);
   // The lcore ends every remembered flow now: make room for those events.
-  while (!d.done.load()) {
+  while (d.running.load() != 0) {
     if (fn && drain_events(fn) != 0) continue;
     std::this_thread::sleep_for(std::chrono::milliseconds{1});
   }
@@ -249,9 +322,13 @@ std::size_t DpdkDataplane::port_count() const { return impl_->ports.size(); }
 DpdkStats DpdkDataplane::stats() const {
   const Impl& d = *impl_;
   DpdkStats s;
-  s.bridge = d.bridge->counters();
-  s.flows = d.bridge->flow_counters();
-  s.events = d.bridge->event_counters();
+  for (const auto& b : d.bridges) {
+    DpdkWorkerStats w{b->counters(), b->flow_counters(), b->event_counters()};
+    add(s.bridge, w.bridge);
+    add(s.flows, w.flows);
+    add(s.events, w.events);
+    s.workers.push_back(w);
+  }
   for (std::size_t i = 0; i < d.ports.size(); ++i) {
     s.ports.push_back(DpdkPortStats{d.port_names[i], d.ports[i]->stats()});
   }

@@ -28,8 +28,9 @@
 //           udpPort: 4789                 # default shown
 //           peers: [{vtep: 192.168.77.2, mac: "02:00:00:00:77:02"}]
 //           macAgeingSeconds: 300         # inner MAC -> peer; default shown
+//     workers: 1                          # forwarding threads, 1..16 (queue i of every port)
 //     idleSleepUs: 0                      # sleep after an idle poll; 0 = busy poll
-//     flowTableCapacity: 65536            # flows remembered (rounded up to 8 x 2^k)
+//     flowTableCapacity: 65536            # flows remembered per worker (8 x 2^k)
 //   flowLog:                              # optional: no flow log when absent
 //     dir: /var/log/tierwall/flows        # chained JSONL files (docs/flowlog.md)
 //     key: /var/lib/tierwall/flowlog.key  # Ed25519 signing key (default shown)
@@ -82,6 +83,7 @@ inline constexpr std::string_view kDefaultMetricsAddress = "127.0.0.1:9641";
 inline constexpr std::string_view kDefaultNftTable = "tierwall";
 inline constexpr std::uint16_t kDefaultLogGroup = 100;
 inline constexpr std::uint64_t kDefaultDpdkFlowCapacity = 65536;
+inline constexpr std::uint32_t kMaxDpdkWorkers = 16;  // dataplane::dpdk::Port::kMaxQueues
 inline constexpr std::size_t kMaxDpdkPorts = 8;
 inline constexpr std::uint16_t kDefaultVxlanUdpPort = 4789;
 inline constexpr std::size_t kMaxOverlayPeers = 255;
@@ -131,8 +133,9 @@ struct AgentConfig {
     // (dataplane::dpdk::Eal::default_args()).
     std::optional<std::vector<std::string>> eal_args;
     std::vector<DpdkPort> ports;
+    std::uint32_t workers = 1;  // forwarding threads, 1..kMaxDpdkWorkers
     std::uint32_t idle_sleep_us = 0;
-    std::uint64_t flow_capacity = kDefaultDpdkFlowCapacity;
+    std::uint64_t flow_capacity = kDefaultDpdkFlowCapacity;  // per worker
   };
   // Who may do what through the local API (see api.h). Names or numeric
   // ids; uid 0 is always admin.

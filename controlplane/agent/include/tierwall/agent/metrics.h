@@ -66,11 +66,20 @@ struct DpdkMetrics {
     std::uint64_t tx_errors = 0;
     std::uint64_t rx_nombuf = 0;
   };
+  // One forwarding worker's share (index = worker = its queue of every port).
+  struct Worker {
+    std::uint64_t rx_frames = 0;
+    std::uint64_t ip_allowed = 0;
+    std::uint64_t policy_dropped = 0;
+    std::uint64_t flow_inserts = 0;
+    std::uint64_t flow_hits = 0;
+  };
   std::vector<Value> values;
   std::vector<std::pair<std::string, std::uint64_t>> parse_status;  // status -> frames
   // Frames refused on overlay uplinks, per reason (OverlayRefusal names).
   std::vector<std::pair<std::string, std::uint64_t>> overlay_refused;
   std::vector<Port> ports;
+  std::vector<Worker> workers;
 };
 
 struct ExtraCounters {

@@ -2,8 +2,9 @@
 // (container ports and uplinks) that enforces the policy on IP traffic.
 //
 // One Bridge is one lcore's loop, run() on the calling thread until the
-// given flag turns true. Per iteration and port: rte_eth_rx_burst (up to 32
-// frames) -> parse_packet -> learn the source MAC on the ingress port ->
+// given flag turns true, over one queue (BridgeOptions::queue) of every
+// port. Per iteration and port: rte_eth_rx_burst (up to kBurst frames) -> parse_packet -> learn the
+// source MAC on the ingress port ->
 //  * malformed (is_malformed): dropped, counted per ParseStatus;
 //  * not IP (ARP, LLDP...) and IPv6 neighbour discovery (ICMPv6 133-137):
 //    forwarded without policy, like the kernel bridge;
@@ -86,6 +87,10 @@ struct BridgeOverlay {
 };
 
 struct BridgeOptions {
+  // The RX and TX queue of every port this Bridge polls and sends on (one
+  // Bridge per queue: a worker; Port, "Several queues"). Each worker has its
+  // own flow table, learning table and overlay state.
+  std::uint16_t queue = 0;
   FlowTableOptions flows{.capacity = std::size_t{1} << 16, .timeouts = {}};
   ParseOptions parse;
   std::size_t mac_capacity = 4096;  // learning-table slots (rounded up to 2^k)

@@ -1,16 +1,16 @@
 // The DPDK dataplane as the agent drives it: a dataplane::Dataplane that
-// owns the EAL, the ports, the GenerationStore, one forwarding thread
-// running the Bridge, and the rte_ring that carries its flow events to the
-// control thread. docs/dpdk.md, "In the agent".
+// owns the EAL, the ports, the GenerationStore, the forwarding workers (one
+// thread running one Bridge each), and the rte_ring that carries their flow
+// events to the control thread. docs/dpdk.md, "In the agent".
 //
 //  * open(): Eal::init(eal_args) (once per process), the ports opened from
 //    their devargs in the calling thread's network namespace (af_packet
 //    binds there), each overlay uplink checked (Overlay::create) with the
-//    port's own MAC, the event ring (rte_ring, single producer / single
-//    consumer), then the forwarding thread. Until the first apply() no
+//    port's own MAC, the event ring (rte_ring, multi-producer / single
+//    consumer), then the forwarding workers. Until the first apply() no
 //    generation is published and every IP packet is dropped (no_generation);
 //    non-IP frames (ARP) are bridged.
-//  * apply(rules): build_generation + GenerationStore::publish: the lcore
+//  * apply(rules): build_generation + GenerationStore::publish: each worker
 //    takes it at its next burst; connections the new generation denies are
 //    cut on their next packet.
 //  * update_endpoints(changes): the changes applied to a copy of the last
@@ -18,23 +18,28 @@
 //    (rules unchanged; a generation is immutable, so a change is a rebuild:
 //    O(endpoints + rules x pairs), milliseconds for thousands).
 //  * flush(): publishes a generation with no rules and no endpoints, which
-//    denies every IP packet (default deny). It does not stop the thread or
+//    denies every IP packet (default deny). It does not stop the workers or
 //    forward unpoliced: this dataplane fails closed. The next apply()
 //    restores enforcement.
-//  * drain_events(): what the lcore reported since the last call (starts,
+//  * drain_events(): what the workers reported since the last call (starts,
 //    folded denies, cuts, connection ends with their counts; flow_events.h).
-//  * stop(fn) / the destructor: the forwarding thread stops; the flows it
-//    remembered end and its folded denies are flushed into the ring (drained
-//    into fn meanwhile), the ports close. Traffic through the
+//  * stop(fn) / the destructor: the forwarding workers stop; the flows
+//    they remembered end and their folded denies are flushed into the ring
+//    (drained into fn meanwhile), the ports close. Traffic through the
 //    ports stops with the process: nothing forwards without the agent.
 //
-// One forwarding lcore (an ordinary thread, not an EAL worker), one RX/TX
-// queue per port: enough for af_packet and lab NICs; several lcores would
-// need RSS and a flow table per lcore.
+// Workers (DpdkDataplaneConfig::workers, default 1) are ordinary threads
+// registered with the EAL (rte_thread_register: an lcore id, so mempool
+// caches), not EAL-launched lcores. Each has queue i of every port, its own flow table
+// (flow_capacity entries), learning table and overlay state; all read the
+// one GenerationStore (a reader each) and share the event ring. A
+// connection stays on one worker when the ports spread their queues by a
+// symmetric hash (port.h: af_packet's fanout, symmetric RSS); a packet on
+// another worker is decided as a new connection (fail closed).
 //
 // Thread contract: every method on one control thread, except stats(),
 // which any thread may call. DPDK headers stay out of this header.
-// Costs: apply/update: a generation build (no allocation on the lcore);
+// Costs: apply/update: a generation build (no allocation on the workers);
 // drain_events: O(events); stats(): O(ports) PMD stats reads.
 #pragma once
 
@@ -65,9 +70,12 @@ struct DpdkPortConfig {
 struct DpdkDataplaneConfig {
   std::vector<std::string> eal_args;  // empty: Eal::default_args()
   std::vector<DpdkPortConfig> ports;  // 1..Bridge::kMaxPorts
-  std::uint32_t idle_sleep_us = 0;    // 0: busy poll
-  std::size_t flow_capacity = std::size_t{1} << 16;
-  std::size_t event_ring_size = 16384;  // events (rounded up to 2^k)
+  // Forwarding workers (threads), 1..Port::kMaxQueues: worker i polls
+  // queue i of every port (port.h, "Several queues").
+  std::uint32_t workers = 1;
+  std::uint32_t idle_sleep_us = 0;                   // 0: busy poll
+  std::size_t flow_capacity = std::size_t{1} << 16;  // per worker
+  std::size_t event_ring_size = 16384;               // events (rounded up to 2^k)
   FlowEventOptions events;
   PortOptions port;
 };
@@ -77,10 +85,17 @@ struct DpdkPortStats {
   PortStats stats;
 };
 
-struct DpdkStats {
+struct DpdkWorkerStats {
   BridgeCounters bridge;
   FlowCounters flows;
   FlowEventCounters events;
+};
+
+struct DpdkStats {
+  BridgeCounters bridge;  // the sums over the workers
+  FlowCounters flows;
+  FlowEventCounters events;
+  std::vector<DpdkWorkerStats> workers;  // worker i's own
   std::vector<DpdkPortStats> ports;
   std::size_t ring_capacity = 0;
   std::size_t ring_used = 0;
@@ -107,7 +122,7 @@ class DpdkDataplane final : public Dataplane {
   // passed.
   std::size_t drain_events(const std::function<void(const FlowEventRecord&)>& fn,
                            std::size_t max = 4096);
-  // Stops the forwarding thread (idempotent). It then ends every remembered
+  // Stops the forwarding workers (idempotent). Each then ends every remembered
   // flow and flushes its folded denies into the ring, waiting for room (up
   // to 2 s per event) while `fn` (when set) drains the ring here; the ring
   // is drained into `fn` to the end. Without `fn`, a later drain_events()
