@@ -16,9 +16,15 @@
 // on port 0's ring, so every timed poll receives one burst (Bridge::kBurst) on port 0
 // and forwards what passes to port 1 (freed there); what is denied the
 // bridge frees.
-//   tierwall-bench dpdkfwd [--json] [--quick] [--flows N]   (--quick: 100,000 flows)
+// Then the same passes with W workers at once (--workers, default 2): each
+// on its own thread (registered with the EAL, as the agent's), with its own
+// queue of both ports, its own flow table and a W-th of the flows; each
+// worker's cycles per packet, and their sum in Mpps, against one worker.
+//   tierwall-bench dpdkfwd [--json] [--quick] [--flows N] [--workers W]
+//   (--quick: 100,000 flows; --workers 1: no concurrent pass)
 // Needs an EAL (no hugepages: --no-huge) and so root on most systems.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -26,9 +32,11 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "dpdk_bench_common.h"
+#include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
@@ -104,6 +112,7 @@ void frames_of(const std::vector<dpdk::FlowPacket>& flows, std::vector<std::uint
 int main(int argc, char** argv) {
   bool json = false;
   std::size_t flows = 1000000;
+  unsigned workers = 2;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--json") {
@@ -112,8 +121,16 @@ int main(int argc, char** argv) {
       flows = 100000;
     } else if (arg == "--flows" && i + 1 < argc) {
       flows = std::max<std::size_t>(1000, std::strtoul(argv[++i], nullptr, 10));
+    } else if (arg == "--workers" && i + 1 < argc) {
+      workers = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+      if (workers < 1 || workers > dpdk::Port::kMaxQueues) {
+        std::fprintf(stderr, "tierwall-bench-dpdkfwd: --workers is 1..%u\n",
+                     unsigned{dpdk::Port::kMaxQueues});
+        return 2;
+      }
     } else {
-      std::fprintf(stderr, "usage: tierwall-bench dpdkfwd [--json] [--quick] [--flows N]\n");
+      std::fprintf(stderr,
+                   "usage: tierwall-bench dpdkfwd [--json] [--quick] [--flows N] [--workers W]\n");
       return 2;
     }
   }
@@ -147,6 +164,7 @@ int main(int argc, char** argv) {
   std::string error;
   dpdk::PortOptions po;
   po.mbufs = 4095;
+  po.queues = static_cast<std::uint16_t>(workers);
   auto port0 = dpdk::Port::open_vdev("net_ring_fw0", po, error);
   auto port1 = port0 ? dpdk::Port::open_vdev("net_null_fw1,no-rx=1", po, error) : nullptr;
   if (!port0 || !port1) {
@@ -173,7 +191,85 @@ int main(int argc, char** argv) {
   const auto c = bridge->counters();
   store.offline(bridge->reader());
   bridge.reset();
+
+  // W workers at once: worker w takes flows i with i % W == w (and their
+  // replies), fed through queue w of port 0 (the ring PMD's ring w).
+  struct Share {
+    std::vector<std::uint8_t> syn, reply;
+    Pass fresh, established;
+    std::uint64_t tx_failed = 0, malformed = 0;
+    bool registered = false;
+  };
+  std::vector<Share> shares(workers > 1 ? workers : 0);
+  if (workers > 1) {
+    std::vector<std::vector<dpdk::FlowPacket>> part(workers);
+    for (std::size_t i = 0; i < packets.size(); ++i) part[i % workers].push_back(packets[i]);
+    for (unsigned w = 0; w < workers; ++w) {
+      frames_of(part[w], shares[w].syn);
+      frames_of(
+          shuffled_replies(part[w], rng,
+                           [&](const auto& p) {
+                             return g.classify(p.src, p.dst, p.protocol, p.decision_port).verdict !=
+                                    dp::Verdict::Deny;
+                           }),
+          shares[w].reply);
+    }
+    std::vector<std::unique_ptr<dpdk::Bridge>> bridges;
+    std::vector<rte_ring*> rings;
+    for (unsigned w = 0; w < workers; ++w) {
+      dpdk::BridgeOptions o = options;
+      o.queue = static_cast<std::uint16_t>(w);
+      o.flows.capacity = flows * 2 / workers;
+      bridges.push_back(std::make_unique<dpdk::Bridge>(ports, store, o));
+      rings.push_back(rte_ring_lookup(("ETH_RXTX" + std::to_string(w) + "_net_ring_fw0").c_str()));
+      if (rings.back() == nullptr) {
+        std::fprintf(stderr, "tierwall-bench-dpdkfwd: ring PMD ring %u not found\n", w);
+        return 1;
+      }
+    }
+    // Both passes start together on every worker.
+    std::atomic<unsigned> at_start{0};
+    std::atomic<unsigned> at_middle{0};
+    auto wait_all = [&](std::atomic<unsigned>& gate) {
+      gate.fetch_add(1);
+      while (gate.load() < workers) std::this_thread::yield();
+    };
+    std::vector<std::thread> threads;
+    for (unsigned w = 0; w < workers; ++w) {
+      threads.emplace_back([&, w] {
+        Share& sh = shares[w];
+        sh.registered = rte_thread_register() == 0;
+        dpdk::Bridge& b = *bridges[w];
+        store.online(b.reader());
+        wait_all(at_start);
+        sh.fresh = run(b, *port0, rings[w], sh.syn);
+        wait_all(at_middle);
+        sh.established = run(b, *port0, rings[w], sh.reply);
+        store.offline(b.reader());
+        sh.tx_failed = b.counters().tx_failed;
+        sh.malformed = b.counters().malformed;
+        if (sh.registered) rte_thread_unregister();
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
   store.synchronize();
+  double total_new = 0;
+  double total_est = 0;
+  std::uint64_t par_tx_failed = 0;
+  std::uint64_t par_malformed = 0;
+  std::uint64_t par_new_frames = 0;
+  std::uint64_t par_new_passed = 0;
+  std::uint64_t par_est_frames = 0;
+  for (const Share& sh : shares) {
+    total_new += hz / sh.fresh.cycles_per_packet / 1e6;
+    total_est += hz / sh.established.cycles_per_packet / 1e6;
+    par_tx_failed += sh.tx_failed;
+    par_malformed += sh.malformed;
+    par_new_frames += sh.fresh.frames;
+    par_new_passed += sh.fresh.passed;
+    par_est_frames += sh.established.frames;
+  }
 
   const double mpps_new = hz / fresh.cycles_per_packet / 1e6;
   const double mpps_est = hz / established.cycles_per_packet / 1e6;
@@ -183,12 +279,34 @@ int main(int argc, char** argv) {
         "\"new_cycles_per_packet\": %.1f, \"new_mpps_per_core\": %.2f, \"new_frames\": %llu, "
         "\"new_passed\": %llu, \"established_cycles_per_packet\": %.1f, "
         "\"established_mpps_per_core\": %.2f, \"established_frames\": %llu, "
-        "\"tx_failed\": %llu, \"malformed\": %llu}\n",
+        "\"tx_failed\": %llu, \"malformed\": %llu",
         flows, kRules, kEndpoints, hz, kBurst, fresh.cycles_per_packet, mpps_new,
         static_cast<unsigned long long>(fresh.frames),
         static_cast<unsigned long long>(fresh.passed), established.cycles_per_packet, mpps_est,
         static_cast<unsigned long long>(established.frames),
         static_cast<unsigned long long>(c.tx_failed), static_cast<unsigned long long>(c.malformed));
+    if (!shares.empty()) {
+      std::printf(
+          ",\n \"workers\": {\"count\": %u, \"new_mpps_total\": %.2f, \"established_mpps_total\": "
+          "%.2f, \"new_scaling\": %.2f, \"established_scaling\": %.2f, \"new_frames\": %llu, "
+          "\"new_passed\": %llu, \"established_frames\": %llu, \"tx_failed\": %llu, "
+          "\"malformed\": %llu, \"per_worker\": [",
+          workers, total_new, total_est, total_new / mpps_new, total_est / mpps_est,
+          static_cast<unsigned long long>(par_new_frames),
+          static_cast<unsigned long long>(par_new_passed),
+          static_cast<unsigned long long>(par_est_frames),
+          static_cast<unsigned long long>(par_tx_failed),
+          static_cast<unsigned long long>(par_malformed));
+      for (std::size_t w = 0; w < shares.size(); ++w) {
+        std::printf(
+            "%s{\"new_cycles_per_packet\": %.1f, \"established_cycles_per_packet\": %.1f, "
+            "\"registered\": %s}",
+            w > 0 ? ", " : "", shares[w].fresh.cycles_per_packet,
+            shares[w].established.cycles_per_packet, shares[w].registered ? "true" : "false");
+      }
+      std::printf("]}");
+    }
+    std::printf("}\n");
     return 0;
   }
   std::printf(
@@ -206,5 +324,18 @@ int main(int argc, char** argv) {
               static_cast<unsigned long long>(established.frames));
   std::printf("tx refused %llu, malformed %llu\n", static_cast<unsigned long long>(c.tx_failed),
               static_cast<unsigned long long>(c.malformed));
+  if (!shares.empty()) {
+    std::printf(
+        "%u workers at once (a thread, a queue of each port, a flow table and 1/%u of the "
+        "flows each):\n",
+        workers, workers);
+    for (std::size_t w = 0; w < shares.size(); ++w) {
+      std::printf("  worker %zu: new %.1f cycles/pkt, established %.1f cycles/pkt%s\n", w,
+                  shares[w].fresh.cycles_per_packet, shares[w].established.cycles_per_packet,
+                  shares[w].registered ? "" : " (no lcore id: uncached mempool)");
+    }
+    std::printf("  together: new %.2f Mpps (%.2fx one worker), established %.2f Mpps (%.2fx)\n",
+                total_new, total_new / mpps_new, total_est, total_est / mpps_est);
+  }
   return 0;
 }

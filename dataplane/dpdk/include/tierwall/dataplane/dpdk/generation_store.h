@@ -1,5 +1,5 @@
 // Publication of Generations to the lcores with RCU (quiescent-state-based
-// reclamation), the contract of DPDK's rte_rcu_qsbr:
+// reclamation) over DPDK's rte_rcu_qsbr:
 //  * the control thread publishes a new Generation (one atomic pointer
 //    store); readers load the current pointer at any time while online;
 //  * each reader reports a quiescent state between bursts (it then holds no
@@ -9,23 +9,23 @@
 //    has reported a quiescent state after the replacement (grace period).
 //    Offline readers (idle lcores) do not hold grace periods back.
 //
-// Why our own and not rte_rcu_qsbr: the scheme is ~100 lines over
-// std::atomic, needs no EAL, no librte_* link and no hugepages, so the
-// decision core (and its threaded ASan test) builds and runs anywhere. The
-// contract and the reader calls map 1:1 onto rte_rcu_qsbr
-// (register/online/quiescent/offline, a token per retired object), so the
-// EAL dataplane may switch to it without touching callers.
+// The QS variable (rte_rcu_qsbr_init, kMaxReaders threads) lives in
+// ordinary cache-aligned memory: rte_rcu_qsbr needs no EAL and no
+// hugepages, so the store works in unit tests as in the agent. A reader id
+// is an rte_rcu_qsbr thread id; a retired generation waits for the token
+// rte_rcu_qsbr_start gave when it was replaced (rte_rcu_qsbr_check).
 //
 // Thread contract: publish(), reclaim(), synchronize(), register_reader()
 // and unregister_reader() are control-thread calls (one writer). current(),
 // quiescent(), online() and offline() are reader calls; each reader id is
 // used by one thread at a time. Readers never block and never allocate;
 // the writer allocates for its retire list only.
-// Costs: quiescent() is one seq_cst load and one release store (a cache
-// line of its own per reader); current() is one load. reclaim() is
-// O(readers + retired).
+// Costs: quiescent() is rte_rcu_qsbr_quiescent, one acquire load and one
+// release store (a cache line of its own per reader); current() is one
+// load. reclaim() is O(readers x retired) (rte_rcu_qsbr_check per token).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -33,6 +33,8 @@
 #include <vector>
 
 #include "tierwall/dataplane/dpdk/classify.h"
+
+struct rte_rcu_qsbr;
 
 namespace tierwall::dataplane::dpdk {
 
@@ -75,19 +77,17 @@ class GenerationStore {
   }
 
  private:
-  struct alignas(64) ReaderSlot {
-    // 0: offline; otherwise the epoch seen at the last quiescent state.
-    std::atomic<std::uint64_t> seen{0};
-    std::atomic<bool> registered{false};
-  };
   struct Retired {
     const Generation* generation;
-    std::uint64_t epoch;  // readers must have seen >= epoch
+    std::uint64_t token;  // from rte_rcu_qsbr_start when it was replaced
+  };
+  struct FreeQs {
+    void operator()(rte_rcu_qsbr* v) const;
   };
 
   std::atomic<const Generation*> current_{nullptr};
-  std::atomic<std::uint64_t> epoch_{1};
-  std::unique_ptr<ReaderSlot[]> readers_;
+  std::unique_ptr<rte_rcu_qsbr, FreeQs> qs_;
+  std::array<std::atomic<bool>, kMaxReaders> used_{};  // reader ids handed out
   std::vector<Retired> retired_;
 };
 
