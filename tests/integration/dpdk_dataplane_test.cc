@@ -86,26 +86,33 @@ std::string describe(const DpdkStats& s) {
   return o.str();
 }
 
+// Namespaces a and b, each linked to an af_packet port (pa, pb) in sw.
 struct Lab {
   NetNs a{"a"};
   NetNs b{"b"};
   NetNs sw{"dpdk"};
   std::unique_ptr<DpdkDataplane> dp;
-  ~Lab() { dp.reset(); }  // the forwarding thread and ports before the namespaces
+  Lab() {
+    af_packet_link(a, std::string(kAddrA) + "/24", sw, "pa");
+    af_packet_link(b, std::string(kAddrB) + "/24", sw, "pb");
+  }
+  ~Lab() { dp.reset(); }  // the forwarding workers and ports before the namespaces
+  // The two ports as devices net_af_packet<n> and <n + 1>, polled gently.
+  static DpdkDataplaneConfig config(int n) {
+    DpdkDataplaneConfig c;
+    c.ports = {{"net_af_packet" + std::to_string(n) + ",iface=pa", "a", std::nullopt},
+               {"net_af_packet" + std::to_string(n + 1) + ",iface=pb", "b", std::nullopt}};
+    c.idle_sleep_us = 50;
+    c.flow_capacity = 1024;
+    return c;
+  }
 };
 
 class DpdkDataplaneTest : public testkit::DpdkNetnsTest {};
 
 TEST_F(DpdkDataplaneTest, AppliesUpdatesFlushesAndAccountsEveryEvent) {
   Lab lab;
-  af_packet_link(lab.a, std::string(kAddrA) + "/24", lab.sw, "pa");
-  af_packet_link(lab.b, std::string(kAddrB) + "/24", lab.sw, "pb");
-
-  DpdkDataplaneConfig config;
-  config.ports = {{"net_af_packet20,iface=pa", "a", std::nullopt},
-                  {"net_af_packet21,iface=pb", "b", std::nullopt}};
-  config.idle_sleep_us = 50;
-  config.flow_capacity = 1024;
+  DpdkDataplaneConfig config = Lab::config(20);
   config.event_ring_size = 64;
   config.events.deny_events_per_second = 1'000'000;  // no rate limit here
   config.events.fold_window_ns = 100'000'000;
@@ -246,15 +253,8 @@ TEST_F(DpdkDataplaneTest, OverlayUplinksAreCheckedAtOpen) {
 // denies b -> a. Both workers carry connections; denies still hold.
 TEST_F(DpdkDataplaneTest, TwoWorkersSplitConnectionsAndKeepBothDirections) {
   Lab lab;
-  af_packet_link(lab.a, std::string(kAddrA) + "/24", lab.sw, "pa");
-  af_packet_link(lab.b, std::string(kAddrB) + "/24", lab.sw, "pb");
-
-  DpdkDataplaneConfig config;
-  config.ports = {{"net_af_packet24,iface=pa", "a", std::nullopt},
-                  {"net_af_packet25,iface=pb", "b", std::nullopt}};
+  DpdkDataplaneConfig config = Lab::config(24);
   config.workers = 2;
-  config.idle_sleep_us = 50;
-  config.flow_capacity = 1024;
   std::string error;
   lab.dp = in_netns(lab.sw, [&] { return DpdkDataplane::open(config, error); });
   ASSERT_TRUE(lab.dp) << error;

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "../common/random_policy.h"
+#include "tests/common/dpdk_reference.h"
 #include <gtest/gtest.h>
 
 #include "tierwall/compiler/compiler.h"
@@ -26,20 +26,13 @@
 namespace tierwall::dataplane::dpdk {
 namespace {
 
+using testkit::case_addresses;
+using testkit::compile_case;
+using testkit::describe;
+using testkit::reference;
+
 IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
 Cidr cidr(const std::string& s) { return *Cidr::parse(s); }
-
-FastDecision reference(const RuleSet& rules, const IpAddress& s, const IpAddress& d,
-                       std::uint8_t protocol, std::uint16_t port) {
-  const Decision want = dataplane::decide(rules, Connection{s, d, protocol, port});
-  return FastDecision{want.verdict, want.kind, want.rule_id()};
-}
-
-std::string describe(const FastDecision& d) {
-  std::ostringstream o;
-  o << to_string(d.verdict) << "/" << to_string(d.kind) << "/rule " << d.rule_id;
-  return o.str();
-}
 
 // ------------------------------------------------------------ hand-built policy
 //
@@ -247,26 +240,6 @@ TEST(DpdkClassify, EveryPortOfEveryProtocol) {
 }
 
 // ------------------------------------------------------------ differential
-
-RuleSet compile_case(const testkit::GeneratedCase& gen, std::uint64_t generation) {
-  policy::Diagnostics d;
-  auto p = policy::parse_policy(gen.policy_yaml, "gen.yaml", d);
-  auto i = identity::parse_inventory(gen.inventory_yaml, "inv.yaml", d);
-  if (!p || !i) {
-    ADD_FAILURE() << "generated case does not load:\n" << gen.policy_yaml;
-    return {};
-  }
-  return compiler::compile(*p, *i, generation,
-                           {cidr(gen.container_cidr4), cidr(gen.container_cidr6)});
-}
-
-std::vector<std::string> case_addresses(const testkit::GeneratedCase& gen, bool v6) {
-  std::vector<std::string> a = v6 ? gen.endpoint_v6 : gen.endpoint_v4;
-  for (const auto& x : v6 ? gen.unknown_v6 : gen.unknown_v4) a.push_back(x);
-  for (const auto& x : v6 ? gen.world_v6 : gen.world_v4) a.push_back(x);
-  for (const auto& x : v6 ? gen.node_v6 : gen.node_v4) a.push_back(x);
-  return a;
-}
 
 struct Probe {
   std::uint8_t protocol;

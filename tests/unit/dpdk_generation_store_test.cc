@@ -11,58 +11,25 @@
 #include <cstdio>
 #include <mutex>
 #include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "../common/random_policy.h"
+#include "tests/common/dpdk_reference.h"
 #include <gtest/gtest.h>
 
-#include "tierwall/compiler/compiler.h"
 #include "tierwall/dataplane/dpdk/classify.h"
 #include "tierwall/dataplane/dpdk/generation_store.h"
-#include "tierwall/dataplane/evaluator.h"
-#include "tierwall/identity/inventory.h"
-#include "tierwall/policy/loader.h"
 
 namespace tierwall::dataplane::dpdk {
 namespace {
 
+using testkit::case_addresses;
+using testkit::compile_case;
+using testkit::describe;
+using testkit::reference;
+
 IpAddress ip(const std::string& s) { return *IpAddress::parse(s); }
-Cidr cidr(const std::string& s) { return *Cidr::parse(s); }
-
-FastDecision reference(const RuleSet& rules, const IpAddress& s, const IpAddress& d,
-                       std::uint8_t protocol, std::uint16_t port) {
-  const Decision want = dataplane::decide(rules, Connection{s, d, protocol, port});
-  return FastDecision{want.verdict, want.kind, want.rule_id()};
-}
-
-std::string describe(const FastDecision& d) {
-  std::ostringstream o;
-  o << to_string(d.verdict) << "/" << to_string(d.kind) << "/rule " << d.rule_id;
-  return o.str();
-}
-
-RuleSet compile_case(const testkit::GeneratedCase& gen, std::uint64_t generation) {
-  policy::Diagnostics d;
-  auto p = policy::parse_policy(gen.policy_yaml, "gen.yaml", d);
-  auto i = identity::parse_inventory(gen.inventory_yaml, "inv.yaml", d);
-  if (!p || !i) {
-    ADD_FAILURE() << "generated case does not load:\n" << gen.policy_yaml;
-    return {};
-  }
-  return compiler::compile(*p, *i, generation,
-                           {cidr(gen.container_cidr4), cidr(gen.container_cidr6)});
-}
-
-std::vector<std::string> case_addresses(const testkit::GeneratedCase& gen) {
-  std::vector<std::string> a = gen.endpoint_v4;
-  for (const auto& x : gen.unknown_v4) a.push_back(x);
-  for (const auto& x : gen.world_v4) a.push_back(x);
-  for (const auto& x : gen.node_v4) a.push_back(x);
-  return a;
-}
 
 TEST(DpdkGenerationStore, GracePeriodWaitsForOnlineReaders) {
   GenerationStore store;
@@ -97,7 +64,7 @@ TEST(DpdkGenerationStore, ReadersDecideUnderOneGenerationWhileWriterSwaps) {
   for (int i = 0; i < kPool; ++i) {
     const auto gen = testkit::generate_case(static_cast<std::uint32_t>(1000 + i));
     pool.push_back(compile_case(gen, 1));
-    if (i == 0) addrs = case_addresses(gen);
+    if (i == 0) addrs = case_addresses(gen, false);
   }
   std::vector<IpAddress> ips;
   for (const auto& a : addrs) ips.push_back(ip(a));
