@@ -6,7 +6,8 @@
 // flow log holds "dataplane":"dpdk" records with the right verdicts, tiers
 // and rules, and verifies; /metrics shows the DPDK counters of the traffic
 // sent; a policy change (SIGHUP) cuts an established connection live;
-// tierctl status names the dataplane. Two agents in two node namespaces,
+// tierctl status names the dataplane. A restart keeps an established
+// connection and opens no hole. Two agents in two node namespaces,
 // joined by an overlay uplink each (VXLAN-GBP on a veth pair), enforce the
 // policy across nodes, the receiver deciding the remote container by its
 // tag, and refuses forged underlay frames; a bad uplink is refused before
@@ -144,6 +145,64 @@ struct Lab {
   NetNs node{"node"};
 };
 
+// Links web, api and db to ports pweb, papi and pdb in the node namespace
+// and writes the agent's policy, inventory and config (two workers) in
+// lab.dir.
+void wire(Lab& lab) {
+  veth(lab.web, "eth0", lab.node, "pweb");
+  veth(lab.api, "eth0", lab.node, "papi");
+  veth(lab.db, "eth0", lab.node, "pdb");
+  addr(lab.web, "eth0", std::string(kWeb) + "/24");
+  addr(lab.api, "eth0", std::string(kApi) + "/24");
+  addr(lab.db, "eth0", std::string(kDb) + "/24");
+  // af_packet needs complete checksums and no segmentation offloads
+  // (docs/dpdk.md, "Ports (af_packet)").
+  for (NetNs* ns : {&lab.web, &lab.api, &lab.db}) {
+    ns->check("ethtool -K eth0 tx off tso off gso off");
+  }
+  lab.node.check("ethtool -K pweb gro off; ethtool -K papi gro off; ethtool -K pdb gro off");
+  // The ports' interfaces belong to DPDK: no IPv6 of their own (their MLD
+  // and ND would be captured and bridged like the containers' frames).
+  for (const char* dev : {"pweb", "papi", "pdb"}) {
+    sysctl(lab.node, std::string("net.ipv6.conf.") + dev + ".disable_ipv6", "1");
+  }
+  for (const char* dev : {"pweb", "papi", "pdb"}) wait_link_running(lab.node, dev);
+  fs::create_directories(lab.dir / "policy");
+  replace_file(lab.dir / "policy" / "policy.yaml", policy(true));
+  replace_file(lab.dir / "inventory.yaml", kInventory);
+  // The file says nft; the flag selects dpdk (flags override the file).
+  replace_file(lab.dir / "agent.yaml", R"(dataplane: nft
+dpdk:
+  ports:
+    - {devargs: "net_af_packet0,iface=pweb", name: web}
+    - {devargs: "net_af_packet1,iface=papi", name: api}
+    - {devargs: "net_af_packet2,iface=pdb", name: db}
+  workers: 2
+  idleSleepUs: 50
+  flowTableCapacity: 4096
+)");
+}
+
+// tierwalld --dataplane dpdk in the node namespace with lab.dir's files, a
+// flow log in lab.dir/flows, the API on lab.dir/api.sock and metrics on
+// 127.0.0.1:metrics_port; its output appended to lab.dir/tierwalld.log.
+pid_t start_agent(Lab& lab, int metrics_port) {
+  return lab.node.spawn("exec " + kTierwalld + " --config " + (lab.dir / "agent.yaml").string() +
+                            " --dataplane dpdk --policy " + (lab.dir / "policy").string() +
+                            " --inventory " + (lab.dir / "inventory.yaml").string() +
+                            " --container-cidr 10.79.0.0/24 --node-name node-d --flow-log " +
+                            (lab.dir / "flows").string() + " --flow-log-key " +
+                            (lab.dir / "flowlog.key").string() + " --api-socket " +
+                            (lab.dir / "api.sock").string() +
+                            " --metrics 127.0.0.1:" + std::to_string(metrics_port),
+                        (lab.dir / "tierwalld.log").string());
+}
+
+bool ready(Lab& lab, int metrics_port) {
+  auto r = in_netns(lab.node, [&] { return http_get(metrics_port, "/readyz"); });
+  return r && r->status == 200;
+}
+
 class TierwalldDpdk : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -163,51 +222,12 @@ TEST_F(TierwalldDpdk, EnforcesLogsCountsAndFollowsPolicyChanges) {
   const fs::path log_path = lab.dir / "tierwalld.log";
   auto agent_log = [&] { return read_text(log_path); };
 
-  veth(lab.web, "eth0", lab.node, "pweb");
-  veth(lab.api, "eth0", lab.node, "papi");
-  veth(lab.db, "eth0", lab.node, "pdb");
-  addr(lab.web, "eth0", std::string(kWeb) + "/24");
-  addr(lab.api, "eth0", std::string(kApi) + "/24");
-  addr(lab.db, "eth0", std::string(kDb) + "/24");
-  // af_packet needs complete checksums and no segmentation offloads
-  // (docs/dpdk.md, "Ports (af_packet)").
-  for (NetNs* ns : {&lab.web, &lab.api, &lab.db}) {
-    ns->check("ethtool -K eth0 tx off tso off gso off");
-  }
-  lab.node.check("ethtool -K pweb gro off; ethtool -K papi gro off; ethtool -K pdb gro off");
-  // The ports' interfaces belong to DPDK: no IPv6 of their own (their MLD
-  // and ND would be captured and bridged like the containers' frames).
-  for (const char* dev : {"pweb", "papi", "pdb"}) {
-    sysctl(lab.node, std::string("net.ipv6.conf.") + dev + ".disable_ipv6", "1");
-  }
-  for (const char* dev : {"pweb", "papi", "pdb"}) wait_link_running(lab.node, dev);
-
-  fs::create_directories(lab.dir / "policy");
-  replace_file(lab.dir / "policy" / "policy.yaml", policy(true));
-  replace_file(lab.dir / "inventory.yaml", kInventory);
-  // The file says nft; the flag selects dpdk (flags override the file).
-  replace_file(lab.dir / "agent.yaml", R"(dataplane: nft
-dpdk:
-  ports:
-    - {devargs: "net_af_packet0,iface=pweb", name: web}
-    - {devargs: "net_af_packet1,iface=papi", name: api}
-    - {devargs: "net_af_packet2,iface=pdb", name: db}
-  workers: 2
-  idleSleepUs: 50
-  flowTableCapacity: 4096
-)");
+  wire(lab);
   const int metrics_port = free_loopback_port();
   ASSERT_NE(metrics_port, 0);
   const fs::path flow_dir = lab.dir / "flows";
   const fs::path api_socket = lab.dir / "api.sock";
-  const pid_t pid = lab.node.spawn(
-      "exec " + kTierwalld + " --config " + (lab.dir / "agent.yaml").string() +
-          " --dataplane dpdk --policy " + (lab.dir / "policy").string() + " --inventory " +
-          (lab.dir / "inventory.yaml").string() +
-          " --container-cidr 10.79.0.0/24 --node-name node-d --flow-log " + flow_dir.string() +
-          " --flow-log-key " + (lab.dir / "flowlog.key").string() + " --api-socket " +
-          api_socket.string() + " --metrics 127.0.0.1:" + std::to_string(metrics_port),
-      log_path.string());
+  const pid_t pid = start_agent(lab, metrics_port);
   auto metrics = [&]() -> std::string {
     auto r = in_netns(lab.node, [&] { return http_get(metrics_port, "/metrics"); });
     return r ? r->body : std::string();
@@ -215,13 +235,7 @@ dpdk:
   auto metric = [&](const std::string& text, const std::string& series) {
     return metric_value(text, series).value_or(-1);
   };
-  ASSERT_TRUE(wait_until(
-      [&] {
-        auto r = in_netns(lab.node, [&] { return http_get(metrics_port, "/readyz"); });
-        return r && r->status == 200;
-      },
-      Millis{10000}))
-      << agent_log();
+  ASSERT_TRUE(wait_until([&] { return ready(lab, metrics_port); }, Millis{10000})) << agent_log();
   EXPECT_NE(agent_log().find("DPDK dataplane running: 3 ports (web, api, db)"), std::string::npos)
       << agent_log();
   EXPECT_NE(agent_log().find("to the DPDK dataplane"), std::string::npos) << agent_log();
@@ -544,6 +558,55 @@ struct OverlayAgent {
     return r && r->status == 200;
   }
 };
+
+// An agent restart (SIGTERM, start again) keeps an established connection
+// and opens no hole. While the agent is down nothing crosses the DPDK ports
+// (the namespaces have no other path): fail closed. The restarted agent has
+// no flow state, so the connection's next packet from its initiator is
+// decided afresh (the policy allows web -> api tcp/8080 in its own
+// direction) and remembered, and the echo comes back on that flow. What the
+// policy denies stays denied, whatever was remembered before.
+TEST_F(TierwalldDpdk, RestartKeepsEstablishedConnectionsAndOpensNoHole) {
+  Lab lab;
+  char tmpl[] = "/tmp/tierwalld-dpdk-rs-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  lab.dir = tmpl;
+  auto agent_log = [&] { return read_text(lab.dir / "tierwalld.log"); };
+  wire(lab);
+  const int metrics_port = free_loopback_port();
+  ASSERT_NE(metrics_port, 0);
+  pid_t pid = start_agent(lab, metrics_port);
+  ASSERT_TRUE(wait_until([&] { return ready(lab, metrics_port); }, Millis{10000})) << agent_log();
+
+  TcpServer api8080(lab.api, kApi, 8080);
+  TcpServer web8080(lab.web, kWeb, 8080);
+  TcpSession session(lab.web, kApi, 8080, kPass);
+  ASSERT_TRUE(session.exchange(kPass)) << agent_log();
+  // A flow api -> web the policy denies, tried while web -> api is live.
+  EXPECT_EQ(tcp_probe(lab.api, kWeb, 8080, kDrop), Outcome::kTimeout);
+
+  lab.node.stop(pid, Millis{10000});
+  EXPECT_NE(agent_log().find("flow log closed"), std::string::npos) << agent_log();
+  // Down: nothing forwards, not even what the policy allows.
+  EXPECT_EQ(tcp_probe(lab.web, kApi, 8080, kDrop), Outcome::kTimeout);
+  EXPECT_EQ(ping_probe(lab.web, kApi, kDrop), Outcome::kTimeout);
+
+  pid = start_agent(lab, metrics_port);
+  ASSERT_TRUE(wait_until([&] { return ready(lab, metrics_port); }, Millis{10000})) << agent_log();
+  // The same connection carries data again (TCP retransmits what was sent
+  // while the agent was down; the probe waits for its own byte's echo).
+  EXPECT_EQ(session.exchange_probe(Millis{5000}), Outcome::kOk) << agent_log();
+  EXPECT_EQ(session.exchange_probe(kPass), Outcome::kOk);
+  // No hole: denied before the restart, denied after it.
+  EXPECT_EQ(tcp_probe(lab.api, kWeb, 8080, kDrop), Outcome::kTimeout);
+  EXPECT_EQ(tcp_probe(lab.web, kDb, 5432, kDrop), Outcome::kTimeout);
+  EXPECT_EQ(web8080.accepted(), 0U);
+  EXPECT_EQ(tcp_probe(lab.web, kApi, 8080, kPass), Outcome::kOk);
+  lab.node.stop(pid, Millis{10000});
+  const std::string log = agent_log();
+  EXPECT_EQ(log.find("Sanitizer"), std::string::npos) << log;
+  EXPECT_EQ(log.find("runtime error"), std::string::npos) << log;
+}
 
 TEST_F(TierwalldDpdk, TwoAgentsAcrossAnOverlayDecideByTheTag) {
   OverlayLab lab;
