@@ -233,6 +233,16 @@ TEST_F(DpdkDataplaneTest, OverlayUplinksAreCheckedAtOpen) {
   EXPECT_FALSE(DpdkDataplane::open(config, error));
   EXPECT_NE(error.find("every port is an overlay uplink"), std::string::npos) << error;
 
+  // An uplink with two workers: its queues are spread by the outer header.
+  overlay.peers = {{IpAddress::parse("192.168.77.2").value(), {0x02, 0, 0, 0, 0x77, 0x02}}};
+  config.ports = {{"net_null30,no-rx=1", "c0", std::nullopt},
+                  {"net_null31,no-rx=1", "uplink", overlay}};
+  config.workers = 2;
+  error.clear();
+  EXPECT_FALSE(DpdkDataplane::open(config, error));
+  EXPECT_NE(error.find("an overlay uplink needs workers: 1"), std::string::npos) << error;
+  config.workers = 1;
+
   // A good uplink opens (the device names are free again: the failed opens
   // closed their ports).
   config.ports = {{"net_null30,no-rx=1", "c0", std::nullopt},
@@ -299,7 +309,26 @@ TEST_F(DpdkDataplaneTest, TwoWorkersSplitConnectionsAndKeepBothDirections) {
   // a new connection on the other worker.
   EXPECT_EQ(s.flows.inserts, static_cast<std::uint64_t>(ok) + 1) << describe(s);
   EXPECT_GE(s.bridge.policy_dropped, 2U) << describe(s);
-  lab.dp->stop();
+
+  // Both workers end their flows into the one ring at the stop: every
+  // connection's start and end is drained, and the events add up over the
+  // workers.
+  std::vector<FlowEventRecord> drained;
+  lab.dp->stop([&](const FlowEventRecord& e) { drained.push_back(e); });
+  const DpdkStats end = lab.dp->stats();
+  std::size_t starts = 0;
+  std::size_t ends = 0;
+  std::uint64_t events = 0;
+  for (const auto& e : drained) {
+    starts += e.type == FlowEventType::Start ? 1 : 0;
+    ends += e.type == FlowEventType::End ? 1 : 0;
+  }
+  for (const auto& w : end.workers) events += w.events.events;
+  EXPECT_EQ(drained.size(), end.events.events) << describe(end);
+  EXPECT_EQ(events, end.events.events);
+  EXPECT_EQ(end.events.lost, 0U) << describe(end);
+  EXPECT_EQ(starts, end.flows.inserts) << describe(end);
+  EXPECT_EQ(ends, end.flows.inserts) << describe(end);
 }
 
 // The worker count is checked, and a port that cannot give every worker a

@@ -382,6 +382,22 @@ TEST(AgentConfig, DpdkOverlayErrorsAreLocated) {
             std::string::npos)
       << text(alone);
 
+  // An uplink with several workers: its queues would be spread by the outer
+  // header, a container port's by the inner packet.
+  policy::Diagnostics workers;
+  EXPECT_FALSE(parse_config(R"(dpdk:
+  ports:
+    - devargs: net_null0
+    - devargs: net_null1
+      overlay: {localVtep: 10.0.0.1, vni: 1, peers: [{vtep: 10.0.0.2, mac: "02:00:00:00:00:02"}]}
+  workers: 2
+)",
+                            "a.yaml", workers));
+  EXPECT_NE(text(workers).find("a.yaml:6:12: error: dpdk.workers 2 with an overlay uplink: an "
+                               "uplink needs workers: 1"),
+            std::string::npos)
+      << text(workers);
+
   // Required keys, and a peer list that is too long.
   policy::Diagnostics bare;
   EXPECT_FALSE(

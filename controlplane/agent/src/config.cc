@@ -436,6 +436,18 @@ class ConfigReader {
         } else {
           dpdk.workers = static_cast<std::uint32_t>(*v);
         }
+        // An uplink's queues are spread by the outer VXLAN header, a
+        // container port's by the inner packet (docs/dpdk.md, "Workers").
+        const bool any_overlay =
+            std::any_of(dpdk.ports.begin(), dpdk.ports.end(),
+                        [](const AgentConfig::DpdkPort& port) { return port.overlay.has_value(); });
+        if (dpdk.workers > 1 && any_overlay) {
+          r_.error(*w, "dpdk.workers " + std::to_string(dpdk.workers) +
+                           " with an overlay uplink: an uplink needs workers: 1 (its queues are "
+                           "spread by the outer VXLAN header, a container port's by the inner "
+                           "packet, so a connection's two directions would meet different "
+                           "workers)");
+        }
       }
     }
     if (const auto* s = field(n, "idleSleepUs")) {

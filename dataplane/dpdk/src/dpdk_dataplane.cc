@@ -167,6 +167,18 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
             " forwarding workers, not " + std::to_string(config.workers);
     return nullptr;
   }
+  // An uplink's queues are spread by the outer header (the underlay's
+  // addresses and the sender's UDP source port), a container port's by the
+  // inner one, so a connection's two directions would meet on different
+  // workers.
+  if (config.workers > 1 && std::any_of(config.ports.begin(), config.ports.end(),
+                                        [](const DpdkPortConfig& p) { return p.overlay; })) {
+    error =
+        "an overlay uplink needs workers: 1 (its queues are spread by the outer VXLAN "
+        "header, a container port's by the inner packet: a connection's two directions "
+        "would meet different workers)";
+    return nullptr;
+  }
   error = Eal::init(config.eal_args.empty() ? Eal::default_args() : config.eal_args);
   if (!error.empty()) return nullptr;
 

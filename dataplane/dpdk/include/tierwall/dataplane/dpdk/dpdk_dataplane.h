@@ -35,7 +35,8 @@
 // one GenerationStore (a reader each) and share the event ring. A
 // connection stays on one worker when the ports spread their queues by a
 // symmetric hash (port.h: af_packet's fanout, symmetric RSS); a packet on
-// another worker is decided as a new connection (fail closed).
+// another worker is decided as a new connection (fail closed). Overlay
+// uplinks need one worker: their queues are spread by the outer header.
 //
 // Thread contract: every method on one control thread, except stats(),
 // which any thread may call. DPDK headers stay out of this header.
