@@ -34,6 +34,7 @@
 #include "tierwall/testsupport/netns.h"
 #include "tierwall/testsupport/podman.h"
 #include "tierwall/testsupport/raw_socket.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace {
 
@@ -129,16 +130,9 @@ std::vector<json> find_flows(const std::vector<json>& records, const std::string
 
 // Every namespace, server, process and file of one run, released in reverse
 // order even when an assertion returns early.
-struct TempDir {
-  fs::path path;
-  ~TempDir() {
-    if (!path.empty()) fs::remove_all(path);
-  }
-};
-
 struct Lab {
-  TempDir tmp;  // destroyed last: after the agent in `node` is stopped
-  fs::path& dir = tmp.path;
+  TempDir tmp{"tierwalld-dpdk"};  // destroyed last: after the agent in `node` is stopped
+  const fs::path& dir = tmp.path();
   NetNs web{"web"};
   NetNs api{"api"};
   NetNs db{"db"};
@@ -216,9 +210,6 @@ class TierwalldDpdk : public ::testing::Test {
 
 TEST_F(TierwalldDpdk, EnforcesLogsCountsAndFollowsPolicyChanges) {
   Lab lab;
-  char tmpl[] = "/tmp/tierwalld-dpdk-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  lab.dir = tmpl;
   const fs::path log_path = lab.dir / "tierwalld.log";
   auto agent_log = [&] { return read_text(log_path); };
 
@@ -529,8 +520,8 @@ std::string overlay_agent_config(const std::string& container_cidr, const std::s
 }
 
 struct OverlayLab {
-  TempDir tmp;  // destroyed last: after both agents are stopped
-  fs::path& dir = tmp.path;
+  TempDir tmp{"tierwalld-dpdk-ovl"};  // destroyed last: after both agents are stopped
+  const fs::path& dir = tmp.path();
   NetNs cont_a{"cont-a"};
   NetNs cont_b{"cont-b"};
   NetNs node_a{"node-a"};
@@ -568,9 +559,6 @@ struct OverlayAgent {
 // policy denies stays denied, whatever was remembered before.
 TEST_F(TierwalldDpdk, RestartKeepsEstablishedConnectionsAndOpensNoHole) {
   Lab lab;
-  char tmpl[] = "/tmp/tierwalld-dpdk-rs-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  lab.dir = tmpl;
   auto agent_log = [&] { return read_text(lab.dir / "tierwalld.log"); };
   wire(lab);
   const int metrics_port = free_loopback_port();
@@ -610,9 +598,6 @@ TEST_F(TierwalldDpdk, RestartKeepsEstablishedConnectionsAndOpensNoHole) {
 
 TEST_F(TierwalldDpdk, TwoAgentsAcrossAnOverlayDecideByTheTag) {
   OverlayLab lab;
-  char tmpl[] = "/tmp/tierwalld-dpdk-ovl-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  lab.dir = tmpl;
 
   // Containers on one /24 across the overlay (MTU 1450: VXLAN adds 50
   // bytes), offloads off for af_packet; the ports' interfaces carry no IPv6.
@@ -840,9 +825,6 @@ TEST_F(TierwalldDpdk, TwoAgentsAcrossAnOverlayDecideByTheTag) {
 // Bad DPDK settings stop the agent at start with exit 3 and a reason.
 TEST_F(TierwalldDpdk, UnusablePortIsReportedAtStart) {
   Lab lab;
-  char tmpl[] = "/tmp/tierwalld-dpdk-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  lab.dir = tmpl;
   replace_file(lab.dir / "policy.yaml", policy(true));
   replace_file(lab.dir / "agent.yaml", R"(dataplane: dpdk
 dpdk:
@@ -862,9 +844,6 @@ dpdk:
 // stops the agent at start like any unusable port (exit 3).
 TEST_F(TierwalldDpdk, BadOverlayUplinkIsRefused) {
   Lab lab;
-  char tmpl[] = "/tmp/tierwalld-dpdk-XXXXXX";
-  ASSERT_NE(::mkdtemp(tmpl), nullptr);
-  lab.dir = tmpl;
   replace_file(lab.dir / "policy.yaml", policy(true));
   const std::string run = "exec " + kTierwalld + " --config " + (lab.dir / "agent.yaml").string() +
                           " --policy " + (lab.dir / "policy.yaml").string() +

@@ -19,6 +19,7 @@
 
 #include "tierwall/agent/http_server.h"
 #include "tierwall/runtime/http.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace {
 
@@ -266,18 +267,7 @@ TEST_F(ApiHandlerTest, StatusAndEndpointsJson) {
   EXPECT_EQ(who["uid"], 2002);
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "tw-api-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using tierwall::testsupport::TempDir;
 
 std::string slurp(const fs::path& p) {
   std::ifstream f(p);

@@ -28,6 +28,7 @@
 #include "tierwall/flowlog/record.h"
 #include "tierwall/flowlog/verify.h"
 #include "tierwall/flowlog/writer.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace {
 
@@ -38,22 +39,7 @@ constexpr std::int64_t kT0 = 1795626000123456;  // 2026-11-25T17:00:00.123456Z
 
 // ---- helpers ---------------------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "flowlog-test.XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using tierwall::testsupport::TempDir;
 
 // Independent SHA-256 (one-shot EVP_Digest, not the library's Sha256).
 std::string sha256_hex(std::string_view data) {
@@ -141,8 +127,8 @@ FlowRecord allow_flow(std::int64_t t, std::uint16_t sport) {
 
 struct Fixture {
   TempDir tmp;
-  std::string dir = tmp.sub("log");
-  std::string key = tmp.sub("flowlog.key");
+  std::string dir = tmp.file("log");
+  std::string key = tmp.file("flowlog.key");
 
   WriterOptions options() const {
     WriterOptions o;
@@ -288,7 +274,7 @@ TEST(FlowLogRecord, EscapingAndParsing) {
 
 TEST(FlowLogKeys, CreateLoadSignVerify) {
   TempDir tmp;
-  const auto path = tmp.sub("k.key");
+  const auto path = tmp.file("k.key");
   std::string err;
   auto k = SigningKey::load_or_create(path, &err);
   ASSERT_TRUE(k) << err;
@@ -588,7 +574,7 @@ void rewrite_chain(const std::string& dir, const SigningKey& key) {
 TEST(FlowLogTamper, RewriteTheWholeChainWithAnotherKey) {
   Tampered t;
   std::string err;
-  auto attacker = SigningKey::load_or_create(t.fx.tmp.sub("attacker.key"), &err);
+  auto attacker = SigningKey::load_or_create(t.fx.tmp.file("attacker.key"), &err);
   ASSERT_TRUE(attacker) << err;
   rewrite_chain(t.fx.dir, *attacker);
   // Hashes and links are consistent again ...
@@ -816,7 +802,7 @@ TEST(FlowLogCli, AuditVerifyExitCodesAndMessages) {
   EXPECT_EQ(tierwall::cli::audit_verify(o, out3, err3), 1);
   EXPECT_NE(out3.str().find("\"kind\": \"edited\""), std::string::npos) << out3.str();
 
-  o.dir = t.fx.tmp.sub("nope");
+  o.dir = t.fx.tmp.file("nope");
   std::ostringstream out4, err4;
   EXPECT_EQ(tierwall::cli::audit_verify(o, out4, err4), 2);
   EXPECT_NE(err4.str().find("no such log directory"), std::string::npos);

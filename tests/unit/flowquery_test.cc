@@ -22,6 +22,7 @@
 #include "tierwall/flowquery/report_html.h"
 #include "tierwall/flowquery/summary.h"
 #include "tierwall/flowquery/time.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace tierwall::flowquery {
 namespace {
@@ -161,25 +162,7 @@ std::string checkpoint(std::int64_t seq, int second) {
          R"(","signature":")" + std::string(128, 's') + "\"" + tail();
 }
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "flowquery-test-XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  [[nodiscard]] const std::string& path() const { return path_; }
-  void write(const std::string& name, const std::string& content, bool append = false) const {
-    std::ofstream f(path_ + "/" + name, append ? std::ios::app : std::ios::trunc);
-    f << content;
-  }
-
- private:
-  std::string path_;
-};
+using tierwall::testsupport::TempDir;
 
 std::string lines(const std::vector<std::string>& v) {
   std::string s;
@@ -467,7 +450,7 @@ TEST(LineReader, LinesSpanningChunks) {
   for (const std::size_t buffer : {16u, 64u, 100u, 333u, 4096u, 1u << 20}) {
     LineReader reader(buffer);
     std::string error;
-    ASSERT_TRUE(reader.open(dir.path() + "/f", &error)) << error;
+    ASSERT_TRUE(reader.open(dir.file("f"), &error)) << error;
     std::vector<std::string> got;
     std::string_view line;
     while (reader.next(line, &error) == LineReader::Status::Line) {
@@ -537,14 +520,14 @@ TEST(LogStream, FollowSeesAppendsCompletedLinesAndNewFiles) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     };
     wait_for(1);
-    dir.write("flows-1.jsonl", all[1].substr(0, 30), true);  // a torn write in progress
+    dir.append("flows-1.jsonl", all[1].substr(0, 30));  // a torn write in progress
     std::this_thread::sleep_for(std::chrono::milliseconds(150));
-    dir.write("flows-1.jsonl", all[1].substr(30) + "\n", true);  // completed
+    dir.append("flows-1.jsonl", all[1].substr(30) + "\n");  // completed
     wait_for(2);
-    dir.write("flows-1.jsonl", lines({all[2]}), true);
+    dir.append("flows-1.jsonl", lines({all[2]}));
     dir.write("flows-2.jsonl", lines({all[3], all[4]}));  // rotation
     wait_for(5);
-    dir.write("flows-2.jsonl", lines({all[5]}), true);
+    dir.append("flows-2.jsonl", lines({all[5]}));
   });
   std::thread watchdog([&] {
     for (int i = 0; i < 200 && !stop.load(); ++i)
@@ -656,7 +639,7 @@ TEST(FlowsCommand, UsageAndInputErrors) {
   o.output = "yaml";
   EXPECT_EQ(run_flows(o).code, 2);
   o.output = "json";
-  o.log_dir = dir.path() + "/missing";
+  o.log_dir = dir.file("missing");
   EXPECT_EQ(run_flows(o).code, 1);
   o.log_dir = dir.path();
   dir.write("flows-1.jsonl", lines({sample()[2], "garbage", sample()[3]}));
@@ -691,11 +674,11 @@ TEST(FlowsCommand, FollowWithLimitReturnsOnceEnoughArrived) {
   o.stop = &stop;  // only a safety net here
   std::thread writer([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    dir.write("flows-1.jsonl", lines({all[3]}), true);
+    dir.append("flows-1.jsonl", lines({all[3]}));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     dir.write("flows-2.jsonl", lines({all[4], all[5]}));
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    dir.write("flows-2.jsonl", lines({all[7], all[8], all[3]}), true);
+    dir.append("flows-2.jsonl", lines({all[7], all[8], all[3]}));
   });
   std::thread watchdog([&] {
     for (int i = 0; i < 200 && !stop.load(); ++i)
@@ -817,7 +800,7 @@ TEST(ReportCommand, WritesHtmlOrJsonAndCallsTheVerifier) {
   dir.write("flows-1.jsonl", lines(sample()));
   cli::ReportOptions o;
   o.log_dir = dir.path();
-  o.output = dir.path() + "/report.html";
+  o.output = dir.file("report.html");
   std::string verified_dir;
   o.verify = [&](const std::string& d) {
     verified_dir = d;

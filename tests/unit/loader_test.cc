@@ -17,6 +17,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tierwall/testsupport/temp_dir.h"
+
 namespace tierwall::policy {
 namespace {
 
@@ -710,32 +712,7 @@ TEST(LoaderKinds, InventoryDocumentInsidePolicyTextIsAnError) {
 // Files and directories.
 // ---------------------------------------------------------------------------
 
-class TempDir {
- public:
-  TempDir() {
-    std::random_device rd;
-    path_ = fs::temp_directory_path() /
-            ("tierwall-loader-test-" + std::to_string(rd()) + "-" +
-             std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-
-  [[nodiscard]] const fs::path& path() const { return path_; }
-  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
-  void write(const std::string& name, std::string_view content) const {
-    std::ofstream out(path_ / name, std::ios::binary);
-    out << content;
-  }
-
- private:
-  fs::path path_;
-};
+using tierwall::testsupport::TempDir;
 
 std::string doc(std::string_view spec_body) {
   return "apiVersion: tierwall.io/v1\nkind: SegmentationPolicy\nmetadata: {name: p}\nspec:\n" +

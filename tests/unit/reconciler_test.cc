@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "tierwall/policy/loader.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace tierwall::agent {
 namespace {
@@ -109,24 +110,7 @@ identity::Endpoint ep(std::string name, std::string role, std::vector<std::strin
   return e;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = std::filesystem::temp_directory_path() /
-            ("tw-reconciler-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  std::string write(const std::string& name, std::string_view text) const {
-    auto p = path_ / name;
-    std::ofstream(p) << text;
-    return p.string();
-  }
-
- private:
-  static inline int counter_ = 0;
-  std::filesystem::path path_;
-};
+using tierwall::testsupport::TempDir;
 
 class ReconcilerTest : public ::testing::Test {
  protected:

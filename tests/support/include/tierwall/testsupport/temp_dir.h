@@ -1,6 +1,6 @@
 // A temporary directory (mkdtemp under the system's temp directory) that
-// is removed with everything in it when it goes out of scope, for tests
-// and benchmarks that write configs, policies and logs.
+// is removed with everything in it when it goes out of scope (unless kept),
+// for tests and benchmarks that write configs, policies and logs.
 //
 // Thread contract: as a value; one owner. Throws std::runtime_error when
 // the directory cannot be made.
@@ -13,6 +13,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace tierwall::testsupport {
 
@@ -27,6 +28,7 @@ class TempDir {
     path_ = tmpl;
   }
   ~TempDir() {
+    if (keep_) return;
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
@@ -34,17 +36,29 @@ class TempDir {
   TempDir& operator=(const TempDir&) = delete;
 
   [[nodiscard]] const std::filesystem::path& path() const { return path_; }
+  // The path of `name` below the directory.
+  [[nodiscard]] std::string file(const std::string& name) const { return (path_ / name).string(); }
   // Writes `text` to `name` below the directory (creating its parents);
   // returns the file's path.
-  std::string write(const std::string& name, const std::string& text) const {
+  std::string write(const std::string& name, std::string_view text) const {
     const std::filesystem::path p = path_ / name;
     std::filesystem::create_directories(p.parent_path());
     std::ofstream(p) << text;
     return p.string();
   }
+  // Appends `text` to `name` below the directory; returns the file's path.
+  std::string append(const std::string& name, std::string_view text) const {
+    const std::filesystem::path p = path_ / name;
+    std::ofstream(p, std::ios::app) << text;
+    return p.string();
+  }
+  // Leaves the directory and its files in place at destruction (a
+  // benchmark's --keep).
+  void keep() { keep_ = true; }
 
  private:
   std::filesystem::path path_;
+  bool keep_ = false;
 };
 
 }  // namespace tierwall::testsupport
