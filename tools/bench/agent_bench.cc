@@ -95,6 +95,7 @@
 #include "tierwall/runtime/http.h"
 #include "tierwall/testsupport/netns.h"
 #include "tierwall/testsupport/podman.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace {
 
@@ -366,25 +367,6 @@ ts::CommandResult must(const std::vector<std::string>& argv, Millis timeout = Mi
   }
   return r;
 }
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = "/tmp/twbench-" + std::to_string(::getpid()) + "-XXXXXX";
-    if (::mkdtemp(tmpl.data()) == nullptr) throw Broken("mkdtemp: " + std::string(strerror(errno)));
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // Deletes table inet <name> (and only it), in this thread's namespace.
 void drop_table(const std::string& name) {
@@ -1625,7 +1607,7 @@ int main(int argc, char** argv) {
       throw Unavailable("image " + kImage + " missing and scripts/podman-setup.sh images failed");
     }
     cleanup_stale();
-    TempDir dir;
+    ts::TempDir dir{"twbench-agent"};
     r.lat = run_latency(opt, tierwalld, script, dir.path());
     r.mem = run_memory(opt, tierwalld, dir.path());
   } catch (const Interrupted&) {

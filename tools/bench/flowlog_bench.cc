@@ -86,6 +86,7 @@
 #include "tierwall/flowpipe/enricher.h"
 #include "tierwall/policy/loader.h"
 #include "tierwall/testsupport/netns.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace {
 
@@ -261,31 +262,6 @@ double load_average() {
   double l[1] = {0};
   return getloadavg(l, 1) == 1 ? l[0] : -1;
 }
-
-// A temporary directory, removed on destruction unless kept.
-class TempDir {
- public:
-  TempDir(const std::string& name, bool keep) : keep_(keep) {
-    std::string tmpl = (fs::temp_directory_path() / (name + "-XXXXXX")).string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    if (keep_) {
-      std::fprintf(stderr, "%s: kept %s\n", kProg, path_.c_str());
-      return;
-    }
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  bool keep_;
-};
 
 // ---------------------------------------------------------------------------
 // The namespace: dummy interface, our table, the kernel's counter
@@ -547,11 +523,12 @@ Run run_senders_only(Lab& lab, const Options& opt, int seconds) {
 Run run_tierwall(Lab& lab, const Options& opt, const tierwall::compiler::Compilation& comp,
                  std::chrono::milliseconds fold_window) {
   Run run;
-  TempDir dir("tierwall-bench-flowlog", opt.keep);
+  ts::TempDir dir("tierwall-bench-flowlog");
+  if (opt.keep) dir.keep(kProg);
   tierwall::flowlog::WriterOptions wo;
-  wo.dir = dir.path() + "/log";
+  wo.dir = dir.file("log");
   wo.node = "bench-node";
-  wo.key_path = dir.path() + "/flowlog.key";
+  wo.key_path = dir.file("flowlog.key");
   wo.fold_window = fold_window;
   wo.fsync = opt.fsync;
   wo.queue_capacity = opt.queue;
@@ -778,9 +755,10 @@ Run run_ulogd(Lab& lab, const Options& opt) {
         "scripts/install-deps.sh)";
     return run;
   }
-  TempDir dir("tierwall-bench-ulogd", opt.keep);
-  const std::string out = dir.path() + "/ulogd.json";
-  const std::string conf = dir.path() + "/ulogd.conf";
+  ts::TempDir dir("tierwall-bench-ulogd");
+  if (opt.keep) dir.keep(kProg);
+  const std::string out = dir.file("ulogd.json");
+  const std::string conf = dir.file("ulogd.conf");
   {
     std::ofstream c(conf);
     const std::string& p = *plugins;
@@ -790,7 +768,7 @@ Run run_ulogd(Lab& lab, const Options& opt) {
     // below netlink_socket_buffer_maxsize, and on ENOBUFS doubles it up to
     // that maximum: maximum = size + 1 keeps it at 64 MiB, like ours.
     c << "[global]\n"
-      << "logfile=\"" << dir.path() << "/ulogd.log\"\n"
+      << "logfile=\"" << dir.file("ulogd.log") << "\"\n"
       << "loglevel=5\n"
       << "plugin=\"" << p << "/ulogd_inppkt_NFLOG.so\"\n"
       << "plugin=\"" << p << "/ulogd_raw2packet_BASE.so\"\n"
@@ -810,14 +788,14 @@ Run run_ulogd(Lab& lab, const Options& opt) {
       << "file=\"" << out << "\"\n"
       << "sync=0\n";
   }
-  const pid_t pid = lab.ns().spawn("exec " + *binary + " -c " + conf, dir.path() + "/stderr.log");
+  const pid_t pid = lab.ns().spawn("exec " + *binary + " -c " + conf, dir.file("stderr.log"));
   // ulogd is up when the group has a reader in the namespace.
   const auto up_deadline = Clock::now() + std::chrono::seconds(10);
   while (!group_bound(lab)) {
     check_stop();
     if (Clock::now() > up_deadline) {
       lab.ns().stop(pid);
-      const std::string text = read_text(dir.path() + "/ulogd.log");
+      const std::string text = read_text(dir.file("ulogd.log"));
       throw std::runtime_error("ulogd did not bind NFLOG group " + std::to_string(kGroup) + ": " +
                                text);
     }

@@ -42,6 +42,7 @@
 #include "tierwall/identity/inventory.h"
 #include "tierwall/policy/loader.h"
 #include "tierwall/policy/yaml.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 namespace {
 
@@ -478,34 +479,6 @@ nlohmann::json to_json(const Results& r) {
                         {"libyaml_events_ms", r.libyaml_events_ms}};
 }
 
-// Removes the generated files unless --keep.
-class TempDir {
- public:
-  explicit TempDir(bool keep) : keep_(keep) {
-    std::string tmpl = (fs::temp_directory_path() / "tierwall-bench-XXXXXX").string();
-    if (mkdtemp(tmpl.data()) == nullptr) {
-      std::perror("tierwall-bench-policy: mkdtemp");
-      std::exit(1);
-    }
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (keep_) {
-      std::cerr << "tierwall-bench-policy: inputs kept in " << path_.string() << "\n";
-    } else {
-      fs::remove_all(path_, ec);
-    }
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-  bool keep_;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -513,7 +486,16 @@ int main(int argc, char** argv) {
   Gen gen(opt.seed);
   Results r;
 
-  TempDir dir(opt.keep);
+  // The generated inputs, removed at the end unless --keep.
+  std::unique_ptr<tierwall::testsupport::TempDir> made;
+  try {
+    made = std::make_unique<tierwall::testsupport::TempDir>("tierwall-bench");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tierwall-bench-policy: %s\n", e.what());
+    return 1;
+  }
+  if (opt.keep) made->keep("tierwall-bench-policy");
+  const tierwall::testsupport::TempDir& dir = *made;
   const fs::path policy_path = dir.path() / "policy.yaml";
   const fs::path inventory_path = dir.path() / "inventory.yaml";
   std::vector<std::string> names;

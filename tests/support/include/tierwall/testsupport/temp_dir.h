@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace tierwall::testsupport {
 
@@ -28,7 +30,10 @@ class TempDir {
     path_ = tmpl;
   }
   ~TempDir() {
-    if (keep_) return;
+    if (keep_) {
+      if (!who_.empty()) std::fprintf(stderr, "%s: kept %s\n", who_.c_str(), path_.c_str());
+      return;
+    }
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
@@ -53,12 +58,17 @@ class TempDir {
     return p.string();
   }
   // Leaves the directory and its files in place at destruction (a
-  // benchmark's --keep).
-  void keep() { keep_ = true; }
+  // benchmark's --keep), then saying "<who>: kept <path>" on stderr unless
+  // `who` is empty.
+  void keep(std::string who = {}) {
+    keep_ = true;
+    who_ = std::move(who);
+  }
 
  private:
   std::filesystem::path path_;
   bool keep_ = false;
+  std::string who_;
 };
 
 }  // namespace tierwall::testsupport
