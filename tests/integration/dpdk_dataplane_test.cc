@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <optional>
 #include <sstream>
@@ -319,9 +320,22 @@ TEST_F(DpdkDataplaneTest, TwoWorkersSplitConnectionsAndKeepBothDirections) {
   std::size_t starts = 0;
   std::size_t ends = 0;
   std::uint64_t events = 0;
+  // Flow ids are distinct across the workers (the flow log pairs a start
+  // and its end by the id), and every end names a start.
+  std::map<std::uint32_t, int> start_ids;
   for (const auto& e : drained) {
     starts += e.type == FlowEventType::Start ? 1 : 0;
     ends += e.type == FlowEventType::End ? 1 : 0;
+    if (e.type == FlowEventType::Start) ++start_ids[e.flow_id];
+  }
+  for (const auto& [id, n] : start_ids) {
+    EXPECT_NE(id, 0U);
+    EXPECT_EQ(n, 1) << "flow id " << id << " started " << n << " times";
+  }
+  for (const auto& e : drained) {
+    if (e.type == FlowEventType::End) {
+      EXPECT_EQ(start_ids.count(e.flow_id), 1U) << e.flow_id;
+    }
   }
   for (const auto& w : end.workers) events += w.events.events;
   EXPECT_EQ(drained.size(), end.events.events) << describe(end);

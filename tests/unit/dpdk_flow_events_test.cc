@@ -4,7 +4,9 @@
 // Enricher ("dataplane":"dpdk", rule, generation, count, loss records).
 #include <map>
 #include <memory>
+#include <set>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -452,6 +454,39 @@ TEST(DpdkFlowEnds, CountsPerDirectionAndEndsOnExpiryCutAndStop) {
   ASSERT_EQ(sink.ends.size(), 3U);
   EXPECT_EQ(sink.ends[2].reason, FlowEndReason::Stopped);
   EXPECT_EQ(table.live(later + 3 * kMs), 0U);
+}
+
+// The workers of one dataplane hand out flow ids by stride (worker w of N:
+// w + 1, w + 1 + N, ...), so no two of them share an id; bad strides are
+// refused.
+TEST(DpdkFlowEnds, FlowIdsOfWorkersNeverCollide) {
+  const auto g = build(kPolicy, 7);
+  ASSERT_TRUE(g);
+  constexpr std::uint32_t kWorkers = 3;
+  std::set<std::uint32_t> seen;
+  for (std::uint32_t w = 0; w < kWorkers; ++w) {
+    FlowTableOptions o;
+    o.capacity = 1024;
+    o.count = true;
+    o.id_first = w + 1;
+    o.id_stride = kWorkers;
+    FlowTable table(o);
+    for (std::uint16_t i = 0; i < 50; ++i) {
+      const auto r = table.process(
+          *g, packet("10.88.0.10", static_cast<std::uint16_t>(40000 + i), "10.88.0.20", 5432, 60),
+          kMs);
+      ASSERT_EQ(r.outcome, FlowOutcome::New);
+      EXPECT_EQ(r.flow_id, w + 1 + kWorkers * i);
+      EXPECT_TRUE(seen.insert(r.flow_id).second) << "flow id " << r.flow_id << " twice";
+    }
+  }
+  EXPECT_EQ(seen.size(), 150U);
+  FlowTableOptions bad;
+  bad.id_first = 4;
+  bad.id_stride = 3;
+  EXPECT_THROW(FlowTable{bad}, std::invalid_argument);
+  bad.id_first = 0;
+  EXPECT_THROW(FlowTable{bad}, std::invalid_argument);
 }
 
 TEST(DpdkFlowEnds, WithoutCountingNothingIsReported) {

@@ -237,6 +237,10 @@ std::unique_ptr<DpdkDataplane> DpdkDataplane::open(const DpdkDataplaneConfig& co
   try {
     for (std::uint32_t w = 0; w < config.workers; ++w) {
       options.queue = static_cast<std::uint16_t>(w);
+      // Flow ids distinct across workers: the flow log pairs a
+      // connection's start and end by its id.
+      options.flows.id_first = w + 1;
+      options.flows.id_stride = config.workers;
       d.bridges.push_back(std::make_unique<Bridge>(raw, d.store, options));
     }
   } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -197,6 +198,8 @@ struct FlowTable::Impl {
   detail::HugeArray<FlowStats> stats;  // empty unless counting
   FlowEndSink* end_sink = nullptr;
   std::uint32_t next_id = 1;
+  std::uint32_t id_first = 1;
+  std::uint32_t id_stride = 1;
   std::size_t sweep_cursor = 0;
 
   [[nodiscard]] bool counting() const { return stats.size() != 0; }
@@ -286,6 +289,12 @@ FlowTable::FlowTable(const FlowTableOptions& options) : impl_(std::make_unique<I
   impl_->bucket_mask = buckets - 1;
   impl_->set_timeouts(options.timeouts);
   if (options.count) impl_->stats = detail::HugeArray<FlowStats>(buckets * kWays);
+  if (options.id_stride == 0 || options.id_first == 0 || options.id_first > options.id_stride) {
+    throw std::invalid_argument("FlowTable: id_first must be in 1..id_stride");
+  }
+  impl_->id_first = options.id_first;
+  impl_->id_stride = options.id_stride;
+  impl_->next_id = options.id_first;
 }
 
 void FlowTable::set_end_sink(FlowEndSink* sink) { impl_->end_sink = sink; }
@@ -552,7 +561,8 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   std::uint32_t id = 0;
   if (m.counting()) {
     id = m.next_id;
-    m.next_id = m.next_id == UINT32_MAX ? 1 : m.next_id + 1;  // 0: no flow
+    // 0 means no flow; wrap to the first id before the sum would overflow.
+    m.next_id = m.next_id > UINT32_MAX - m.id_stride ? m.id_first : m.next_id + m.id_stride;
     m.stats[base + way] = FlowStats{{1, 0}, {p.length, 0}, id, 0};
   }
   FlowResult r{d, FlowOutcome::New, id};

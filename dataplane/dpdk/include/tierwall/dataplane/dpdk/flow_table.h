@@ -68,6 +68,12 @@ struct FlowTableOptions {
   std::size_t capacity = std::size_t{1} << 20;  // entries; rounded up to 8 x 2^k
   FlowTimeouts timeouts;
   bool count = false;  // flow ids and per-flow packet/byte counts (FlowEnd)
+  // Flow ids are id_first, id_first + id_stride, ... (wrapping before 2^32,
+  // never 0): tables with the same stride and distinct id_first below it
+  // (the workers of one dataplane: w + 1 and their count) never hand out
+  // the same id, which the flow log pairs a connection's start and end by.
+  std::uint32_t id_first = 1;   // 1..id_stride
+  std::uint32_t id_stride = 1;  // >= 1
 };
 
 // The part of a packet the flow table needs. For ICMP/ICMPv6 both ports are
