@@ -790,7 +790,7 @@ void Daemon::drain_dpdk(bool all) {
     }
   };
   if (all) {
-    // Stopping: the forwarding thread ends its flows while we drain.
+    // Stopping: the forwarding workers end their flows while we drain.
     dpdk_->stop(consume);
   } else {
     // Bounded per round, so a flood never starves the loop.
