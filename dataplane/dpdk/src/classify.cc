@@ -244,8 +244,9 @@ bool next_key(const Key6& k, Key6& out) {
 
 // Index of the last start <= k (starts sorted, starts[0] == 0): a binary
 // search without data-dependent branches.
-std::size_t last_at_or_below(const std::vector<std::uint32_t>& starts, std::uint32_t k) {
-  const std::uint32_t* base = starts.data();
+template <typename K>
+std::size_t last_at_or_below(const std::vector<K>& starts, const K& k) {
+  const K* base = starts.data();
   std::size_t n = starts.size();
   while (n > 1) {
     const std::size_t half = n / 2;
@@ -464,6 +465,11 @@ struct Generation::Impl {
 
   // Every address (Generation::resolve() has the usual case inline).
   [[gnu::noinline]] PeerClass resolve(const IpAddress& a) const;
+  // resolve() in one family: the buckets from `home` while they spill, else
+  // the address interval holding `k`.
+  template <typename Bucket, typename K>
+  PeerClass find(const detail::HugeArray<Bucket>& table, std::uint64_t home, std::uint64_t mask,
+                 const K& k, const Intervals<K>& iv) const;
   // The PeerClass of slot `i` of a matched bucket (v4 or v6): host or endpoint.
   template <typename Bucket>
   PeerClass from_slot(const Bucket& b, unsigned i) const;
@@ -500,28 +506,26 @@ PeerClass Generation::Impl::from_interval(std::uint32_t info) const {
   return p;
 }
 
-PeerClass Generation::Impl::resolve(const IpAddress& a) const {
-  if (a.is_v4()) {
-    const std::uint32_t k = key4(a);
-    for (std::uint64_t i = hash4(k) >> v4_shift;; i = (i + 1) & v4_mask) {
-      const Bucket4& b = v4[i];
-      const unsigned m = match(b, k);
-      if (m != 0) [[likely]]
-        return from_slot(b, static_cast<unsigned>(std::countr_zero(m)));
-      if (b.spill == 0) break;
-    }
-    return from_interval(iv4.info[last_at_or_below(iv4.starts, k)]);
-  }
-  const Key6 k = key6(a);
-  for (std::uint64_t i = hash6(k) >> v6_shift;; i = (i + 1) & v6_mask) {
-    const Bucket6& b = v6[i];
+template <typename Bucket, typename K>
+PeerClass Generation::Impl::find(const detail::HugeArray<Bucket>& table, std::uint64_t home,
+                                 std::uint64_t mask, const K& k, const Intervals<K>& iv) const {
+  for (std::uint64_t i = home;; i = (i + 1) & mask) {
+    const Bucket& b = table[i];
     const unsigned m = match(b, k);
     if (m != 0) [[likely]]
       return from_slot(b, static_cast<unsigned>(std::countr_zero(m)));
     if (b.spill == 0) break;
   }
-  const auto it = std::upper_bound(iv6.starts.begin(), iv6.starts.end(), k);
-  return from_interval(iv6.info[static_cast<std::size_t>(it - iv6.starts.begin()) - 1]);
+  return from_interval(iv.info[last_at_or_below(iv.starts, k)]);
+}
+
+PeerClass Generation::Impl::resolve(const IpAddress& a) const {
+  if (a.is_v4()) {
+    const std::uint32_t k = key4(a);
+    return find(v4, hash4(k) >> v4_shift, v4_mask, k, iv4);
+  }
+  const Key6 k = key6(a);
+  return find(v6, hash6(k) >> v6_shift, v6_mask, k, iv6);
 }
 
 PeerClass Generation::resolve(const IpAddress& a) const {
