@@ -385,10 +385,10 @@ class ConfigReader {
         dpdk.eal_args = std::move(args);
       }
     }
+    const policy::yaml::Node* first_overlay = nullptr;  // the first port with an overlay
     if (const auto* p = field(n, "ports")) {
       if (r_.check_list(*p, "dpdk.ports")) {
         dpdk.ports.clear();
-        const policy::yaml::Node* first_overlay = nullptr;
         for (const auto& item : p->children) {
           if (!r_.check_map(item, "a DPDK port", {"devargs", "name", "overlay"})) continue;
           const auto* d = field(item, "devargs");
@@ -438,10 +438,7 @@ class ConfigReader {
         }
         // An uplink's queues are spread by the outer VXLAN header, a
         // container port's by the inner packet (docs/dpdk.md, "Workers").
-        const bool any_overlay =
-            std::any_of(dpdk.ports.begin(), dpdk.ports.end(),
-                        [](const AgentConfig::DpdkPort& port) { return port.overlay.has_value(); });
-        if (dpdk.workers > 1 && any_overlay) {
+        if (dpdk.workers > 1 && first_overlay != nullptr) {
           r_.error(*w, "dpdk.workers " + std::to_string(dpdk.workers) +
                            " with an overlay uplink: an uplink needs workers: 1 (its queues are "
                            "spread by the outer VXLAN header, a container port's by the inner "
