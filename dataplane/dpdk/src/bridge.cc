@@ -504,4 +504,33 @@ BridgeCounters Bridge::counters() const {
   return c;
 }
 
+BridgeCounters& BridgeCounters::operator+=(const BridgeCounters& other) {
+  rx += other.rx;
+  tx += other.tx;
+  tx_failed += other.tx_failed;
+  forwarded += other.forwarded;
+  flooded += other.flooded;
+  filtered += other.filtered;
+  non_ip += other.non_ip;
+  ip_allowed += other.ip_allowed;
+  policy_dropped += other.policy_dropped;
+  policy_cut += other.policy_cut;
+  no_generation += other.no_generation;
+  fragments_dropped += other.fragments_dropped;
+  for (std::size_t i = 0; i < by_status.size(); ++i) by_status[i] += other.by_status[i];
+  malformed += other.malformed;
+  learned += other.learned;
+  learn_full += other.learn_full;
+  bursts += other.bursts;
+  overlay_decapsulated += other.overlay_decapsulated;
+  overlay_encapsulated += other.overlay_encapsulated;
+  overlay_encap_failed += other.overlay_encap_failed;
+  overlay_by_tag += other.overlay_by_tag;
+  overlay_refused += other.overlay_refused;
+  for (std::size_t i = 0; i < overlay_refused_by.size(); ++i) {
+    overlay_refused_by[i] += other.overlay_refused_by[i];
+  }
+  return *this;
+}
+
 }  // namespace tierwall::dataplane::dpdk

@@ -60,56 +60,6 @@ RuleSet deny_all() {
   return RuleSet{std::move(policy), std::make_shared<EndpointTable>()};
 }
 
-void add(BridgeCounters& a, const BridgeCounters& b) {
-  a.rx += b.rx;
-  a.tx += b.tx;
-  a.tx_failed += b.tx_failed;
-  a.forwarded += b.forwarded;
-  a.flooded += b.flooded;
-  a.filtered += b.filtered;
-  a.non_ip += b.non_ip;
-  a.ip_allowed += b.ip_allowed;
-  a.policy_dropped += b.policy_dropped;
-  a.policy_cut += b.policy_cut;
-  a.no_generation += b.no_generation;
-  a.fragments_dropped += b.fragments_dropped;
-  for (std::size_t i = 0; i < a.by_status.size(); ++i) a.by_status[i] += b.by_status[i];
-  a.malformed += b.malformed;
-  a.learned += b.learned;
-  a.learn_full += b.learn_full;
-  a.bursts += b.bursts;
-  a.overlay_decapsulated += b.overlay_decapsulated;
-  a.overlay_encapsulated += b.overlay_encapsulated;
-  a.overlay_encap_failed += b.overlay_encap_failed;
-  a.overlay_by_tag += b.overlay_by_tag;
-  a.overlay_refused += b.overlay_refused;
-  for (std::size_t i = 0; i < a.overlay_refused_by.size(); ++i) {
-    a.overlay_refused_by[i] += b.overlay_refused_by[i];
-  }
-}
-
-void add(FlowCounters& a, const FlowCounters& b) {
-  a.hits += b.hits;
-  a.rechecks += b.rechecks;
-  a.inserts += b.inserts;
-  a.denied += b.denied;
-  a.cuts += b.cuts;
-  a.expired += b.expired;
-  a.evicted += b.evicted;
-}
-
-void add(FlowEventCounters& a, const FlowEventCounters& b) {
-  a.events += b.events;
-  a.starts += b.starts;
-  a.denies += b.denies;
-  a.cuts += b.cuts;
-  a.ends += b.ends;
-  a.packets += b.packets;
-  a.lost += b.lost;
-  a.rate_limited += b.rate_limited;
-  a.folded += b.folded;
-}
-
 }  // namespace
 
 struct DpdkDataplane::Impl {
@@ -340,9 +290,9 @@ DpdkStats DpdkDataplane::stats() const {
   DpdkStats s;
   for (const auto& b : d.bridges) {
     DpdkWorkerStats w{b->counters(), b->flow_counters(), b->event_counters()};
-    add(s.bridge, w.bridge);
-    add(s.flows, w.flows);
-    add(s.events, w.events);
+    s.bridge += w.bridge;
+    s.flows += w.flows;
+    s.events += w.events;
     s.workers.push_back(w);
   }
   for (std::size_t i = 0; i < d.ports.size(); ++i) {

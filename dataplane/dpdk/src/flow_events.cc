@@ -211,4 +211,17 @@ FlowEventCounters FlowEventEmitter::counters() const {
   return c;
 }
 
+FlowEventCounters& FlowEventCounters::operator+=(const FlowEventCounters& other) {
+  events += other.events;
+  starts += other.starts;
+  denies += other.denies;
+  cuts += other.cuts;
+  ends += other.ends;
+  packets += other.packets;
+  lost += other.lost;
+  rate_limited += other.rate_limited;
+  folded += other.folded;
+  return *this;
+}
+
 }  // namespace tierwall::dataplane::dpdk

@@ -570,4 +570,15 @@ FlowResult FlowTable::process_keyed(const Generation& g, const FlowPacket& p, co
   return r;
 }
 
+FlowCounters& FlowCounters::operator+=(const FlowCounters& other) {
+  hits += other.hits;
+  rechecks += other.rechecks;
+  inserts += other.inserts;
+  denied += other.denied;
+  cuts += other.cuts;
+  expired += other.expired;
+  evicted += other.evicted;
+  return *this;
+}
+
 }  // namespace tierwall::dataplane::dpdk

@@ -132,6 +132,9 @@ struct BridgeCounters {
   std::uint64_t overlay_by_tag = 0;        // new connections decided by their tag (source unknown)
   std::uint64_t overlay_refused = 0;       // frames refused on an uplink: sum of the reasons
   std::array<std::uint64_t, kOverlayRefusalCount> overlay_refused_by{};  // per OverlayRefusal
+
+  // Field by field: the sum over several Bridges (workers).
+  BridgeCounters& operator+=(const BridgeCounters& other);
 };
 
 class Bridge {

@@ -107,6 +107,9 @@ struct FlowEventCounters {
   std::uint64_t lost = 0;          // packets of events the sink refused (full)
   std::uint64_t rate_limited = 0;  // packets of deny events over the rate limit
   std::uint64_t folded = 0;        // denied packets folded into an earlier event
+
+  // Field by field: the sum over several emitters (workers).
+  FlowEventCounters& operator+=(const FlowEventCounters& other);
 };
 
 class FlowEventEmitter final : public FlowEndSink {

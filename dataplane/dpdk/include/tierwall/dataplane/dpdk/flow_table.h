@@ -150,6 +150,9 @@ struct FlowCounters {
   std::uint64_t cuts = 0;
   std::uint64_t expired = 0;  // entries found expired (on lookup or reuse)
   std::uint64_t evicted = 0;  // live entries pushed out of a full bucket
+
+  // Field by field: the sum over several tables (workers).
+  FlowCounters& operator+=(const FlowCounters& other);
 };
 
 enum class FlowEndReason : std::uint8_t { Expired, Evicted, Cut, Stopped };
