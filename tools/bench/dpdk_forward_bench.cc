@@ -153,9 +153,10 @@ int main(int argc, char** argv) {
     if (p.src_port == dpdk::kVxlanPort) ++p.src_port;
   }
   // The replies of the allowed flows, shuffled: the established pass.
-  const std::vector<dpdk::FlowPacket> replies = shuffled_replies(packets, rng, [&](const auto& p) {
+  auto passes = [&](const dpdk::FlowPacket& p) {
     return g.classify(p.src, p.dst, p.protocol, p.decision_port).verdict != dp::Verdict::Deny;
-  });
+  };
+  const std::vector<dpdk::FlowPacket> replies = shuffled_replies(packets, rng, passes);
   std::vector<std::uint8_t> syn_frames;
   std::vector<std::uint8_t> reply_frames;
   frames_of(packets, syn_frames);
@@ -206,13 +207,7 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < packets.size(); ++i) part[i % workers].push_back(packets[i]);
     for (unsigned w = 0; w < workers; ++w) {
       frames_of(part[w], shares[w].syn);
-      frames_of(
-          shuffled_replies(part[w], rng,
-                           [&](const auto& p) {
-                             return g.classify(p.src, p.dst, p.protocol, p.decision_port).verdict !=
-                                    dp::Verdict::Deny;
-                           }),
-          shares[w].reply);
+      frames_of(shuffled_replies(part[w], rng, passes), shares[w].reply);
     }
     std::vector<std::unique_ptr<dpdk::Bridge>> bridges;
     std::vector<rte_ring*> rings;
