@@ -13,7 +13,6 @@
 // Shared setup with tierwall-bench-dpdkclassify: dpdk_bench_common.h.
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -32,6 +31,7 @@
 
 #include "tierwall/dataplane/dpdk/encap.h"
 #include "tierwall/dataplane/dpdk/overlay.h"
+#include "tierwall/testsupport/temp_dir.h"
 
 using namespace tierwall_bench;  // NOLINT(google-build-using-namespace): bench-local helpers
 
@@ -249,24 +249,21 @@ AclRun run_test_acl(const Setup& s, const dpdk::Generation& g,
   const AclExport acl = export_acl(s, trace, cap);
   r.rules = acl.lines.size();
   r.traces = acl.traced;
-  std::string dir_tmpl = (std::filesystem::temp_directory_path() / "tw-dpdk-bench-XXXXXX").string();
-  if (keep_dir.empty() && mkdtemp(dir_tmpl.data()) == nullptr) {
-    r.reason = std::string("mkdtemp: ") + std::strerror(errno);
+  // The files go in `keep_dir` (kept for running dpdk-test-acl by hand), or
+  // in a temporary directory removed on return.
+  std::optional<tierwall::testsupport::TempDir> tmp;
+  std::string dir = keep_dir;
+  try {
+    if (dir.empty()) {
+      tmp.emplace("tw-dpdk-bench");
+      dir = tmp->path().string();
+    } else {
+      std::filesystem::create_directories(dir);
+    }
+  } catch (const std::exception& e) {
+    r.reason = std::string("ACL directory: ") + e.what();
     return r;
   }
-  if (!keep_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(keep_dir, ec);
-    if (ec) {
-      r.reason = "cannot create " + keep_dir + ": " + ec.message();
-      return r;
-    }
-  }
-  const std::string dir = keep_dir.empty() ? dir_tmpl : keep_dir;
-  // Kept files stay for running dpdk-test-acl by hand; a temporary directory goes.
-  auto drop_dir = [&] {
-    if (keep_dir.empty()) std::filesystem::remove_all(dir);
-  };
   const std::string rules_path = dir + "/rules.acl";
   const std::string trace_path = dir + "/trace.acl";
   {
@@ -276,7 +273,6 @@ AclRun run_test_acl(const Setup& s, const dpdk::Generation& g,
       r.reason = "cannot write the ACL files in " + dir;
       if (f != nullptr) std::fclose(f);
       if (t != nullptr) std::fclose(t);
-      drop_dir();
       return r;
     }
     std::fprintf(f, "# tierwall-bench dpdk: IP-expanded 5-tuple ACL, %zu lines\n", r.rules);
@@ -302,7 +298,6 @@ AclRun run_test_acl(const Setup& s, const dpdk::Generation& g,
   r.build_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (rc != 0) {
     r.reason = "dpdk-test-acl exited with " + std::to_string(rc) + ": " + last_lines(out, 3);
-    drop_dir();
     return r;
   }
   std::vector<std::int64_t> line_of(acl.traced, -2);
@@ -349,7 +344,6 @@ AclRun run_test_acl(const Setup& s, const dpdk::Generation& g,
     b = b == std::string::npos ? 0 : b + 2;
     r.runs.push_back(std::strtod(out.c_str() + b, nullptr));
   }
-  drop_dir();
   if (r.runs.size() == static_cast<std::size_t>(runs)) {
     r.cycles = *std::min_element(r.runs.begin(), r.runs.end());
   }
