@@ -1,6 +1,5 @@
 #include "tierwall/dataplane/dpdk/generation_store.h"
 
-#include <algorithm>
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
